@@ -1,0 +1,149 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// The CNI plugin's identity, as conf/manifests/rbac-cni.yaml defines it.
+const (
+	CNIServiceAccount = "kdd-cni-plugin"
+	CNINamespace      = "kube-system"
+)
+
+// CNIRBACManifest is the manifest that grants the CNI identity its rights.
+func CNIRBACManifest() string {
+	return filepath.Join(RepoRoot(), "conf", "manifests", "rbac-cni.yaml")
+}
+
+// CreateNode creates a Node with the given podCIDRs (none leaves it without).
+func (cp *ControlPlane) CreateNode(ctx context.Context, name string, podCIDRs ...string) (*corev1.Node, error) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = podCIDRs[0], podCIDRs
+	}
+	return cp.Admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+}
+
+// CreateNamespace creates a Namespace; an existing one is fine.
+func (cp *ControlPlane) CreateNamespace(ctx context.Context, name string) error {
+	_, err := cp.Admin.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// CreatePod creates a Pod bound to node (it never runs: no kubelet).
+func (cp *ControlPlane) CreatePod(ctx context.Context, namespace, name, node string) (*corev1.Pod, error) {
+	if err := cp.CreateNamespace(ctx, namespace); err != nil {
+		return nil, err
+	}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "main", Image: "kdd-cni.local/test:latest"}},
+		},
+	}
+	return cp.Admin.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{})
+}
+
+// ApplyManifest server-side applies every object in a YAML file as admin.
+// With dryRun the apiserver validates and admits but persists nothing.
+func (cp *ControlPlane) ApplyManifest(ctx context.Context, path string, dryRun bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cp.AdminConfig)
+	if err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(cp.AdminConfig)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for i := 0; ; i++ {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("failed to decode document %d of %s: %w", i, path, err)
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		gvk := obj.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("failed to map %s in %s: %w", gvk, path, err)
+		}
+		body, err := obj.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		opts := metav1.PatchOptions{FieldManager: "kdd-cni-harness", Force: new(true)}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(m.Resource).Namespace(ns)
+		}
+		if _, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, opts); err != nil {
+			return fmt.Errorf("failed to apply %s %s from %s: %w", gvk.Kind, obj.GetName(), path, err)
+		}
+	}
+}
+
+// CNIKubeconfig applies the CNI RBAC manifest, mints a token for the CNI
+// service account with the TokenRequest API and writes a kubeconfig holding
+// it and the cluster CA to path. This is the identity the plugin runs with.
+func (cp *ControlPlane) CNIKubeconfig(ctx context.Context, path string, ttlSeconds int64) error {
+	if err := cp.ApplyManifest(ctx, CNIRBACManifest(), false); err != nil {
+		return err
+	}
+	tr, err := cp.Admin.CoreV1().ServiceAccounts(CNINamespace).CreateToken(ctx, CNIServiceAccount,
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &ttlSeconds}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to request a token for %s/%s: %w", CNINamespace, CNIServiceAccount, err)
+	}
+	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
+}
+
+// ClientFor builds a clientset from a kubeconfig file, dialing into the node
+// namespace like the plugin does.
+func (cp *ControlPlane) ClientFor(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Dial = cp.launcher.dial
+	c, err := kubernetes.NewForConfig(cfg)
+	return c, cfg, err
+}

@@ -1,0 +1,207 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// TestControlPlaneAndCNIIdentity proves the control plane is real (objects
+// persist, defaults apply, RBAC is enforced) and that the CNI identity can do
+// exactly what the plugin needs.
+func TestControlPlaneAndCNIIdentity(t *testing.T) {
+	cp := StartT(t, Options{})
+	ctx := context.Background()
+
+	// A Node created with podCIDR only gets podCIDRs defaulted by the server.
+	n, err := cp.Admin.CoreV1().Nodes().Create(ctx, nodeWithPodCIDR("node-a", "10.244.7.0/24"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Spec.PodCIDRs; len(got) != 1 || got[0] != "10.244.7.0/24" {
+		t.Fatalf("podCIDRs not defaulted by the apiserver: %v", got)
+	}
+	if _, err := cp.CreatePod(ctx, "ns1", "pod1", "node-a"); err != nil {
+		t.Fatal(err)
+	}
+
+	kc := filepath.Join(t.TempDir(), "cni.kubeconfig")
+	if err := cp.CNIKubeconfig(ctx, kc, 600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(kc); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("kubeconfig mode: %v %v", fi, err)
+	}
+	cni, _, err := cp.ClientFor(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Allowed.
+	if _, err := cni.CoreV1().Pods("ns1").Get(ctx, "pod1", metav1.GetOptions{}); err != nil {
+		t.Errorf("get pod as CNI: %v", err)
+	}
+	if _, err := cni.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{}); err != nil {
+		t.Errorf("get node as CNI: %v", err)
+	}
+	if _, err := cni.CoreV1().Namespaces().Get(ctx, "ns1", metav1.GetOptions{}); err != nil {
+		t.Errorf("get namespace as CNI: %v", err)
+	}
+	patch := []byte(`{"metadata":{"annotations":{"kdd-cni.test/x":"1"}}}`)
+	if _, err := cni.CoreV1().Pods("ns1").Patch(ctx, "pod1", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Errorf("patch pods/status as CNI: %v", err)
+	}
+	p, err := cp.Admin.CoreV1().Pods("ns1").Get(ctx, "pod1", metav1.GetOptions{})
+	if err != nil || p.Annotations["kdd-cni.test/x"] != "1" {
+		t.Errorf("status patch did not persist: %v %v", p.Annotations, err)
+	}
+	// Denied.
+	denied := map[string]error{}
+	_, denied["list pods"] = cni.CoreV1().Pods("ns1").List(ctx, metav1.ListOptions{})
+	_, denied["patch pods"] = cni.CoreV1().Pods("ns1").Patch(ctx, "pod1", types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	denied["delete pods"] = cni.CoreV1().Pods("ns1").Delete(ctx, "pod1", metav1.DeleteOptions{})
+	_, denied["list secrets"] = cni.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	_, denied["patch nodes"] = cni.CoreV1().Nodes().Patch(ctx, "node-a", types.StrategicMergePatchType, []byte(`{}`), metav1.PatchOptions{})
+	for what, err := range denied {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("%s as CNI: want 403 Forbidden, got %v", what, err)
+		}
+	}
+}
+
+func TestControllerManagerAllocatesPodCIDR(t *testing.T) {
+	cp := StartT(t, Options{ControllerManager: true, ClusterCIDR: "10.88.0.0/16"})
+	ctx := context.Background()
+	if _, err := cp.CreateNode(ctx, "node-b"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := cp.Admin.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
+		if err == nil && len(n.Spec.PodCIDRs) == 1 && strings.HasPrefix(n.Spec.PodCIDRs[0], "10.88.") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node got no podCIDR from nodeipam: %v %v", n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// childState is what a child test process reports about its control plane.
+type childState struct {
+	PIDs map[string]int
+	Dir  string
+	NS   string
+}
+
+// TestHarnessChild is run only as a child of TestNothingLeftBehind.
+func TestHarnessChild(t *testing.T) {
+	mode := os.Getenv("KDD_HARNESS_CHILD")
+	if mode == "" {
+		t.Skip("helper for TestNothingLeftBehind")
+	}
+	cp := StartT(t, Options{})
+	b, _ := json.Marshal(childState{PIDs: cp.PIDs(), Dir: cp.Dir, NS: cp.Node.Path})
+	if err := os.WriteFile(os.Getenv("KDD_HARNESS_STATE"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	switch mode {
+	case "fail":
+		t.Fatal("failing on purpose: cleanup must still run")
+	case "hang":
+		time.Sleep(time.Hour) // the parent kills us with SIGKILL
+	}
+}
+
+// TestNothingLeftBehind runs a control plane in a child test process that
+// passes, fails, or is killed with SIGKILL, and checks that no process,
+// namespace or directory of it survives.
+func TestNothingLeftBehind(t *testing.T) {
+	RequireRoot(t)
+	for _, mode := range []string{"pass", "fail", "sigkill"} {
+		t.Run(mode, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state.json")
+			childMode := mode
+			if mode == "sigkill" {
+				childMode = "hang"
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHarnessChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "KDD_HARNESS_CHILD="+childMode, "KDD_HARNESS_STATE="+state)
+			out := &strings.Builder{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var st childState
+			if mode == "sigkill" {
+				deadline := time.Now().Add(2 * time.Minute)
+				for readState(state, &st) != nil {
+					if time.Now().After(deadline) {
+						_ = cmd.Process.Kill()
+						t.Fatalf("child never reported its state:\n%s", out)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				_ = cmd.Process.Kill()
+			}
+			err := cmd.Wait()
+			if mode == "pass" && err != nil {
+				t.Fatalf("child failed: %v\n%s", err, out)
+			}
+			if mode != "pass" && err == nil {
+				t.Fatalf("child should have failed:\n%s", out)
+			}
+			if err := readState(state, &st); err != nil {
+				t.Fatalf("read child state: %v\n%s", err, out)
+			}
+			if len(st.PIDs) < 2 {
+				t.Fatalf("child reported no processes: %+v", st)
+			}
+			// Processes die with their parent even without cleanup (Pdeathsig).
+			deadline := time.Now().Add(20 * time.Second)
+			for name, pid := range st.PIDs {
+				for syscall.Kill(pid, 0) == nil {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s (pid %d) still running after the child exited", name, pid)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			if mode == "sigkill" {
+				// Nothing could clean up: the next harness start sweeps it.
+				sweepStale()
+			}
+			for _, p := range []string{st.Dir, st.NS} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s left behind (stat: %v)", p, err)
+				}
+			}
+		})
+	}
+}
+
+func readState(path string, st *childState) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, st)
+}
+
+func nodeWithPodCIDR(name, cidr string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	n.Spec.PodCIDR = cidr
+	return n
+}

@@ -1,0 +1,70 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// RequireRoot skips an integration test when not running as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("integration test skipped: needs root for network namespaces (run `sudo make test`)")
+	}
+}
+
+// StartT starts a control plane for a test and stops it when the test ends,
+// printing the process logs if the test failed.
+func StartT(t testing.TB, opts Options) *ControlPlane {
+	t.Helper()
+	RequireRoot(t)
+	cp, err := Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control-plane logs:\n%s", cp.Logs(3000))
+		}
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	return cp
+}
+
+// NewNetNST creates a network namespace removed when the test ends.
+func NewNetNST(t testing.TB, role string) *NetNS {
+	t.Helper()
+	n, err := NewNetNS(role)
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("remove netns: %v", err)
+		}
+	})
+	return n
+}
+
+// Run starts cmd inside the node namespace and waits for it. Processes started
+// this way are killed if the test process dies.
+func (cp *ControlPlane) Run(cmd *exec.Cmd) error {
+	if err := cp.launcher.start(cmd, true); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+// StartCmd starts cmd inside the node namespace without waiting.
+func (cp *ControlPlane) StartCmd(cmd *exec.Cmd) error { return cp.launcher.start(cmd, true) }
+
+// DoInNode runs fn on a thread inside the node namespace.
+func (cp *ControlPlane) DoInNode(fn func() error) error {
+	var err error
+	cp.launcher.run(func() { err = fn() })
+	return err
+}
