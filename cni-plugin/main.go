@@ -1,17 +1,31 @@
+// Command calico is kdd-cni's CNI plugin: a drop-in for Calico's `calico`
+// binary in a Kubernetes-datastore install with host-local IPAM.
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plugin"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
 )
 
+// Namespace switches apply to one OS thread: keep main on its thread.
+func init() { runtime.LockOSThread() }
+
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "-v" || os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println(buildinfo.String("calico"))
-		return
+	p := plugin.New()
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-v", "--version":
+			fmt.Println(buildinfo.String("calico"))
+			return
+		case "-t":
+			os.Exit(p.TestDatastore(os.Stdin, os.Stderr))
+		}
 	}
-	fmt.Fprintln(os.Stderr, "calico: not implemented yet")
-	os.Exit(1)
+	skel.PluginMainFuncs(p.Funcs(), plugin.Versions, buildinfo.String("calico"))
 }

@@ -1,0 +1,59 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
+)
+
+// Teardown deletes the container interface (its host peer and host routes
+// go with it). A missing namespace or interface is success, and the whole
+// step is bounded by timeout. The host veth is not deleted by name: a newer
+// sandbox of the same pod may own that name now.
+func Teardown(netnsPath, ifName string, timeout time.Duration) error {
+	if netnsPath == "" {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- deleteInNetNS(netnsPath, ifName) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("failed to delete %q in %s: timed out after %s", ifName, netnsPath, timeout)
+	}
+}
+
+func deleteInNetNS(netnsPath, ifName string) error {
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		link, err := netlinksafe.LinkByName(ifName)
+		if errors.As(err, &netlink.LinkNotFoundError{}) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("failed to look up %q: %w", ifName, err)
+		}
+		if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+			return fmt.Errorf("failed to delete %q: %w", ifName, err)
+		}
+		return nil
+	})
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &notExist) || errors.As(err, &notNS) {
+		return nil // the sandbox is gone, and its interfaces with it
+	}
+	return err
+}
+
+// Remove undoes a partial or complete Setup of this invocation (ADD
+// rollback): the container interface and the host veth created for it.
+func Remove(p plan.Plan, netnsPath string) error {
+	return errors.Join(Teardown(netnsPath, p.IfName, 10*time.Second), deleteHostVeth(p.HostVeth))
+}

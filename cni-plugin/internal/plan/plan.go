@@ -1,0 +1,167 @@
+// Package plan turns a configuration and an IPAM result into the exact
+// kernel state a pod gets (a Plan) and into the CNI result. It is pure: the
+// dataplane package applies and checks a Plan.
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+)
+
+// Fixed addresses of Calico's point-to-point veth model.
+var (
+	// HostMAC is set on every host-side veth; Felix expects it.
+	HostMAC = net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
+	// GatewayV4 is the pod's IPv4 next hop; proxy ARP on the host veth answers for it.
+	GatewayV4 = net.IPv4(169, 254, 1, 1).To4()
+	// GatewayV6 is the host veth's link-local address (EUI-64 of HostMAC).
+	GatewayV6 = net.ParseIP("fe80::ecee:eeff:feee:eeee")
+)
+
+// Input is what a plan is built from.
+type Input struct {
+	HostVeth  string
+	IfName    string
+	MTU       int // 0: kernel default
+	NumQueues int
+	IPs       []*types100.IPConfig
+	// Routes are ipam.routes dsts; empty means default routes.
+	Routes               []string
+	IncludeDefaultRoutes bool
+	AllowIPForwarding    bool
+}
+
+// Route is a route inside the pod.
+type Route struct {
+	Dst net.IPNet
+	GW  net.IP
+}
+
+// Sysctl is one /proc/sys setting; Optional ones only warn on failure.
+type Sysctl struct {
+	Key      string // e.g. net/ipv4/conf/cali1/proxy_arp
+	Value    string
+	Optional bool
+}
+
+// Plan is the pod's network, host side and container side.
+type Plan struct {
+	HostVeth  string
+	IfName    string
+	MTU       int
+	NumQueues int
+	// Addresses are the pod IPs as /32 and /128.
+	Addresses        []net.IPNet
+	HasIPv4, HasIPv6 bool
+	Routes           []Route
+	HostSysctls      []Sysctl
+	ContainerSysctls []Sysctl
+}
+
+// Build computes the plan.
+func Build(in Input) (Plan, error) {
+	p := Plan{HostVeth: in.HostVeth, IfName: in.IfName, MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
+	if len(in.IPs) == 0 {
+		return p, errors.New("failed to plan the pod network: IPAM returned no IP addresses")
+	}
+	for _, ipc := range in.IPs {
+		if ip4 := ipc.Address.IP.To4(); ip4 != nil {
+			p.HasIPv4 = true
+			p.Addresses = append(p.Addresses, net.IPNet{IP: ip4, Mask: net.CIDRMask(32, 32)})
+		} else {
+			p.HasIPv6 = true
+			p.Addresses = append(p.Addresses, net.IPNet{IP: ipc.Address.IP, Mask: net.CIDRMask(128, 128)})
+		}
+	}
+	dsts := in.Routes
+	if len(dsts) == 0 || in.IncludeDefaultRoutes {
+		dsts = append(append([]string{}, dsts...), "0.0.0.0/0", "::/0")
+	}
+	seen := map[string]bool{}
+	for _, d := range dsts {
+		_, dst, err := net.ParseCIDR(d)
+		if err != nil {
+			return p, fmt.Errorf("invalid route destination %q: %w", d, err)
+		}
+		if seen[dst.String()] {
+			continue
+		}
+		seen[dst.String()] = true
+		switch v4 := dst.IP.To4() != nil; {
+		case v4 && p.HasIPv4:
+			p.Routes = append(p.Routes, Route{Dst: *dst, GW: GatewayV4})
+		case !v4 && p.HasIPv6:
+			p.Routes = append(p.Routes, Route{Dst: *dst, GW: GatewayV6})
+		}
+	}
+	p.HostSysctls, p.ContainerSysctls = sysctls(p, in.AllowIPForwarding)
+	return p, nil
+}
+
+func sysctls(p Plan, allowForwarding bool) (host, container []Sysctl) {
+	v := p.HostVeth
+	if p.HasIPv4 {
+		host = append(host,
+			Sysctl{Key: "net/ipv4/conf/" + v + "/route_localnet", Value: "1"},
+			Sysctl{Key: "net/ipv4/neigh/" + v + "/proxy_delay", Value: "0", Optional: true},
+			Sysctl{Key: "net/ipv4/conf/" + v + "/proxy_arp", Value: "1"},
+			Sysctl{Key: "net/ipv4/conf/" + v + "/forwarding", Value: "1"})
+	}
+	if p.HasIPv6 {
+		host = append(host,
+			Sysctl{Key: "net/ipv6/conf/" + v + "/accept_dad", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/" + v + "/disable_ipv6", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/" + v + "/proxy_ndp", Value: "1"},
+			Sysctl{Key: "net/ipv6/conf/" + v + "/forwarding", Value: "1"})
+	}
+	host = append(host, Sysctl{Key: "net/ipv6/conf/" + v + "/accept_ra", Value: "0", Optional: true})
+
+	fwd := "0"
+	if allowForwarding {
+		fwd = "1"
+	}
+	if p.HasIPv6 {
+		container = append(container,
+			Sysctl{Key: "net/ipv6/conf/all/disable_ipv6", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/default/disable_ipv6", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/lo/disable_ipv6", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/" + p.IfName + "/accept_dad", Value: "0"},
+			Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: fwd})
+	}
+	if p.HasIPv4 {
+		container = append(container, Sysctl{Key: "net/ipv4/ip_forward", Value: fwd})
+	}
+	return host, container
+}
+
+// Result is the CNI result Calico prints: interfaces [host veth, container
+// interface with MAC and sandbox], every IP as /32 or /128 on interface 1
+// with no gateway, routes and DNS as IPAM returned them.
+func Result(p Plan, ipam *types100.Result, containerMAC, sandbox string) *types100.Result {
+	r := &types100.Result{
+		CNIVersion: types100.ImplementedSpecVersion,
+		Interfaces: []*types100.Interface{
+			{Name: p.HostVeth},
+			{Name: p.IfName, Mac: containerMAC, Sandbox: sandbox},
+		},
+		Routes: ipam.Routes,
+		DNS:    ipam.DNS,
+	}
+	for _, a := range p.Addresses {
+		r.IPs = append(r.IPs, &types100.IPConfig{Interface: types100.Int(1), Address: a})
+	}
+	return r
+}
+
+// IPsFromResult extracts the IP configs of a (prev)result of any version.
+func IPsFromResult(res types.Result) ([]*types100.IPConfig, error) {
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("failed to convert result: %w", err)
+	}
+	return r.IPs, nil
+}

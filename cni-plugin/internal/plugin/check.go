@@ -1,0 +1,40 @@
+package plugin
+
+import (
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
+)
+
+// Check: prevResult → IPAM check → plan → kernel check. Prints nothing on
+// success; the error names the first difference.
+func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
+	inv, err := p.begin("CHECK", args, true)
+	if err != nil {
+		return err
+	}
+	defer func() { inv.end(err) }()
+	ctx, cancel := withTimeout()
+	defer cancel()
+
+	if inv.conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
+	}
+	ips, err := plan.IPsFromResult(inv.conf.PrevResult)
+	if err != nil {
+		return err
+	}
+	if err := releaseCall(inv, args).Check(ctx); err != nil {
+		return inv.wrap(err)
+	}
+	pl, err := p.plan(inv, ips)
+	if err != nil {
+		return inv.wrap(err)
+	}
+	if err := dataplane.Check(pl, args.Netns); err != nil {
+		return inv.wrap(err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+// Package plugin orchestrates the `calico` CNI commands. Each command is a
+// short list of named steps; the steps live in their own packages: netconf
+// (configuration), podcidr (usePodCidr), ipamexec (host-local), plan (pure),
+// dataplane (kernel), wep + kube (the WorkloadEndpoint on the Pod).
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+)
+
+// Versions are the CNI spec versions the plugin speaks.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Time bounds. Every API request has its own (kube.DefaultTimeout); these
+// bound whole commands and the namespace step of DEL.
+const (
+	commandTimeout  = 30 * time.Second
+	teardownTimeout = 20 * time.Second
+)
+
+// Plugin holds what the commands depend on.
+type Plugin struct {
+	Env        netconf.Env
+	APITimeout time.Duration
+}
+
+// New returns a plugin bound to the process environment and filesystem.
+func New() *Plugin {
+	return &Plugin{
+		Env:        netconf.Env{Getenv: os.Getenv, ReadFile: os.ReadFile, Hostname: os.Hostname},
+		APITimeout: kube.DefaultTimeout,
+	}
+}
+
+// Funcs are the skel callbacks.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
+}
+
+// invocation is one command's parsed input.
+type invocation struct {
+	args     *skel.CmdArgs
+	conf     *netconf.NetConf
+	id       netconf.Identity
+	hasPod   bool
+	log      *slog.Logger
+	logClose io.Closer
+	start    time.Time
+}
+
+// begin parses the configuration and identity and opens the log. requirePod
+// makes missing K8S_POD_* arguments an error (ADD, CHECK); DEL tolerates them.
+func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*invocation, error) {
+	conf, err := netconf.Load(args.StdinData, p.Env)
+	if err != nil {
+		return nil, err
+	}
+	id, err := netconf.ParseIdentity(args.Args, args.ContainerID, args.IfName)
+	hasPod := err == nil
+	if err != nil && (requirePod || !errors.Is(err, netconf.ErrNoPod)) {
+		return nil, err
+	}
+	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
+		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount})
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("cmd", command, "containerID", args.ContainerID, "ifName", args.IfName,
+		"netns", args.Netns, "namespace", id.Namespace, "pod", id.Pod)
+	return &invocation{args: args, conf: conf, id: id, hasPod: hasPod, log: log, logClose: closer, start: time.Now()}, nil
+}
+
+// end logs the outcome once and closes the log.
+func (inv *invocation) end(err error) {
+	if err != nil {
+		inv.log.Error("failed", "err", err, "after", time.Since(inv.start))
+	} else {
+		inv.log.Info("done", "after", time.Since(inv.start))
+	}
+	_ = inv.logClose.Close()
+}
+
+// api builds the API client from the netconf and environment seeds.
+func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
+	a := conf.APIAccess(p.Env)
+	return kube.New(kube.Access{
+		Kubeconfig: a.Kubeconfig, Server: a.Server, Token: a.Token,
+		CertFile: a.CertFile, KeyFile: a.KeyFile, CAFile: a.CAFile, InsecureTLS: a.InsecureTLS,
+		UserAgent: buildinfo.String("kdd-cni"), Timeout: p.APITimeout,
+	})
+}
+
+func withTimeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), commandTimeout)
+}
+
+// wrap prefixes errors with the pod they concern.
+func (inv *invocation) wrap(err error) error {
+	if err == nil || !inv.hasPod {
+		return err
+	}
+	return fmt.Errorf("pod %s/%s: %w", inv.id.Namespace, inv.id.Pod, err)
+}

@@ -1,0 +1,60 @@
+// Package wep builds the WorkloadEndpoint record of Calico's Kubernetes
+// datastore: three annotations on the Pod, written through pods/status. Felix
+// and calicoctl synthesize the WorkloadEndpoint from the Pod and read these.
+package wep
+
+import (
+	"encoding/json"
+	"net"
+	"strings"
+)
+
+// The annotations, byte-compatible with Calico.
+const (
+	AnnotationPodIP       = "cni.projectcalico.org/podIP"
+	AnnotationPodIPs      = "cni.projectcalico.org/podIPs"
+	AnnotationContainerID = "cni.projectcalico.org/containerID"
+)
+
+// AddPatch is the strategic-merge patch ADD sends: podIP is the first address
+// in CIDR form, podIPs all of them comma-joined, containerID the sandbox that
+// owns them.
+func AddPatch(ips []net.IPNet, containerID string) ([]byte, error) {
+	cidrs := make([]string, len(ips))
+	for i, ip := range ips {
+		cidrs[i] = ip.String()
+	}
+	first := ""
+	if len(cidrs) > 0 {
+		first = cidrs[0]
+	}
+	return json.Marshal(map[string]any{
+		"metadata": map[string]any{
+			"annotations": map[string]string{
+				AnnotationPodIP:       first,
+				AnnotationPodIPs:      strings.Join(cidrs, ","),
+				AnnotationContainerID: containerID,
+			},
+		},
+	})
+}
+
+// ReleasePatch is the JSON patch DEL sends: it blanks podIP and podIPs (as
+// Calico does, keeping containerID) only if containerID still names this
+// sandbox. The "test" makes the guard atomic in one request: the apiserver
+// answers 422 and changes nothing when a newer sandbox owns the annotations.
+func ReleasePatch(containerID string) ([]byte, error) {
+	path := func(key string) string {
+		return "/metadata/annotations/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
+	}
+	type op struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value string `json:"value"`
+	}
+	return json.Marshal([]op{
+		{"test", path(AnnotationContainerID), containerID},
+		{"add", path(AnnotationPodIP), ""},
+		{"add", path(AnnotationPodIPs), ""},
+	})
+}

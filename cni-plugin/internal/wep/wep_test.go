@@ -1,0 +1,29 @@
+package wep
+
+import (
+	"net"
+	"testing"
+)
+
+func TestAddPatch(t *testing.T) {
+	_, v4, _ := net.ParseCIDR("10.244.1.5/32")
+	_, v6, _ := net.ParseCIDR("fd00::5/128")
+	b, err := AddPatch([]net.IPNet{*v4, *v6}, "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"metadata":{"annotations":{"cni.projectcalico.org/containerID":"abc","cni.projectcalico.org/podIP":"10.244.1.5/32","cni.projectcalico.org/podIPs":"10.244.1.5/32,fd00::5/128"}}}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+func TestReleasePatch(t *testing.T) {
+	b, _ := ReleasePatch("abc")
+	want := `[{"op":"test","path":"/metadata/annotations/cni.projectcalico.org~1containerID","value":"abc"},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIP","value":""},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIPs","value":""}]`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}

@@ -1,0 +1,173 @@
+// Package kube is kdd-cni's only door to the Kubernetes API. It loads
+// credentials with client-go (kubeconfig, tokens, client certificates, exec
+// plugins, in-cluster config) but sends plain HTTP requests and decodes only
+// the fields it needs, so a plugin invocation stays small and fast. Every
+// request carries its own timeout.
+package kube
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// DefaultTimeout bounds one request.
+const DefaultTimeout = 5 * time.Second
+
+// Access says how to reach and authenticate to the API server. Empty fields
+// fall back to the kubeconfig, then to the in-cluster configuration.
+type Access struct {
+	Kubeconfig  string
+	Server      string
+	Token       string
+	CertFile    string
+	KeyFile     string
+	CAFile      string
+	InsecureTLS bool
+	UserAgent   string
+	Timeout     time.Duration
+}
+
+// Client talks to one API server.
+type Client struct {
+	http    *http.Client
+	base    *url.URL
+	ua      string
+	timeout time.Duration
+}
+
+// New builds a client; it makes no request.
+func New(a Access) (*Client, error) {
+	cfg, err := restConfig(a)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to build API client: %w", err)
+	}
+	base, err := url.Parse(cfg.Host)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("invalid API server address %q", cfg.Host)
+	}
+	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	return c, nil
+}
+
+func restConfig(a Access) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if a.Kubeconfig != "" {
+		rules = &clientcmd.ClientConfigLoadingRules{ExplicitPath: a.Kubeconfig}
+	}
+	overrides := &clientcmd.ConfigOverrides{
+		ClusterInfo: clientcmdapi.Cluster{Server: a.Server, CertificateAuthority: a.CAFile, InsecureSkipTLSVerify: a.InsecureTLS},
+		AuthInfo:    clientcmdapi.AuthInfo{Token: a.Token, ClientCertificate: a.CertFile, ClientKey: a.KeyFile},
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	if err != nil {
+		where := a.Kubeconfig
+		if where == "" {
+			where = "the default kubeconfig or in-cluster config"
+		}
+		return nil, fmt.Errorf("failed to load API credentials from %s: %w", where, err)
+	}
+	return cfg, nil
+}
+
+// APIError is a non-2xx answer from the API server.
+type APIError struct {
+	Code    int
+	Verb    string
+	Path    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s: %s", e.Verb, e.Path, e.Code, http.StatusText(e.Code), e.Message)
+}
+
+// Sentinels callers branch on, matched with errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+	ErrConflict     = errors.New("conflict")
+	// ErrInvalid is 422: for a JSON patch, a failed "test" operation.
+	ErrInvalid = errors.New("unprocessable")
+)
+
+// Is maps status codes to the sentinels.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == http.StatusNotFound
+	case ErrUnauthorized:
+		return e.Code == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Code == http.StatusForbidden
+	case ErrConflict:
+		return e.Code == http.StatusConflict
+	case ErrInvalid:
+		return e.Code == http.StatusUnprocessableEntity
+	}
+	return false
+}
+
+// do sends one request and decodes a 2xx JSON body into out (if non-nil).
+func (c *Client) do(ctx context.Context, verb, path, contentType string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	req, err := http.NewRequestWithContext(ctx, verb, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.ua != "" {
+		req.Header.Set("User-Agent", c.ua)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("failed to %s %s: %w", verb, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("failed to read answer to %s %s: %w", verb, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var st struct {
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(data, &st)
+		if st.Message == "" {
+			st.Message = strings.TrimSpace(string(data))
+		}
+		return &APIError{Code: resp.StatusCode, Verb: verb, Path: path, Message: st.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("failed to decode answer to %s %s: %w", verb, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package kube
+
+import (
+	"context"
+	"net/url"
+)
+
+// Patch types for PatchPodStatus.
+const (
+	StrategicMergePatch = "application/strategic-merge-patch+json"
+	JSONPatch           = "application/json-patch+json"
+)
+
+// ObjectMeta is the part of an object's metadata kdd-cni reads.
+type ObjectMeta struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace"`
+	UID               string            `json:"uid"`
+	ResourceVersion   string            `json:"resourceVersion"`
+	Annotations       map[string]string `json:"annotations"`
+	DeletionTimestamp *string           `json:"deletionTimestamp"`
+}
+
+// Pod is the part of a Pod kdd-cni reads.
+type Pod struct {
+	Metadata ObjectMeta `json:"metadata"`
+	Spec     struct {
+		NodeName    string `json:"nodeName"`
+		HostNetwork bool   `json:"hostNetwork"`
+	} `json:"spec"`
+	Status struct {
+		PodIPs []struct {
+			IP string `json:"ip"`
+		} `json:"podIPs"`
+	} `json:"status"`
+}
+
+func podPath(namespace, name string) string {
+	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
+}
+
+// NodePodCIDRs returns a Node's spec.podCIDRs (spec.podCIDR if only that is set).
+func (c *Client) NodePodCIDRs(ctx context.Context, node string) ([]string, error) {
+	var n struct {
+		Spec struct {
+			PodCIDR  string   `json:"podCIDR"`
+			PodCIDRs []string `json:"podCIDRs"`
+		} `json:"spec"`
+	}
+	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
+		return nil, err
+	}
+	if len(n.Spec.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		return []string{n.Spec.PodCIDR}, nil
+	}
+	return n.Spec.PodCIDRs, nil
+}
+
+// GetPod reads one Pod.
+func (c *Client) GetPod(ctx context.Context, namespace, name string) (*Pod, error) {
+	var p Pod
+	if err := c.do(ctx, "GET", podPath(namespace, name), "", nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// PatchPodStatus patches a Pod through its status subresource.
+func (c *Client) PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error {
+	return c.do(ctx, "PATCH", podPath(namespace, name)+"/status", patchType, patch, nil)
+}
+
+// Version reads /version: proves the server is reachable and the credentials
+// are accepted.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	var v struct {
+		GitVersion string `json:"gitVersion"`
+	}
+	if err := c.do(ctx, "GET", "/version", "", nil, &v); err != nil {
+		return "", err
+	}
+	return v.GitVersion, nil
+}

@@ -1,0 +1,72 @@
+// Package logging sets up the plugin's slog logger: a file named in the
+// network configuration (log_file_path), never stdout, which carries the CNI
+// result. Without a file, logs are discarded.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Options come from the netconf's log_* keys.
+type Options struct {
+	Level    string // debug, info, warn(ing), error; anything else is info
+	Path     string // empty: discard
+	MaxSize  int    // MB before rotation at start-up (default 100)
+	MaxCount int    // rotated files kept (default 10)
+}
+
+// New returns a logger and a closer for its file.
+func New(o Options) (*slog.Logger, io.Closer, error) {
+	if o.Path == "" {
+		return slog.New(slog.DiscardHandler), io.NopCloser(nil), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o755); err != nil {
+		return nil, nil, fmt.Errorf("failed to create log directory for %s: %w", o.Path, err)
+	}
+	rotate(o)
+	f, err := os.OpenFile(o.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to open log file %s: %w", o.Path, err)
+	}
+	h := slog.NewTextHandler(f, &slog.HandlerOptions{Level: Level(o.Level)})
+	return slog.New(h).With("pid", os.Getpid()), f, nil
+}
+
+// Level maps Calico's log_level strings.
+func Level(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error", "fatal", "panic":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// rotate renames path to path.1 (and older ones up) once it exceeds MaxSize.
+// Each invocation is short-lived, so checking at start-up suffices.
+func rotate(o Options) {
+	maxSize, maxCount := o.MaxSize, o.MaxCount
+	if maxSize <= 0 {
+		maxSize = 100
+	}
+	if maxCount <= 0 {
+		maxCount = 10
+	}
+	fi, err := os.Stat(o.Path)
+	if err != nil || fi.Size() < int64(maxSize)<<20 {
+		return
+	}
+	_ = os.Remove(fmt.Sprintf("%s.%d", o.Path, maxCount))
+	for i := maxCount - 1; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", o.Path, i), fmt.Sprintf("%s.%d", o.Path, i+1))
+	}
+	_ = os.Rename(o.Path, o.Path+".1")
+}

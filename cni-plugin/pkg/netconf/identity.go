@@ -1,0 +1,57 @@
+package netconf
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// K8sArgs are the CNI_ARGS keys the kubelet's runtime passes.
+type K8sArgs struct {
+	types.CommonArgs
+	K8S_POD_NAMESPACE          types.UnmarshallableString //nolint:revive,stylecheck // CNI_ARGS key
+	K8S_POD_NAME               types.UnmarshallableString //nolint:revive,stylecheck
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive,stylecheck
+	K8S_POD_UID                types.UnmarshallableString //nolint:revive,stylecheck
+}
+
+// Identity names the pod an invocation is for.
+type Identity struct {
+	Namespace   string
+	Pod         string
+	ContainerID string
+	IfName      string
+}
+
+// ErrNoPod marks CNI_ARGS without K8S_POD_NAMESPACE and K8S_POD_NAME.
+var ErrNoPod = errors.New("CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME")
+
+// ParseIdentity reads the pod from CNI_ARGS (unknown keys are ignored).
+func ParseIdentity(cniArgs, containerID, ifName string) (Identity, error) {
+	id := Identity{ContainerID: containerID, IfName: ifName}
+	var a K8sArgs
+	if err := types.LoadArgs(WithIgnoreUnknown(cniArgs), &a); err != nil {
+		return id, fmt.Errorf("failed to parse CNI_ARGS: %w", err)
+	}
+	id.Namespace, id.Pod = string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME)
+	if id.Namespace == "" || id.Pod == "" {
+		return id, ErrNoPod
+	}
+	return id, nil
+}
+
+// WithIgnoreUnknown prepends IgnoreUnknown=1 so plugins that parse CNI_ARGS
+// strictly (ours, host-local) accept keys they do not know.
+func WithIgnoreUnknown(cniArgs string) string {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		if strings.EqualFold(kv, "IgnoreUnknown=1") || strings.EqualFold(kv, "IgnoreUnknown=true") {
+			return cniArgs
+		}
+	}
+	if cniArgs == "" {
+		return "IgnoreUnknown=1"
+	}
+	return "IgnoreUnknown=1;" + cniArgs
+}

@@ -1,0 +1,162 @@
+// Package netconf parses the plugin's network configuration: Calico's netconf
+// keys (tolerating unknown ones), the environment "seeds" Calico honours, and
+// the pod identity from CNI_ARGS. It is pure: files and the environment are
+// reached only through the Env passed in.
+package netconf
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Defaults that Calico's manifests and binary use.
+const (
+	DefaultNodenameFile = "/var/lib/calico/nodename"
+	DefaultMTUFile      = "/var/lib/calico/mtu"
+	DatastoreKubernetes = "kubernetes"
+)
+
+// NetConf is the `calico` plugin's configuration.
+type NetConf struct {
+	types.NetConf
+
+	Nodename             string `json:"nodename"`
+	NodenameFile         string `json:"nodename_file"`
+	NodenameFileOptional bool   `json:"nodename_file_optional"`
+	Hostname             string `json:"hostname"` // deprecated alias of nodename
+
+	DatastoreType string     `json:"datastore_type"`
+	Kubernetes    Kubernetes `json:"kubernetes"`
+	Policy        Policy     `json:"policy"`
+
+	MTU            int    `json:"mtu"`
+	MTUFile        string `json:"mtu_file"` // kdd-cni: where calico-node writes the detected MTU
+	RequireMTUFile bool   `json:"require_mtu_file"`
+	NumQueues      int    `json:"num_queues"`
+	DeviceType     string `json:"device_type"`
+
+	IncludeDefaultRoutes bool              `json:"include_default_routes"`
+	ContainerSettings    ContainerSettings `json:"container_settings"`
+	FeatureControl       FeatureControl    `json:"feature_control"`
+
+	LogLevel        string `json:"log_level"`
+	LogFilePath     string `json:"log_file_path"`
+	LogFileMaxSize  int    `json:"log_file_max_size"`
+	LogFileMaxCount int    `json:"log_file_max_count"`
+	LogFileMaxAge   int    `json:"log_file_max_age"`
+
+	// IPAMRoutes are the dsts of ipam.routes: routes inside the container.
+	IPAMRoutes []string `json:"-"`
+}
+
+// Kubernetes is the `kubernetes` section.
+type Kubernetes struct {
+	Kubeconfig string `json:"kubeconfig"`
+	APIRoot    string `json:"k8s_api_root"`
+	// NodeName overrides the node whose podCIDRs are used (only for that).
+	NodeName string `json:"node_name"`
+}
+
+// Policy is the `policy` section; the k8s_* keys are legacy API overrides.
+type Policy struct {
+	Type                 string `json:"type"`
+	APIRoot              string `json:"k8s_api_root"`
+	AuthToken            string `json:"k8s_auth_token"`
+	ClientCertificate    string `json:"k8s_client_certificate"`
+	ClientKey            string `json:"k8s_client_key"`
+	CertificateAuthority string `json:"k8s_certificate_authority"`
+}
+
+// ContainerSettings is the `container_settings` section.
+type ContainerSettings struct {
+	AllowIPForwarding bool `json:"allow_ip_forwarding"`
+}
+
+// FeatureControl is accepted for compatibility; both features need calico-ipam.
+type FeatureControl struct {
+	IPAddrsNoIpam bool `json:"ip_addrs_no_ipam"`
+	FloatingIPs   bool `json:"floating_ips"`
+}
+
+var networkName = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
+
+// Load parses and validates a netconf, filling defaults. env supplies the
+// environment seeds (DATASTORE_TYPE and friends).
+func Load(stdin []byte, env Env) (*NetConf, error) {
+	c := &NetConf{NodenameFile: DefaultNodenameFile, MTUFile: DefaultMTUFile, NumQueues: 1}
+	if err := json.Unmarshal(stdin, c); err != nil {
+		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
+	}
+	var raw struct {
+		IPAM struct {
+			Routes []struct {
+				Dst string `json:"dst"`
+			} `json:"routes"`
+		} `json:"ipam"`
+	}
+	if err := json.Unmarshal(stdin, &raw); err != nil {
+		return nil, fmt.Errorf("failed to parse ipam.routes: %w", err)
+	}
+	for i, r := range raw.IPAM.Routes {
+		if r.Dst == "" {
+			return nil, fmt.Errorf("invalid ipam.routes[%d]: missing dst", i)
+		}
+		c.IPAMRoutes = append(c.IPAMRoutes, r.Dst)
+	}
+	if err := c.validate(env); err != nil {
+		return nil, err
+	}
+	if c.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&c.NetConf); err != nil {
+			return nil, fmt.Errorf("failed to parse prevResult: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func (c *NetConf) validate(env Env) error {
+	if c.Name != "" && !networkName.MatchString(c.Name) {
+		return fmt.Errorf("invalid network name %q: only letters, digits, '_', '.' and '-' are allowed", c.Name)
+	}
+	if c.IPAM.Type == "" {
+		return errors.New("invalid configuration: ipam.type is required")
+	}
+	if ds := c.Datastore(env); ds != DatastoreKubernetes {
+		return fmt.Errorf("unsupported datastore_type %q: kdd-cni only supports the Kubernetes datastore (%q)", ds, DatastoreKubernetes)
+	}
+	if c.MTU < 0 || c.MTU > 65535 {
+		return fmt.Errorf("invalid mtu %d: must be between 0 and 65535", c.MTU)
+	}
+	if c.NumQueues == 0 {
+		c.NumQueues = 1
+	}
+	if c.NumQueues < 0 || c.NumQueues > 1024 {
+		return fmt.Errorf("invalid num_queues %d: must be between 1 and 1024", c.NumQueues)
+	}
+	if d := c.DeviceType; d != "" && d != "veth" {
+		return fmt.Errorf("unsupported device_type %q: only veth is supported", d)
+	}
+	return nil
+}
+
+// Datastore is the effective datastore type: the netconf's, else the
+// DATASTORE_TYPE seed, else etcdv3 when ETCD_ENDPOINTS is set (as Calico
+// auto-detects), else kubernetes.
+func (c *NetConf) Datastore(env Env) string {
+	if c.DatastoreType != "" {
+		return strings.ToLower(c.DatastoreType)
+	}
+	if v := env.seed("DATASTORE_TYPE"); v != "" {
+		return strings.ToLower(v)
+	}
+	if env.seed("ETCD_ENDPOINTS") != "" {
+		return "etcdv3"
+	}
+	return DatastoreKubernetes
+}

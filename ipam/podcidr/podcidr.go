@@ -1,0 +1,223 @@
+// Package podcidr rewrites a host-local IPAM configuration that names the
+// node's podCIDR symbolically: "usePodCidr" (IPv4) and "usePodCidrIPv6" in
+// ipam.subnet or in ipam.ranges[][].subnet. Only those values change; every
+// other key of the network configuration passes through untouched. Pure.
+package podcidr
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// The symbolic subnets (matched case-insensitively, as Calico does).
+const (
+	UsePodCidr     = "usePodCidr"
+	UsePodCidrIPv6 = "usePodCidrIPv6"
+)
+
+// CIDRs are a node's podCIDRs, at most one per family.
+type CIDRs struct {
+	V4, V6 string
+}
+
+// ByFamily splits a Node's spec.podCIDRs into families. nodeName is used in
+// error messages only.
+func ByFamily(nodeName string, podCIDRs []string) (CIDRs, error) {
+	var c CIDRs
+	if len(podCIDRs) == 0 {
+		return c, fmt.Errorf("node %q has no podCIDR: is the controller-manager allocating node CIDRs (--allocate-node-cidrs)?", nodeName)
+	}
+	for _, s := range podCIDRs {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return c, fmt.Errorf("invalid podCIDR %q on node %q: %w", s, nodeName, err)
+		}
+		slot := &c.V6
+		if ip.To4() != nil {
+			slot = &c.V4
+		}
+		if *slot != "" {
+			return c, fmt.Errorf("node %q has two podCIDRs of one family (%s, %s)", nodeName, *slot, n)
+		}
+		*slot = n.String()
+	}
+	return c, nil
+}
+
+// subnetRef is one place in the config that holds a subnet.
+type subnetRef struct {
+	owner map[string]any // the object holding "subnet" (ipam or a range)
+	value string
+}
+
+func (r subnetRef) symbol() string {
+	switch {
+	case strings.EqualFold(r.value, UsePodCidr):
+		return UsePodCidr
+	case strings.EqualFold(r.value, UsePodCidrIPv6):
+		return UsePodCidrIPv6
+	}
+	return ""
+}
+
+// config is a network configuration decoded generically.
+type config struct {
+	root map[string]any
+	ipam map[string]any
+	refs []subnetRef
+}
+
+func parse(netconf []byte) (*config, error) {
+	dec := json.NewDecoder(bytes.NewReader(netconf))
+	dec.UseNumber() // keep numbers exactly as given
+	c := &config{}
+	if err := dec.Decode(&c.root); err != nil {
+		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
+	}
+	ipam, ok := c.root["ipam"].(map[string]any)
+	if !ok {
+		return nil, errors.New("invalid configuration: no ipam section")
+	}
+	c.ipam = ipam
+	if s, ok := ipam["subnet"].(string); ok {
+		c.refs = append(c.refs, subnetRef{owner: ipam, value: s})
+	}
+	if raw, ok := ipam["ranges"]; ok {
+		sets, ok := raw.([]any)
+		if !ok {
+			return nil, errors.New("invalid ipam.ranges: not a list of range sets")
+		}
+		for i, set := range sets {
+			ranges, ok := set.([]any)
+			if !ok {
+				return nil, fmt.Errorf("invalid ipam.ranges[%d]: not a list of ranges", i)
+			}
+			for j, r := range ranges {
+				obj, ok := r.(map[string]any)
+				if !ok {
+					return nil, fmt.Errorf("invalid ipam.ranges[%d][%d]: not an object", i, j)
+				}
+				if s, ok := obj["subnet"].(string); ok {
+					c.refs = append(c.refs, subnetRef{owner: obj, value: s})
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+func (c *config) marshal() ([]byte, error) { return json.Marshal(c.root) }
+
+// Uses reports whether the configuration names the podCIDR symbolically, i.e.
+// whether Rewrite needs the node's podCIDRs.
+func Uses(netconf []byte) (bool, error) {
+	c, err := parse(netconf)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range c.refs {
+		if r.symbol() != "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Rewrite replaces the symbols with the node's podCIDRs for ADD (and CHECK).
+func Rewrite(netconf []byte, cidrs CIDRs) ([]byte, error) {
+	c, err := parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range c.refs {
+		switch r.symbol() {
+		case UsePodCidr:
+			if cidrs.V4 == "" {
+				return nil, errors.New("usePodCidr found but the node has no IPv4 podCIDR")
+			}
+			r.owner["subnet"] = cidrs.V4
+		case UsePodCidrIPv6:
+			if cidrs.V6 == "" {
+				return nil, errors.New("usePodCidrIPv6 found but the node has no IPv6 podCIDR")
+			}
+			r.owner["subnet"] = cidrs.V6
+		}
+	}
+	return c.marshal()
+}
+
+// Rewrite for release: host-local releases a lease by container ID and
+// interface name whatever the ranges say, but it still validates the ranges,
+// and rejects range sets that overlap ("range set 0 overlaps with 1"). So each
+// symbol becomes a small documentation-range subnet that overlaps no other
+// configured subnet (Calico's 0.0.0.0/0 overlaps every static range and makes
+// host-local refuse the DEL, leaking the IP). No API call is needed.
+var releaseCandidates = map[string][]string{
+	UsePodCidr:     {"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/16"},
+	UsePodCidrIPv6: {"2001:db8::/64", "2001:db8:1::/64", "3fff::/64", "3fff:1::/64"},
+}
+
+// RewriteForRelease replaces the symbols with non-overlapping placeholder
+// subnets for DEL, GC and CHECK, which host-local resolves by container ID.
+func RewriteForRelease(netconf []byte) ([]byte, error) {
+	c, err := parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	var taken []*net.IPNet
+	for _, r := range c.refs {
+		if r.symbol() == "" {
+			if _, n, err := net.ParseCIDR(r.value); err == nil {
+				taken = append(taken, n)
+			}
+		}
+	}
+	for _, r := range c.refs {
+		sym := r.symbol()
+		if sym == "" {
+			continue
+		}
+		n, err := placeholder(sym, taken)
+		if err != nil {
+			return nil, err
+		}
+		taken = append(taken, n)
+		r.owner["subnet"] = n.String()
+		// Limits that belonged to the real podCIDR would fall outside the placeholder.
+		for _, k := range []string{"rangeStart", "rangeEnd", "gateway"} {
+			delete(r.owner, k)
+		}
+	}
+	return c.marshal()
+}
+
+// placeholder picks the first of the candidate blocks' leading /30s (/126s)
+// that overlaps nothing taken.
+func placeholder(sym string, taken []*net.IPNet) (*net.IPNet, error) {
+	for _, cand := range releaseCandidates[sym] {
+		_, block, _ := net.ParseCIDR(cand)
+		bits := 8 * len(block.IP)
+		for k := 0; k < 64; k++ {
+			ip := append(net.IP(nil), block.IP...)
+			ip[len(ip)-1] = byte(4 * k)
+			n := &net.IPNet{IP: ip, Mask: net.CIDRMask(bits-2, bits)}
+			if !overlapsAny(n, taken) {
+				return n, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("failed to find a placeholder subnet for %s that overlaps no configured range", sym)
+}
+
+func overlapsAny(n *net.IPNet, taken []*net.IPNet) bool {
+	for _, t := range taken {
+		if t.Contains(n.IP) || n.Contains(t.IP) {
+			return true
+		}
+	}
+	return false
+}
