@@ -291,3 +291,8 @@ func waitUntil(t *testing.T, what string, fn func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func deleteNow() metav1.DeleteOptions {
+	var zero int64
+	return metav1.DeleteOptions{GracePeriodSeconds: &zero}
+}

@@ -15,16 +15,19 @@ import (
 )
 
 // Setup builds the pod network and returns the container interface's MAC.
-// On error, the caller undoes a partial setup with Remove.
+// If it fails after creating the veth pair, it deletes the pair before
+// returning; it never touches an interface it did not create.
 func Setup(p plan.Plan, netnsPath string) (string, error) {
 	if err := deleteHostVeth(p.HostVeth); err != nil {
 		return "", err
 	}
 	var mac string
+	created := false
 	err := ns.WithNetNSPath(netnsPath, func(hostNS ns.NetNS) error {
 		if err := createVeth(p, hostNS); err != nil {
 			return err
 		}
+		created = true
 		if err := hostNS.Do(func(ns.NetNS) error { return setupHostVeth(p) }); err != nil {
 			return err
 		}
@@ -32,10 +35,13 @@ func Setup(p plan.Plan, netnsPath string) (string, error) {
 		mac, err = setupContainerIf(p)
 		return err
 	})
-	if err != nil {
-		return "", err
+	if err == nil {
+		err = addHostRoutes(p)
 	}
-	return mac, addHostRoutes(p)
+	if err != nil && created {
+		return "", errors.Join(err, Remove(p))
+	}
+	return mac, err
 }
 
 // deleteHostVeth removes a host veth left by an earlier sandbox of the same

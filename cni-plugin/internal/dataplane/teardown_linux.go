@@ -52,8 +52,8 @@ func deleteInNetNS(netnsPath, ifName string) error {
 	return err
 }
 
-// Remove undoes a partial or complete Setup of this invocation (ADD
-// rollback): the container interface and the host veth created for it.
-func Remove(p plan.Plan, netnsPath string) error {
-	return errors.Join(Teardown(netnsPath, p.IfName, 10*time.Second), deleteHostVeth(p.HostVeth))
+// Remove undoes a successful Setup (ADD rollback): deleting the host veth
+// deletes its container peer and the host routes with it.
+func Remove(p plan.Plan) error {
+	return deleteHostVeth(p.HostVeth)
 }

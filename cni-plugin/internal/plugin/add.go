@@ -52,17 +52,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return inv.wrap(err)
 	}
-	defer func() {
-		if !success {
-			if rerr := dataplane.Remove(pl, args.Netns); rerr != nil {
-				inv.log.Warn("rollback: failed to remove interfaces", "err", rerr)
-			}
-		}
-	}()
 	mac, err := dataplane.Setup(pl, args.Netns)
 	if err != nil {
 		return inv.wrap(err)
 	}
+	defer func() {
+		if !success {
+			if rerr := dataplane.Remove(pl); rerr != nil {
+				inv.log.Warn("rollback: failed to remove interfaces", "err", rerr)
+			}
+		}
+	}()
 	if err := writeEndpoint(ctx, api, inv, pl.Addresses); err != nil {
 		return inv.wrap(err)
 	}

@@ -1,0 +1,286 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+// IPv4-only, IPv6-only and dual-stack podCIDRs, old-style subnet and ranges.
+func TestFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		name, families string
+		oldStyle       bool
+	}{{"v4 subnet", "v4", true}, {"v4 ranges", "v4", false}, {"v6", "v6", false}, {"dual", "dual", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cidrs := podCIDRs(tc.families)
+			e := newEnv(t, cidrs...)
+			if !tc.oldStyle {
+				delete(e.ipam, "subnet")
+				e.ipam["ranges"] = rangesFor(tc.families)
+			}
+			a, b := e.newPod("a", false), e.newPod("b", false)
+			e.add(a)
+			e.add(b)
+			assertPodNetwork(t, e, a, cidrs, 1500)
+			for _, ip := range b.ips() {
+				if err := a.netns.Ping(ip, 5*time.Second); err != nil {
+					t.Errorf("ping %s: %v", ip, err)
+				}
+			}
+			if r := e.check(a); r.Err != nil {
+				t.Errorf("CHECK: %v", r.Err)
+			}
+			e.del(a)
+			e.del(b)
+			e.assertGone(a, a.ips())
+			if l := e.leases(); len(l) != 0 {
+				t.Errorf("leases left: %v", l)
+			}
+		})
+	}
+}
+
+// usePodCidr next to a static range: the pod gets an address from each, and
+// DEL releases both. With Calico's 0.0.0.0/0 placeholder the real host-local
+// refuses the DEL ("range set 0 overlaps with 1") and the IPs leak.
+func TestUsePodCidrWithStaticRange(t *testing.T) {
+	cidrs := podCIDRs("v4")
+	e := newEnv(t, cidrs...)
+	delete(e.ipam, "subnet")
+	e.ipam["ranges"] = []any{
+		[]any{map[string]any{"subnet": "usePodCidr"}},
+		[]any{map[string]any{"subnet": "192.168.77.0/24"}},
+	}
+	a := e.newPod("a", false)
+	e.add(a)
+	if len(a.ips()) != 2 || !strings.HasPrefix(a.ips()[1].String(), "192.168.77.") {
+		t.Fatalf("IPs %v", a.ips())
+	}
+	if len(e.leases()) != 2 {
+		t.Fatalf("leases %v", e.leases())
+	}
+
+	// What Calico sends host-local on DEL: rejected, nothing released.
+	calicoDel := e.conf()
+	calicoDel = []byte(strings.Replace(string(calicoDel), `"subnet":"usePodCidr"`, `"subnet":"0.0.0.0/0"`, 1))
+	r := cluster.RunCNI(context.Background(), harness.CNICall{
+		Binary: filepath.Join(binDir, "host-local"), Command: "DEL", ContainerID: a.containerID,
+		Netns: a.netns.Path, IfName: "eth0", Path: binDir, Config: calicoDel,
+	})
+	if r.Err == nil || !strings.Contains(string(r.Stdout), "overlaps") {
+		t.Errorf("host-local accepted Calico's placeholder: %v %s", r.Err, r.Stdout)
+	}
+	if len(e.leases()) != 2 {
+		t.Fatalf("leases after refused DEL %v", e.leases())
+	}
+
+	e.del(a)
+	if l := e.leases(); len(l) != 0 {
+		t.Errorf("DEL leaked leases: %v", l)
+	}
+	e.assertGone(a, a.ips())
+}
+
+// ipam.routes replace the default routes; include_default_routes adds them back.
+func TestCustomRoutes(t *testing.T) {
+	for _, withDefaults := range []bool{false, true} {
+		t.Run(map[bool]string{false: "custom", true: "custom+default"}[withDefaults], func(t *testing.T) {
+			e := newEnv(t, podCIDRs("v4")...)
+			e.ipam["routes"] = []any{map[string]any{"dst": "10.96.0.0/12", "gw": "1.2.3.4"}}
+			if withDefaults {
+				e.extra["include_default_routes"] = true
+			}
+			a := e.newPod("a", false)
+			e.add(a)
+			want := map[string]bool{"10.96.0.0/12": true, "169.254.1.1/32": true}
+			if withDefaults {
+				want["0.0.0.0/0"] = true
+			}
+			if err := a.netns.Do(func() error {
+				routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+				if err != nil {
+					return err
+				}
+				got := map[string]bool{}
+				for _, r := range routes {
+					got[r.Dst.String()] = true
+					if r.Dst.String() == "10.96.0.0/12" && !r.Gw.Equal(net.IPv4(169, 254, 1, 1)) {
+						t.Errorf("custom route via %s, want 169.254.1.1 (the ipam gw is ignored)", r.Gw)
+					}
+				}
+				if len(got) != len(want) {
+					t.Errorf("routes %v, want %v", got, want)
+				}
+				for d := range want {
+					if !got[d] {
+						t.Errorf("route %s missing (have %v)", d, got)
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if r := e.check(a); r.Err != nil {
+				t.Errorf("CHECK: %v", r.Err)
+			}
+			e.del(a)
+		})
+	}
+}
+
+// MTU from the configuration, and from the MTU file when mtu is 0.
+func TestMTU(t *testing.T) {
+	t.Run("config", func(t *testing.T) {
+		cidrs := podCIDRs("v4")
+		e := newEnv(t, cidrs...)
+		e.extra["mtu"] = 1400
+		e.extra["num_queues"] = 2
+		a := e.newPod("a", false)
+		e.add(a)
+		assertPodNetwork(t, e, a, cidrs, 1400)
+		inNode(t, func() error {
+			l, err := netlink.LinkByName(a.hostVeth)
+			if err == nil && (l.Attrs().NumTxQueues != 2 || l.Attrs().NumRxQueues != 2) {
+				t.Errorf("host veth queues tx %d rx %d, want 2", l.Attrs().NumTxQueues, l.Attrs().NumRxQueues)
+			}
+			return err
+		})
+		e.del(a)
+	})
+	t.Run("file", func(t *testing.T) {
+		cidrs := podCIDRs("v4")
+		e := newEnv(t, cidrs...)
+		f := filepath.Join(t.TempDir(), "mtu")
+		if err := os.WriteFile(f, []byte("1300\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.extra["mtu"] = 0
+		e.extra["mtu_file"] = f
+		a := e.newPod("a", false)
+		e.add(a)
+		assertPodNetwork(t, e, a, cidrs, 1300)
+		e.del(a)
+	})
+}
+
+// A host veth left with the pod's name (e.g. by a crashed sandbox) is replaced.
+func TestStaleHostVeth(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	a := e.newPod("a", false)
+	inNode(t, func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = a.hostVeth
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "stalepeer0"})
+	})
+	e.add(a)
+	if linkExists(t, "stalepeer0") {
+		t.Error("stale veth pair not removed")
+	}
+	if r := e.check(a); r.Err != nil {
+		t.Errorf("CHECK: %v", r.Err)
+	}
+	e.del(a)
+	e.assertGone(a, a.ips())
+}
+
+// A second sandbox of the same pod takes over; the first one's (stale) DEL
+// releases its own lease but leaves the new annotations alone.
+func TestNewSandboxThenStaleDel(t *testing.T) {
+	e := newEnv(t, podCIDRs("dual")...)
+	delete(e.ipam, "subnet")
+	e.ipam["ranges"] = rangesFor("dual")
+	first := e.newPod("web", false)
+	e.add(first)
+	second := e.sandbox("web")
+	e.add(second)
+	if first.ips()[0].Equal(second.ips()[0]) {
+		t.Fatalf("second sandbox reused %s", first.ips()[0])
+	}
+	ann := e.annotations("web")
+	if ann["cni.projectcalico.org/containerID"] != second.containerID {
+		t.Fatalf("annotations not taken over: %v", ann)
+	}
+	e.del(first) // stale
+	ann = e.annotations("web")
+	want := second.ips()[0].String() + "/32"
+	if ann["cni.projectcalico.org/containerID"] != second.containerID || ann["cni.projectcalico.org/podIP"] != want {
+		t.Errorf("stale DEL changed the live sandbox's annotations: %v", ann)
+	}
+	for ip, owner := range e.leases() {
+		if strings.HasPrefix(owner, first.containerID) {
+			t.Errorf("stale sandbox's lease %s kept", ip)
+		}
+	}
+	if r := e.check(second); r.Err != nil {
+		t.Errorf("live sandbox broken by stale DEL: %v", r.Err)
+	}
+	e.del(second)
+	if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] != "" {
+		t.Errorf("annotations after the live sandbox's DEL: %v", a)
+	}
+	e.assertGone(second, second.ips())
+}
+
+// DEL succeeds however much is already gone.
+func TestDelIdempotent(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	t.Run("twice", func(t *testing.T) {
+		a := e.newPod("twice", false)
+		e.add(a)
+		e.del(a)
+		e.del(a)
+		e.assertGone(a, a.ips())
+	})
+	t.Run("netns gone", func(t *testing.T) {
+		a := e.newPod("nsgone", false)
+		e.add(a)
+		if err := a.netns.Close(); err != nil {
+			t.Fatal(err)
+		}
+		e.del(a)
+		e.assertGone(a, a.ips())
+	})
+	t.Run("pod gone", func(t *testing.T) {
+		a := e.newPod("podgone", false)
+		e.add(a)
+		if err := cluster.Admin.CoreV1().Pods(e.ns).Delete(context.Background(), "podgone", deleteNow()); err != nil {
+			t.Fatal(err)
+		}
+		e.del(a)
+		e.assertGone(a, a.ips())
+	})
+	t.Run("never added", func(t *testing.T) {
+		e.del(e.newPod("never", false))
+		e.del(e.newPod("neverobj", true))
+	})
+	t.Run("no pod args", func(t *testing.T) {
+		a := e.newPod("noargs", false)
+		e.add(a)
+		r := cluster.RunCNI(context.Background(), harness.CNICall{
+			Binary: filepath.Join(binDir, "calico"), Command: "DEL", ContainerID: a.containerID,
+			Netns: a.netns.Path, IfName: "eth0", Path: binDir, Config: e.conf(),
+		})
+		if r.Err != nil {
+			t.Fatalf("DEL without pod args: %v", r.Err)
+		}
+		e.assertGone(a, a.ips())
+	})
+	if l := e.leases(); len(l) != 0 {
+		t.Errorf("leases left: %v", l)
+	}
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
