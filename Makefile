@@ -45,7 +45,8 @@ tools:
 
 # Host packages the tests and the demo use (Debian/Ubuntu). Skipped when present.
 deps:
-	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
+	@missing=""; command -v ip >/dev/null || missing="$$missing iproute2"; command -v nft >/dev/null || missing="$$missing nftables"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 vet:
 	go vet ./...

@@ -48,6 +48,10 @@ func (cp *ControlPlane) RunCNI(ctx context.Context, c CNICall) CNIResult {
 	return CNIResult{Stdout: out.Bytes(), Stderr: errb.Bytes(), Err: err}
 }
 
+// NodeIP is the node's own address on its uplink (a documentation range:
+// it exists only inside the node namespace).
+var NodeIP = &net.IPNet{IP: net.IPv4(198, 51, 100, 10).To4(), Mask: net.CIDRMask(24, 32)}
+
 // AddUplink gives the node namespace what a real node has: an uplink
 // (one end of a veth pair kept inside the node) carrying the default routes, and IP forwarding on. Proxy
 // ARP for the pods' 169.254.1.1 gateway answers only when the host has a
@@ -71,6 +75,9 @@ func (cp *ControlPlane) AddUplink() error {
 		link, err := netlink.LinkByName("uplink0")
 		if err != nil {
 			return err
+		}
+		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: NodeIP}); err != nil {
+			return fmt.Errorf("failed to address the uplink: %w", err)
 		}
 		for _, dst := range []string{"0.0.0.0/0", "::/0"} {
 			_, n, _ := net.ParseCIDR(dst)

@@ -121,12 +121,18 @@ func (e *env) sandbox(name string) *pod {
 	}
 }
 
+type cniResult = harness.CNIResult
+
 func (e *env) call(cmd string, p *pod, conf []byte) harness.CNIResult {
-	return cluster.RunCNI(context.Background(), harness.CNICall{
+	args := fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=abc", e.ns, p.name, p.containerID)
+	return cluster.RunCNI(context.Background(), cniCall(e, p, cmd, conf, args))
+}
+
+func cniCall(e *env, p *pod, cmd string, conf []byte, args string) harness.CNICall {
+	return harness.CNICall{
 		Binary: filepath.Join(binDir, "calico"), Command: cmd, ContainerID: p.containerID,
-		Netns: p.netns.Path, IfName: "eth0", Path: binDir, Config: conf,
-		Args: fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=abc", e.ns, p.name, p.containerID),
-	})
+		Netns: p.netns.Path, IfName: "eth0", Path: binDir, Config: conf, Args: args,
+	}
 }
 
 // add runs ADD and parses the result.
@@ -295,4 +301,10 @@ func waitUntil(t *testing.T, what string, fn func() bool) {
 func deleteNow() metav1.DeleteOptions {
 	var zero int64
 	return metav1.DeleteOptions{GracePeriodSeconds: &zero}
+}
+
+// harnessDelta counts the requests a command can make (pods, nodes,
+// namespaces, Calico CRDs), ignoring the apiserver's own housekeeping.
+func harnessDelta(before, after map[string]float64) map[string]float64 {
+	return harness.CountDelta(before, after, "pods", "nodes", "namespaces", "clusterinformations")
 }
