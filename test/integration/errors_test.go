@@ -168,4 +168,3 @@ func TestBadInput(t *testing.T) {
 func clusterRunWithArgs(e *env, p *pod, conf []byte, args string) cniResult {
 	return cluster.RunCNI(context.Background(), cniCall(e, p, "ADD", conf, args))
 }
-

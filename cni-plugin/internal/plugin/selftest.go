@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -24,6 +26,10 @@ func (p *Plugin) TestDatastore(stdin io.Reader, out io.Writer) int {
 }
 
 func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
+	stdin, err := calicoEntry(stdin)
+	if err != nil {
+		return err
+	}
 	conf, err := netconf.Load(stdin, p.Env)
 	if err != nil {
 		return err
@@ -48,4 +54,24 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %v\n", v, conf.PodCIDRNode(nodename), cidrs)
 	return nil
+}
+
+// calicoEntry accepts a single plugin configuration or a conflist, from
+// which it takes the `calico` plugin (with the list's name and cniVersion).
+func calicoEntry(data []byte) ([]byte, error) {
+	var list struct {
+		Name       string           `json:"name"`
+		CNIVersion string           `json:"cniVersion"`
+		Plugins    []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil || list.Plugins == nil {
+		return data, nil // not a conflist: Load reports any syntax error
+	}
+	for _, pl := range list.Plugins {
+		if pl["type"] == "calico" {
+			pl["name"], pl["cniVersion"] = list.Name, list.CNIVersion
+			return json.Marshal(pl)
+		}
+	}
+	return nil, errors.New("the conflist has no plugin of type calico")
 }
