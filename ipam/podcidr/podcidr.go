@@ -112,19 +112,41 @@ func parse(netconf []byte) (*config, error) {
 
 func (c *config) marshal() ([]byte, error) { return json.Marshal(c.root) }
 
-// Uses reports whether the configuration names the podCIDR symbolically, i.e.
-// whether Rewrite needs the node's podCIDRs.
-func Uses(netconf []byte) (bool, error) {
+// Families says which podCIDR families a configuration names.
+type Families struct {
+	V4, V6 bool
+}
+
+// Any is true when Rewrite needs the node's podCIDRs.
+func (f Families) Any() bool { return f.V4 || f.V6 }
+
+// Symbols reports which symbols the configuration uses.
+func Symbols(netconf []byte) (Families, error) {
+	var f Families
 	c, err := parse(netconf)
 	if err != nil {
-		return false, err
+		return f, err
 	}
 	for _, r := range c.refs {
-		if r.symbol() != "" {
-			return true, nil
+		switch r.symbol() {
+		case UsePodCidr:
+			f.V4 = true
+		case UsePodCidrIPv6:
+			f.V6 = true
 		}
 	}
-	return false, nil
+	return f, nil
+}
+
+// Check verifies that cidrs has every family f names.
+func (f Families) Check(nodeName string, cidrs CIDRs) error {
+	switch {
+	case f.V4 && cidrs.V4 == "":
+		return fmt.Errorf("node %q has no IPv4 podCIDR (the configuration uses usePodCidr)", nodeName)
+	case f.V6 && cidrs.V6 == "":
+		return fmt.Errorf("node %q has no IPv6 podCIDR (the configuration uses usePodCidrIPv6)", nodeName)
+	}
+	return nil
 }
 
 // Rewrite replaces the symbols with the node's podCIDRs for ADD (and CHECK).
@@ -220,4 +242,15 @@ func overlapsAny(n *net.IPNet, taken []*net.IPNet) bool {
 		}
 	}
 	return false
+}
+
+// WithIPAMType sets ipam.type, e.g. to hand a podcidr configuration to
+// host-local. Everything else passes through.
+func WithIPAMType(netconf []byte, typ string) ([]byte, error) {
+	c, err := parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	c.ipam["type"] = typ
+	return c.marshal()
 }

@@ -38,9 +38,12 @@ func TestRewrite(t *testing.T) {
 	  "ipam":{"type":"host-local","dataDir":"/x","resolvConf":"/etc/r",
 	    "ranges":[[{"subnet":"usepodcidr"}],[{"subnet":"usePodCidrIPv6"}],[{"subnet":"192.168.5.0/24","gateway":"192.168.5.1"}]],
 	    "routes":[{"dst":"0.0.0.0/0"}]}}`
-	used, err := Uses([]byte(in))
-	if err != nil || !used {
-		t.Fatalf("Uses = %v, %v", used, err)
+	fams, err := Symbols([]byte(in))
+	if err != nil || !fams.V4 || !fams.V6 {
+		t.Fatalf("Symbols = %+v, %v", fams, err)
+	}
+	if err := fams.Check("n", CIDRs{V4: "10.0.0.0/24"}); err == nil || !strings.Contains(err.Error(), "IPv6") {
+		t.Errorf("Check: %v", err)
 	}
 	out, err := Rewrite([]byte(in), CIDRs{V4: "10.244.1.0/24", V6: "fd00::/64"})
 	if err != nil {

@@ -129,10 +129,17 @@ func (e *env) call(cmd string, p *pod, conf []byte) harness.CNIResult {
 }
 
 func cniCall(e *env, p *pod, cmd string, conf []byte, args string) harness.CNICall {
-	return harness.CNICall{
+	c := harness.CNICall{
 		Binary: filepath.Join(binDir, "calico"), Command: cmd, ContainerID: p.containerID,
-		Netns: p.netns.Path, IfName: "eth0", Path: binDir, Config: conf, Args: args,
+		IfName: "eth0", Path: binDir, Config: conf, Args: args,
 	}
+	if p.netns != nil {
+		c.Netns = p.netns.Path
+	}
+	if cmd == "STATUS" || cmd == "GC" {
+		c.IfName = ""
+	}
+	return c
 }
 
 // add runs ADD and parses the result.
@@ -308,3 +315,5 @@ func deleteNow() metav1.DeleteOptions {
 func harnessDelta(before, after map[string]float64) map[string]float64 {
 	return harness.CountDelta(before, after, "pods", "nodes", "namespaces", "clusterinformations")
 }
+
+func t0ctx() context.Context { return context.Background() }

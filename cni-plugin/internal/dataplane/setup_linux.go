@@ -93,6 +93,11 @@ func setupHostVeth(p plan.Plan) error {
 			return fmt.Errorf("failed to set MAC of %q: %w", p.HostVeth, err)
 		}
 	}
+	if p.HostAlias != "" {
+		if err := netlink.LinkSetAlias(link, p.HostAlias); err != nil {
+			return fmt.Errorf("failed to set alias of %q: %w", p.HostVeth, err)
+		}
+	}
 	if err := writeSysctls(p.HostSysctls); err != nil {
 		return err
 	}

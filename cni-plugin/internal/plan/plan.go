@@ -24,7 +24,9 @@ var (
 
 // Input is what a plan is built from.
 type Input struct {
-	HostVeth  string
+	HostVeth string
+	// HostAlias marks the host veth with its owner (naming.HostVethAlias).
+	HostAlias string
 	IfName    string
 	MTU       int // 0: kernel default
 	NumQueues int
@@ -51,6 +53,7 @@ type Sysctl struct {
 // Plan is the pod's network, host side and container side.
 type Plan struct {
 	HostVeth  string
+	HostAlias string
 	IfName    string
 	MTU       int
 	NumQueues int
@@ -64,7 +67,7 @@ type Plan struct {
 
 // Build computes the plan.
 func Build(in Input) (Plan, error) {
-	p := Plan{HostVeth: in.HostVeth, IfName: in.IfName, MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
+	p := Plan{HostVeth: in.HostVeth, HostAlias: in.HostAlias, IfName: in.IfName, MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
 	if len(in.IPs) == 0 {
 		return p, errors.New("failed to plan the pod network: IPAM returned no IP addresses")
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/wep"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
@@ -74,24 +75,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 // ipamConfigForAdd resolves usePodCidr from the Node (one GET) when the
 // configuration uses it; otherwise the configuration passes unchanged.
 func (p *Plugin) ipamConfigForAdd(ctx context.Context, inv *invocation, api *kube.Client) ([]byte, error) {
-	uses, err := podcidr.Uses(inv.args.StdinData)
-	if err != nil || !uses {
+	fams, err := podcidr.Symbols(inv.args.StdinData)
+	if err != nil || !fams.Any() {
 		return inv.args.StdinData, err
 	}
-	nodename, err := inv.conf.ResolveNodename(p.Env)
+	cidrs, err := datastore.NodePodCIDRs(ctx, p.Env, inv.conf, api)
 	if err != nil {
 		return nil, err
 	}
-	node := inv.conf.PodCIDRNode(nodename)
-	cidrs, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return nil, fmt.Errorf("failed to get podCIDRs of node %q: %w", node, err)
-	}
-	byFamily, err := podcidr.ByFamily(node, cidrs)
-	if err != nil {
-		return nil, err
-	}
-	return podcidr.Rewrite(inv.args.StdinData, byFamily)
+	return podcidr.Rewrite(inv.args.StdinData, cidrs)
 }
 
 // plan derives the kernel state for the allocated IPs.
@@ -103,6 +95,7 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig) (plan.Plan, err
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	return plan.Build(plan.Input{
 		HostVeth:             naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
+		HostAlias:            naming.HostVethAlias(inv.args.ContainerID, inv.args.IfName),
 		IfName:               inv.args.IfName,
 		MTU:                  mtu,
 		NumQueues:            inv.conf.NumQueues,

@@ -67,7 +67,7 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 // container ID and interface, so no API call is needed.
 func releaseCall(inv *invocation, args *skel.CmdArgs) ipamexec.Call {
 	conf := args.StdinData
-	if uses, err := podcidr.Uses(conf); err == nil && uses {
+	if fams, err := podcidr.Symbols(conf); err == nil && fams.Any() {
 		if rewritten, err := podcidr.RewriteForRelease(conf); err == nil {
 			conf = rewritten
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
@@ -48,7 +48,7 @@ func New() *Plugin {
 
 // Funcs are the skel callbacks.
 func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status, GC: p.GC}
 }
 
 // invocation is one command's parsed input.
@@ -96,12 +96,7 @@ func (inv *invocation) end(err error) {
 
 // api builds the API client from the netconf and environment seeds.
 func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
-	a := conf.APIAccess(p.Env)
-	return kube.New(kube.Access{
-		Kubeconfig: a.Kubeconfig, Server: a.Server, Token: a.Token,
-		CertFile: a.CertFile, KeyFile: a.KeyFile, CAFile: a.CAFile, InsecureTLS: a.InsecureTLS,
-		UserAgent: buildinfo.String("kdd-cni"), Timeout: p.APITimeout,
-	})
+	return datastore.NewClient(p.Env, conf, p.APITimeout)
 }
 
 func withTimeout() (context.Context, context.CancelFunc) {

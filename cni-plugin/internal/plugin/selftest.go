@@ -48,11 +48,12 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cidrs, err := api.NodePodCIDRs(ctx, conf.PodCIDRNode(nodename))
+	node := conf.PodCIDRNode(nodename)
+	cidrs, err := api.NodePodCIDRs(ctx, node)
 	if err != nil {
-		return fmt.Errorf("failed to read node %q: %w", conf.PodCIDRNode(nodename), err)
+		return fmt.Errorf("failed to read node %q: %w", node, err)
 	}
-	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %v\n", v, conf.PodCIDRNode(nodename), cidrs)
+	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %v\n", v, node, cidrs)
 	return nil
 }
 

@@ -35,3 +35,23 @@ func WorkloadEndpoint(node, pod, endpoint string) string {
 	esc := func(s string) string { return strings.ReplaceAll(s, "-", "--") }
 	return esc(node) + "-k8s-" + esc(pod) + "-" + esc(endpoint)
 }
+
+// aliasPrefix marks host veths created by kdd-cni. GC removes only those.
+const aliasPrefix = "kdd-cni/"
+
+// HostVethAlias is the interface alias set on a host veth: it records the
+// attachment (container ID and interface) that owns it.
+func HostVethAlias(containerID, ifName string) string {
+	return aliasPrefix + containerID + "/" + ifName
+}
+
+// ParseHostVethAlias reverses HostVethAlias; ok is false for links kdd-cni
+// did not create.
+func ParseHostVethAlias(alias string) (containerID, ifName string, ok bool) {
+	rest, found := strings.CutPrefix(alias, aliasPrefix)
+	i := strings.LastIndexByte(rest, '/')
+	if !found || i <= 0 || i == len(rest)-1 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}

@@ -30,3 +30,15 @@ func TestWorkloadEndpoint(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestHostVethAlias(t *testing.T) {
+	a := HostVethAlias("abc123", "eth0")
+	if id, ifn, ok := ParseHostVethAlias(a); !ok || id != "abc123" || ifn != "eth0" {
+		t.Errorf("round trip of %q: %q %q %v", a, id, ifn, ok)
+	}
+	for _, bad := range []string{"", "something else", "kdd-cni/", "kdd-cni/abc", "kdd-cni/abc/"} {
+		if _, _, ok := ParseHostVethAlias(bad); ok {
+			t.Errorf("%q parsed as ours", bad)
+		}
+	}
+}

@@ -89,9 +89,33 @@ var networkName = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
 // Load parses and validates a netconf, filling defaults. env supplies the
 // environment seeds (DATASTORE_TYPE and friends).
 func Load(stdin []byte, env Env) (*NetConf, error) {
+	return load(stdin, env, false)
+}
+
+// LoadForIPAM loads the configuration as the podcidr IPAM shim sees it:
+// nodename, datastore_type, kubernetes.* and the other keys set inside the
+// ipam section override the network's top-level ones.
+func LoadForIPAM(stdin []byte, env Env) (*NetConf, error) {
+	return load(stdin, env, true)
+}
+
+func load(stdin []byte, env Env, ipamOverrides bool) (*NetConf, error) {
 	c := &NetConf{NodenameFile: DefaultNodenameFile, MTUFile: DefaultMTUFile, NumQueues: 1}
 	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
+	}
+	if ipamOverrides {
+		var raw struct {
+			IPAM json.RawMessage `json:"ipam"`
+		}
+		if err := json.Unmarshal(stdin, &raw); err != nil || len(raw.IPAM) == 0 {
+			return nil, errors.New("invalid configuration: no ipam section")
+		}
+		overlay := &NetConf{}
+		if err := json.Unmarshal(raw.IPAM, overlay); err != nil {
+			return nil, fmt.Errorf("failed to parse the ipam section: %w", err)
+		}
+		c.applyIPAMOverlay(overlay)
 	}
 	var raw struct {
 		IPAM struct {
@@ -159,4 +183,42 @@ func (c *NetConf) Datastore(env Env) string {
 		return "etcdv3"
 	}
 	return DatastoreKubernetes
+}
+
+// applyIPAMOverlay copies the datastore and node keys set in the ipam section.
+func (c *NetConf) applyIPAMOverlay(o *NetConf) {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Nodename, o.Nodename)
+	set(&c.NodenameFile, o.NodenameFile)
+	set(&c.Hostname, o.Hostname)
+	set(&c.DatastoreType, o.DatastoreType)
+	set(&c.Kubernetes.Kubeconfig, o.Kubernetes.Kubeconfig)
+	set(&c.Kubernetes.APIRoot, o.Kubernetes.APIRoot)
+	set(&c.Kubernetes.NodeName, o.Kubernetes.NodeName)
+	set(&c.LogLevel, o.LogLevel)
+	set(&c.LogFilePath, o.LogFilePath)
+	c.NodenameFileOptional = c.NodenameFileOptional || o.NodenameFileOptional
+}
+
+// ValidAttachments decodes a GC request's cni.dev/valid-attachments; given
+// is false when the key is absent.
+func ValidAttachments(stdin []byte) (valid map[types.GCAttachment]bool, given bool, err error) {
+	var c struct {
+		Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(stdin, &c); err != nil {
+		return nil, false, fmt.Errorf("failed to parse cni.dev/valid-attachments: %w", err)
+	}
+	if c.Valid == nil {
+		return nil, false, nil
+	}
+	valid = map[types.GCAttachment]bool{}
+	for _, a := range *c.Valid {
+		valid[a] = true
+	}
+	return valid, true, nil
 }

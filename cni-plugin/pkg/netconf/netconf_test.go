@@ -163,3 +163,28 @@ func TestParseIdentity(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+func TestLoadForIPAM(t *testing.T) {
+	conf := `{"cniVersion":"1.1.0","name":"net","type":"ptp","nodename":"top","kubernetes":{"kubeconfig":"/top"},
+	  "ipam":{"type":"podcidr","nodename":"from-ipam","kubernetes":{"node_name":"cidr-node"},"subnet":"usePodCidr"}}`
+	c, err := LoadForIPAM([]byte(conf), testEnv(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodename != "from-ipam" || c.Kubernetes.Kubeconfig != "/top" || c.Kubernetes.NodeName != "cidr-node" {
+		t.Errorf("overlay: %+v", c)
+	}
+	if _, err := LoadForIPAM([]byte(`{"name":"n","ipam":{"type":"podcidr","datastore_type":"etcdv3"}}`), testEnv(nil, nil)); err == nil {
+		t.Error("etcdv3 in the ipam section accepted")
+	}
+	valid, given, err := ValidAttachments([]byte(`{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`))
+	if err != nil || !given || len(valid) != 1 {
+		t.Errorf("valid attachments: %v %v %v", valid, given, err)
+	}
+	if _, given, _ := ValidAttachments([]byte(`{}`)); given {
+		t.Error("absent key reported as given")
+	}
+	if v, given, _ := ValidAttachments([]byte(`{"cni.dev/valid-attachments":[]}`)); !given || len(v) != 0 {
+		t.Error("empty list must be given and empty")
+	}
+}

@@ -1,0 +1,49 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+)
+
+// GC (CNI 1.1): release every lease of this network and remove every host
+// veth kdd-cni created whose attachment is not in cni.dev/valid-attachments.
+// Leases go through host-local's own DEL. Without the key nothing is
+// collected: the runtime gave no list, so nothing is known to be stale.
+func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
+	inv, err := p.begin("GC", args, false)
+	if err != nil {
+		return err
+	}
+	defer func() { inv.end(err) }()
+	valid, given, err := netconf.ValidAttachments(args.StdinData)
+	if err != nil || !given {
+		inv.log.Info("no cni.dev/valid-attachments given; nothing to collect")
+		return err
+	}
+	ctx, cancel := withTimeout()
+	defer cancel()
+	released, ipamErr := p.collectLeases(ctx, inv, valid)
+	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
+	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, func(id, ifName string) bool {
+		return valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
+	})
+	inv.log.Info("garbage collected", "valid", len(valid), "leasesReleased", len(released), "linksRemoved", removed)
+	return errors.Join(ipamErr, linkErr)
+}
+
+func (p *Plugin) collectLeases(ctx context.Context, inv *invocation, valid map[types.GCAttachment]bool) ([]types.GCAttachment, error) {
+	call := releaseCall(inv, inv.args)
+	if inv.conf.IPAM.Type != "host-local" {
+		return nil, call.GC(ctx) // another IPAM plugin collects its own
+	}
+	return ipamexec.ReleaseStale(ctx, call.Plugin, call.Config, inv.args,
+		func(a types.GCAttachment) bool { return valid[a] })
+}

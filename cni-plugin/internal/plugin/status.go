@@ -1,0 +1,27 @@
+package plugin
+
+import (
+	"context"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
+)
+
+// Status (CNI 1.1): ready when the API server answers with the configured
+// identity and the node has a podCIDR of every family the configuration
+// names; otherwise error 50 ("plugin not available") saying which.
+func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
+	inv, err := p.begin("STATUS", args, false)
+	if err != nil {
+		return err
+	}
+	defer func() { inv.end(err) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*p.APITimeout)
+	defer cancel()
+	if err := datastore.Ready(ctx, p.Env, inv.conf, args.StdinData, p.APITimeout); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "kdd-cni is not ready: "+err.Error(), "")
+	}
+	return nil
+}

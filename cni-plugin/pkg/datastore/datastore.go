@@ -1,0 +1,71 @@
+// Package datastore connects a kdd-cni binary to its datastore, the
+// Kubernetes API, as a netconf and the environment seeds describe, and
+// answers whether it is ready for pods (CNI STATUS). Shared by `calico` and
+// the `podcidr` IPAM shim.
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
+)
+
+// NewClient builds the API client from the netconf over the environment seeds.
+func NewClient(env netconf.Env, conf *netconf.NetConf, timeout time.Duration) (*kube.Client, error) {
+	a := conf.APIAccess(env)
+	return kube.New(kube.Access{
+		Kubeconfig: a.Kubeconfig, Server: a.Server, Token: a.Token,
+		CertFile: a.CertFile, KeyFile: a.KeyFile, CAFile: a.CAFile, InsecureTLS: a.InsecureTLS,
+		UserAgent: buildinfo.String("kdd-cni"), Timeout: timeout,
+	})
+}
+
+// NodePodCIDRs resolves this node and reads its podCIDRs by family.
+func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (podcidr.CIDRs, error) {
+	nodename, err := conf.ResolveNodename(env)
+	if err != nil {
+		return podcidr.CIDRs{}, err
+	}
+	node := conf.PodCIDRNode(nodename)
+	cidrs, err := api.NodePodCIDRs(ctx, node)
+	if err != nil {
+		return podcidr.CIDRs{}, fmt.Errorf("failed to get podCIDRs of node %q: %w", node, err)
+	}
+	return podcidr.ByFamily(node, cidrs)
+}
+
+// Ready reports why the plugin cannot serve pods: the API server does not
+// answer the configured identity, or the node lacks a podCIDR family that
+// the configuration (stdin) names. nil means ready.
+func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []byte, timeout time.Duration) error {
+	fams, err := podcidr.Symbols(stdin)
+	if err != nil {
+		return err
+	}
+	api, err := NewClient(env, conf, timeout)
+	if err != nil {
+		return err
+	}
+	nodename, err := conf.ResolveNodename(env)
+	if err != nil {
+		return err
+	}
+	node := conf.PodCIDRNode(nodename)
+	cidrs, err := api.NodePodCIDRs(ctx, node)
+	if err != nil {
+		return fmt.Errorf("failed to read node %q from the API server: %w", node, err)
+	}
+	if !fams.Any() {
+		return nil
+	}
+	byFamily, err := podcidr.ByFamily(node, cidrs)
+	if err != nil {
+		return err
+	}
+	return fams.Check(node, byFamily)
+}

@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+)
+
+func (e *env) statusOrGC(cmd string, body map[string]any) cniResult {
+	var c map[string]any
+	_ = json.Unmarshal(e.conf(), &c)
+	for k, v := range body {
+		c[k] = v
+	}
+	b, _ := json.Marshal(c)
+	return cluster.RunCNI(t0ctx(), cniCall(e, &pod{netns: nil}, cmd, b, ""))
+}
+
+func TestStatus(t *testing.T) {
+	ready := newEnv(t, podCIDRs("v4")...)
+	if r := ready.statusOrGC("STATUS", nil); r.Err != nil || len(r.Stdout) != 0 {
+		t.Errorf("STATUS on a ready node: %v %s", r.Err, r.Stdout)
+	}
+	noCIDR := newEnv(t)
+	v4only := newEnv(t, podCIDRs("v4")...)
+	delete(v4only.ipam, "subnet")
+	v4only.ipam["ranges"] = rangesFor("dual")
+	down := newEnv(t, podCIDRs("v4")...)
+	down.extra["kubernetes"] = map[string]any{"kubeconfig": kubeconfig, "k8s_api_root": "https://127.0.0.1:1"}
+	for name, tc := range map[string]struct {
+		e    *env
+		want string
+	}{
+		"node without podCIDR": {noCIDR, "has no podCIDR"},
+		"no IPv6 podCIDR":      {v4only, "no IPv6 podCIDR"},
+		"API unreachable":      {down, "127.0.0.1:1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := tc.e.statusOrGC("STATUS", nil)
+			ce := cniErr(t, r)
+			if ce.Code != types.ErrPluginNotAvailable || !strings.Contains(ce.Msg, tc.want) {
+				t.Errorf("STATUS error %d %q, want code 50 mentioning %q", ce.Code, ce.Msg, tc.want)
+			}
+		})
+	}
+}
+
+// Leases and links of attachments whose DEL never came are reclaimed by GC;
+// valid attachments and links kdd-cni did not create are left alone.
+func TestGCReclaimsLeaks(t *testing.T) {
+	e := newEnv(t, podCIDRs("dual")...)
+	delete(e.ipam, "subnet")
+	e.ipam["ranges"] = rangesFor("dual")
+	pods := map[string]*pod{}
+	for _, n := range []string{"keep1", "keep2", "leak1", "leak2"} {
+		pods[n] = e.newPod(n, false)
+		e.add(pods[n])
+	}
+	// A cali link of someone else's (no kdd-cni alias) must survive.
+	inNode(t, func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = "calif0reign000"
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "foreignpeer0"})
+	})
+	t.Cleanup(func() {
+		_ = cluster.DoInNode(func() error {
+			l, err := netlink.LinkByName("calif0reign000")
+			if err == nil {
+				err = netlink.LinkDel(l)
+			}
+			return err
+		})
+	})
+	if n := len(e.leases()); n != 8 {
+		t.Fatalf("leases before GC: %d", n)
+	}
+
+	// Without cni.dev/valid-attachments nothing is known to be stale.
+	if r := e.statusOrGC("GC", nil); r.Err != nil {
+		t.Fatalf("GC without list: %v", r.Err)
+	}
+	if n := len(e.leases()); n != 8 {
+		t.Fatalf("GC without a list released leases: %d left", n)
+	}
+
+	valid := []types.GCAttachment{
+		{ContainerID: pods["keep1"].containerID, IfName: "eth0"},
+		{ContainerID: pods["keep2"].containerID, IfName: "eth0"},
+		{ContainerID: "some-other-container", IfName: "eth0"},
+	}
+	if r := e.statusOrGC("GC", map[string]any{"cni.dev/valid-attachments": valid}); r.Err != nil {
+		t.Fatalf("GC: %v", r.Err)
+	}
+	owners := map[string]int{}
+	for _, o := range e.leases() {
+		owners[o]++
+	}
+	for _, n := range []string{"keep1", "keep2"} {
+		p := pods[n]
+		if owners[p.containerID+" eth0"] != 2 {
+			t.Errorf("valid attachment %s lost leases: %v", n, owners)
+		}
+		if !linkExists(t, p.hostVeth) {
+			t.Errorf("valid attachment %s lost its host veth", n)
+		}
+		if r := e.check(p); r.Err != nil {
+			t.Errorf("valid attachment %s broken by GC: %v", n, r.Err)
+		}
+	}
+	for _, n := range []string{"leak1", "leak2"} {
+		e.assertGone(pods[n], pods[n].ips())
+	}
+	if len(owners) != 2 {
+		t.Errorf("leases after GC: %v", owners)
+	}
+	if !linkExists(t, "calif0reign000") {
+		t.Error("GC removed a link kdd-cni did not create")
+	}
+	e.del(pods["keep1"])
+	e.del(pods["keep2"])
+}
