@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
@@ -28,31 +27,17 @@ func run(m *testing.M) int {
 		fmt.Println("integration tests skipped: they need root for network namespaces (run `sudo make test`)")
 		return m.Run() // every test skips via requireCluster
 	}
-	var err error
-	if binDir, err = harness.BinDir(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx := context.Background()
-	cluster, err = harness.Start(ctx, harness.Options{})
+	suite, err := harness.StartSuite(context.Background(), harness.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer func() {
-		if err := cluster.Stop(); err != nil {
+		if err := suite.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stop control plane:", err)
 		}
 	}()
-	kubeconfig = filepath.Join(cluster.Dir, "cni.kubeconfig")
-	if err := cluster.CNIKubeconfig(ctx, kubeconfig, 3600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := cluster.AddUplink(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	cluster, kubeconfig, binDir = suite.CP, suite.Kubeconfig, suite.BinDir
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "control-plane logs:\n%s\n", cluster.Logs(3000))
