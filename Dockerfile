@@ -13,4 +13,5 @@ FROM scratch
 COPY --from=build /src/bin/calico /src/bin/podcidr /src/bin/install-cni /src/bin/kddctl \
      /src/bin/host-local /src/bin/portmap /src/bin/loopback /opt/cni/bin/
 COPY conf/10-calico.conflist.template /etc/kdd-cni/10-calico.conflist.template
+# Matches `make image-rootfs`, which tests install-cni from the same tree.
 ENTRYPOINT ["/opt/cni/bin/install-cni"]

@@ -62,3 +62,27 @@ func BinDir() (string, error) {
 	})
 	return binDir, binErr
 }
+
+var (
+	rootfsOnce sync.Once
+	rootfsDir  string
+	rootfsErr  error
+)
+
+// RootFS is the image's file tree: $KDD_CNI_ROOTFS, else build/rootfs after
+// `make image-rootfs`.
+func RootFS() (string, error) {
+	rootfsOnce.Do(func() {
+		if d := os.Getenv("KDD_CNI_ROOTFS"); d != "" {
+			rootfsDir = d
+			return
+		}
+		root := RepoRoot()
+		if out, err := exec.Command("make", "-C", root, "image-rootfs").CombinedOutput(); err != nil {
+			rootfsErr = fmt.Errorf("failed to run make image-rootfs: %w\n%s", err, out)
+			return
+		}
+		rootfsDir = filepath.Join(root, "build", "rootfs")
+	})
+	return rootfsDir, rootfsErr
+}

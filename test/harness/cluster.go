@@ -33,9 +33,7 @@ const (
 )
 
 // CNIRBACManifest is the manifest that grants the CNI identity its rights.
-func CNIRBACManifest() string {
-	return filepath.Join(RepoRoot(), "conf", "manifests", "rbac-cni.yaml")
-}
+func CNIRBACManifest() string { return Manifest("rbac-cni.yaml") }
 
 // CreateNode creates a Node with the given podCIDRs (none leaves it without).
 func (cp *ControlPlane) CreateNode(ctx context.Context, name string, podCIDRs ...string) (*corev1.Node, error) {
@@ -128,13 +126,22 @@ func (cp *ControlPlane) CNIKubeconfig(ctx context.Context, path string, ttlSecon
 	if err := cp.ApplyManifest(ctx, CNIRBACManifest(), false); err != nil {
 		return err
 	}
-	tr, err := cp.Admin.CoreV1().ServiceAccounts(CNINamespace).CreateToken(ctx, CNIServiceAccount,
+	return cp.ServiceAccountKubeconfig(ctx, path, CNINamespace, CNIServiceAccount, ttlSeconds)
+}
+
+// ServiceAccountKubeconfig writes a kubeconfig holding a TokenRequest token
+// for namespace/sa (which must exist) and the cluster CA, both inline.
+func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, path, namespace, sa string, ttlSeconds int64) error {
+	tr, err := cp.Admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa,
 		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &ttlSeconds}}, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("failed to request a token for %s/%s: %w", CNINamespace, CNIServiceAccount, err)
+		return fmt.Errorf("failed to request a token for %s/%s: %w", namespace, sa, err)
 	}
 	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
 }
+
+// Manifest is the path of a file under conf/manifests.
+func Manifest(name string) string { return filepath.Join(RepoRoot(), "conf", "manifests", name) }
 
 // ClientFor builds a clientset from a kubeconfig file, dialing into the node
 // namespace like the plugin does.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -45,6 +46,7 @@ type Client struct {
 	base    *url.URL
 	ua      string
 	timeout time.Duration
+	caData  []byte
 }
 
 // New builds a client; it makes no request.
@@ -61,12 +63,24 @@ func New(a Access) (*Client, error) {
 	if err != nil || base.Host == "" {
 		return nil, fmt.Errorf("invalid API server address %q", cfg.Host)
 	}
-	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout}
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("failed to read CA file: %w", err)
+		}
+	}
+	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout, caData: ca}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
 	return c, nil
 }
+
+// Server is the API server URL the client talks to.
+func (c *Client) Server() string { return c.base.String() }
+
+// CAData is the cluster CA the client trusts (PEM), if any.
+func (c *Client) CAData() []byte { return c.caData }
 
 func restConfig(a Access) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()

@@ -14,6 +14,8 @@ const (
 // ObjectMeta is the part of an object's metadata kdd-cni reads.
 type ObjectMeta struct {
 	Name              string            `json:"name"`
+	GenerateName      string            `json:"generateName"`
+	Labels            map[string]string `json:"labels"`
 	Namespace         string            `json:"namespace"`
 	UID               string            `json:"uid"`
 	ResourceVersion   string            `json:"resourceVersion"`
@@ -25,8 +27,9 @@ type ObjectMeta struct {
 type Pod struct {
 	Metadata ObjectMeta `json:"metadata"`
 	Spec     struct {
-		NodeName    string `json:"nodeName"`
-		HostNetwork bool   `json:"hostNetwork"`
+		NodeName           string `json:"nodeName"`
+		HostNetwork        bool   `json:"hostNetwork"`
+		ServiceAccountName string `json:"serviceAccountName"`
 	} `json:"spec"`
 	Status struct {
 		PodIPs []struct {

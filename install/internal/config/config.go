@@ -1,0 +1,207 @@
+// Package config reads install-cni's settings from the environment (Calico's
+// variable names) with documented defaults, and rejects bad values before
+// anything is written. Pure: the environment comes in as a function.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything install-cni needs.
+type Config struct {
+	HostRoot   string // CNI_HOST_ROOT: where the host's / is mounted (default /host)
+	BinSrcDir  string // CNI_BIN_SRC_DIR: the binaries to install (default /opt/cni/bin)
+	NetDir     string // CNI_NET_DIR: the host's CNI config dir, as written into the conflist
+	ConfName   string // CNI_CONF_NAME
+	OldConf    string // CNI_OLD_CONF_NAME: removed when different from ConfName
+	Template   string // CNI_NETWORK_CONFIG, or the contents of CNI_NETWORK_CONFIG_FILE
+	SkipBins   map[string]bool
+	UpdateBins bool // UPDATE_CNI_BINARIES
+	Sleep      bool // SLEEP: stay running and keep the token fresh
+
+	MTU           int    // CNI_MTU
+	NodeName      string // KUBERNETES_NODE_NAME
+	DatastoreType string // DATASTORE_TYPE
+	LogLevel      string // LOG_LEVEL
+	LogFilePath   string // LOG_FILE_PATH
+	LogMaxSize    int    // LOG_FILE_MAX_SIZE (MB)
+	LogMaxAge     int    // LOG_FILE_MAX_AGE (days)
+	LogMaxCount   int    // LOG_FILE_MAX_COUNT
+
+	// API server address written into the CNI kubeconfig; empty host means
+	// the installer's own client's server.
+	ServiceHost     string // KUBERNETES_SERVICE_HOST
+	ServicePort     string // KUBERNETES_SERVICE_PORT
+	ServiceProtocol string // KUBERNETES_SERVICE_PROTOCOL
+	SkipTLSVerify   bool   // SKIP_TLS_VERIFY
+
+	ServiceAccount string        // CALICO_CNI_SERVICE_ACCOUNT: the CNI identity
+	Namespace      string        // POD_NAMESPACE, else the in-cluster namespace file
+	TokenTTL       time.Duration // CNI_TOKEN_TTL (default 24h)
+	Kubeconfig     string        // KUBECONFIG: the installer's own client (else in-cluster)
+	// OwnTokenFile is the installer's projected service-account token; a
+	// change triggers an immediate refresh of the CNI token.
+	OwnTokenFile string // SERVICEACCOUNT_TOKEN_FILE
+}
+
+// Defaults.
+const (
+	DefaultServiceAccount = "kdd-cni-plugin"
+	DefaultTemplateFile   = "/etc/kdd-cni/10-calico.conflist.template"
+	saDir                 = "/var/run/secrets/kubernetes.io/serviceaccount"
+	KubeconfigName        = "calico-kubeconfig"
+)
+
+// Load reads the configuration. getenv and readFile are os.Getenv and
+// os.ReadFile in production.
+func Load(getenv func(string) string, readFile func(string) ([]byte, error), hostname func() (string, error)) (*Config, error) {
+	str := func(k, def string) string {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	boolean := func(k string, def bool) bool {
+		v := getenv(k)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("invalid %s=%q: want true or false", k, v))
+		}
+		return b
+	}
+	integer := func(k string, def, lo, hi int) int {
+		v := getenv(k)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("invalid %s=%q: want an integer from %d to %d", k, v, lo, hi))
+		}
+		return n
+	}
+	c := &Config{
+		HostRoot:        str("CNI_HOST_ROOT", "/host"),
+		BinSrcDir:       str("CNI_BIN_SRC_DIR", "/opt/cni/bin"),
+		NetDir:          str("CNI_NET_DIR", "/etc/cni/net.d"),
+		ConfName:        str("CNI_CONF_NAME", "10-calico.conflist"),
+		OldConf:         str("CNI_OLD_CONF_NAME", "10-calico.conflist"),
+		SkipBins:        map[string]bool{},
+		UpdateBins:      boolean("UPDATE_CNI_BINARIES", true),
+		Sleep:           boolean("SLEEP", true),
+		MTU:             integer("CNI_MTU", 1500, 0, 65535),
+		DatastoreType:   str("DATASTORE_TYPE", "kubernetes"),
+		LogLevel:        str("LOG_LEVEL", "info"),
+		LogFilePath:     str("LOG_FILE_PATH", "/var/log/calico/cni/cni.log"),
+		LogMaxSize:      integer("LOG_FILE_MAX_SIZE", 100, 1, 1<<20),
+		LogMaxAge:       integer("LOG_FILE_MAX_AGE", 30, 1, 1<<20),
+		LogMaxCount:     integer("LOG_FILE_MAX_COUNT", 10, 1, 1<<20),
+		ServiceHost:     str("KUBERNETES_SERVICE_HOST", ""),
+		ServicePort:     str("KUBERNETES_SERVICE_PORT", "443"),
+		ServiceProtocol: str("KUBERNETES_SERVICE_PROTOCOL", "https"),
+		SkipTLSVerify:   boolean("SKIP_TLS_VERIFY", false),
+		ServiceAccount:  str("CALICO_CNI_SERVICE_ACCOUNT", DefaultServiceAccount),
+		Kubeconfig:      str("KUBECONFIG", ""),
+		OwnTokenFile:    str("SERVICEACCOUNT_TOKEN_FILE", saDir+"/token"),
+	}
+	for _, b := range strings.Split(getenv("SKIP_CNI_BINARIES"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.SkipBins[b] = true
+		}
+	}
+	ttl := str("CNI_TOKEN_TTL", "24h")
+	if d, err := time.ParseDuration(ttl); err != nil || d < 10*time.Minute {
+		errs = append(errs, fmt.Errorf("invalid CNI_TOKEN_TTL=%q: want a duration of at least 10m (the API minimum)", ttl))
+	} else {
+		c.TokenTTL = d
+	}
+	if c.DatastoreType != "kubernetes" {
+		errs = append(errs, fmt.Errorf("invalid DATASTORE_TYPE=%q: only kubernetes is supported", c.DatastoreType))
+	}
+	if c.ServiceProtocol != "https" && c.ServiceProtocol != "http" {
+		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_PROTOCOL=%q: want https or http", c.ServiceProtocol))
+	}
+	if p, err := strconv.Atoi(c.ServicePort); err != nil || p < 1 || p > 65535 {
+		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_PORT=%q", c.ServicePort))
+	}
+	if c.ServiceHost != "" && strings.ContainsAny(c.ServiceHost, "/ ") {
+		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_HOST=%q", c.ServiceHost))
+	}
+	for k, v := range map[string]string{"CNI_CONF_NAME": c.ConfName, "CNI_OLD_CONF_NAME": c.OldConf} {
+		if strings.ContainsRune(v, '/') || v == "." || v == ".." {
+			errs = append(errs, fmt.Errorf("invalid %s=%q: want a file name", k, v))
+		}
+	}
+	if !filepath.IsAbs(c.NetDir) {
+		errs = append(errs, fmt.Errorf("invalid CNI_NET_DIR=%q: want an absolute path", c.NetDir))
+	}
+	c.NodeName = str("KUBERNETES_NODE_NAME", "")
+	if c.NodeName == "" {
+		h, err := hostname()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("failed to get hostname for KUBERNETES_NODE_NAME: %w", err))
+		}
+		c.NodeName = strings.ToLower(h)
+	}
+	c.Namespace = str("POD_NAMESPACE", "")
+	if c.Namespace == "" {
+		b, err := readFile(saDir + "/namespace")
+		if err != nil {
+			errs = append(errs, errors.New("POD_NAMESPACE is unset and the in-cluster namespace file is missing: set POD_NAMESPACE"))
+		}
+		c.Namespace = strings.TrimSpace(string(b))
+	}
+	switch f := getenv("CNI_NETWORK_CONFIG_FILE"); {
+	case f != "":
+		b, err := readFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("failed to read CNI_NETWORK_CONFIG_FILE: %w", err))
+		}
+		c.Template = string(b)
+	case getenv("CNI_NETWORK_CONFIG") != "":
+		c.Template = getenv("CNI_NETWORK_CONFIG")
+	default:
+		b, err := readFile(DefaultTemplateFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("no CNI_NETWORK_CONFIG or CNI_NETWORK_CONFIG_FILE and no default template: %w", err))
+		}
+		c.Template = string(b)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// FromEnv loads from the process environment.
+func FromEnv() (*Config, error) { return Load(os.Getenv, os.ReadFile, os.Hostname) }
+
+// BinDirs are the host directories binaries go to.
+func (c *Config) BinDirs() []string {
+	return []string{filepath.Join(c.HostRoot, "opt/cni/bin"), filepath.Join(c.HostRoot, "secondary-bin-dir")}
+}
+
+// HostNetDir is where config files are written, seen from the installer.
+func (c *Config) HostNetDir() string { return filepath.Join(c.HostRoot, "etc/cni/net.d") }
+
+// KubeconfigHostPath is the kubeconfig's path on the host, for the conflist.
+func (c *Config) KubeconfigHostPath() string { return filepath.Join(c.NetDir, KubeconfigName) }
+
+// Server is the API server URL for the CNI kubeconfig ("" = use the client's).
+func (c *Config) Server() string {
+	if c.ServiceHost == "" {
+		return ""
+	}
+	return c.ServiceProtocol + "://" + net.JoinHostPort(c.ServiceHost, c.ServicePort)
+}

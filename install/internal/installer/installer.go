@@ -1,0 +1,149 @@
+// Package installer does install-cni's work under a host root: binaries into
+// the CNI bin dir(s), the CNI kubeconfig (a TokenRequest token for the CNI
+// identity), then the conflist, all written atomically; in sidecar mode it
+// keeps the token fresh. Errors are returned, never fatal.
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kdd-cni/kdd-cni/install/internal/config"
+	"github.com/kdd-cni/kdd-cni/install/internal/render"
+)
+
+// API is what install-cni needs from the API server.
+type API interface {
+	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration) (string, time.Time, error)
+	Server() string
+	CAData() []byte
+}
+
+// Installer installs under cfg.HostRoot. NewAPI is called for every token
+// request, so a rotated installer credential is picked up at once.
+type Installer struct {
+	Cfg    *config.Config
+	NewAPI func() (API, error)
+	Log    *slog.Logger
+	// RefreshEvery, if set, overrides the expiry-based schedule
+	// (CNI_TOKEN_REFRESH_INTERVAL).
+	RefreshEvery time.Duration
+}
+
+// notInstalled are image files that are not CNI plugins.
+var notInstalled = map[string]bool{"install-cni": true, "kddctl": true}
+
+// Run installs once and, in sidecar mode (SLEEP=true), keeps the token
+// fresh until ctx is done.
+func (in *Installer) Run(ctx context.Context) error {
+	if err := in.InstallBinaries(); err != nil {
+		return err
+	}
+	expiry, err := in.WriteCredentials(ctx)
+	if err != nil {
+		return err
+	}
+	if err := in.removeOldConf(); err != nil {
+		return err
+	}
+	in.Log.Info("installed", "conflist", filepath.Join(in.Cfg.HostNetDir(), in.Cfg.ConfName), "tokenExpiry", expiry)
+	if !in.Cfg.Sleep {
+		return nil
+	}
+	return in.keepFresh(ctx, expiry)
+}
+
+// InstallBinaries copies every plugin of the image to each writable bin dir.
+func (in *Installer) InstallBinaries() error {
+	entries, err := os.ReadDir(in.Cfg.BinSrcDir)
+	if err != nil {
+		return fmt.Errorf("failed to list binaries in %s: %w", in.Cfg.BinSrcDir, err)
+	}
+	dirs := in.Cfg.BinDirs()
+	if err := os.MkdirAll(dirs[0], 0o755); err != nil {
+		return fmt.Errorf("failed to create %s: %w", dirs[0], err)
+	}
+	installed := 0
+	for _, dir := range dirs {
+		if !writable(dir) {
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if !e.Type().IsRegular() || notInstalled[name] || in.Cfg.SkipBins[name] {
+				continue
+			}
+			dst := filepath.Join(dir, name)
+			if !in.Cfg.UpdateBins {
+				if _, err := os.Stat(dst); err == nil {
+					continue
+				}
+			}
+			changed, err := copyFile(filepath.Join(in.Cfg.BinSrcDir, name), dst)
+			if err != nil {
+				return err
+			}
+			if changed {
+				in.Log.Info("installed binary", "path", dst)
+			}
+		}
+		installed++
+	}
+	if installed == 0 {
+		if _, err := os.Stat(filepath.Join(dirs[0], "calico")); err == nil && !in.Cfg.UpdateBins {
+			return nil // read-only host image that already has the plugin
+		}
+		return fmt.Errorf("failed to install binaries: no writable CNI bin dir among %v", dirs)
+	}
+	return nil
+}
+
+// WriteCredentials mints a CNI token and writes the kubeconfig, then the
+// conflist (which points at it). It returns the token's expiry.
+func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
+	api, err := in.NewAPI()
+	if err != nil {
+		return time.Time{}, err
+	}
+	token, expiry, err := api.CreateToken(ctx, in.Cfg.Namespace, in.Cfg.ServiceAccount, in.Cfg.TokenTTL)
+	if err != nil {
+		return time.Time{}, err
+	}
+	server := in.Cfg.Server()
+	if server == "" {
+		server = api.Server()
+	}
+	netDir := in.Cfg.HostNetDir()
+	if err := os.MkdirAll(netDir, 0o755); err != nil {
+		return time.Time{}, fmt.Errorf("failed to create %s: %w", netDir, err)
+	}
+	kc := render.Kubeconfig(server, api.CAData(), in.Cfg.SkipTLSVerify, token)
+	if err := writeAtomic(filepath.Join(netDir, config.KubeconfigName), kc, 0o600); err != nil {
+		return time.Time{}, err
+	}
+	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), token)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := writeAtomic(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
+		return time.Time{}, err
+	}
+	return expiry, nil
+}
+
+func (in *Installer) removeOldConf() error {
+	if in.Cfg.OldConf == in.Cfg.ConfName {
+		return nil
+	}
+	err := os.Remove(filepath.Join(in.Cfg.HostNetDir(), in.Cfg.OldConf))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("failed to remove old conflist %s: %w", in.Cfg.OldConf, err)
+	}
+	return nil
+}

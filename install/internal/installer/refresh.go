@@ -1,0 +1,80 @@
+package installer
+
+import (
+	"context"
+	"crypto/sha256"
+	"math/rand/v2"
+	"os"
+	"time"
+)
+
+// NextRefresh is when to re-mint a token issued at issued that expires at
+// expiry: with a quarter of its life left, less up to a tenth of its life
+// of jitter so a fleet of nodes does not refresh in step.
+func NextRefresh(issued, expiry time.Time, jitter float64) time.Time {
+	life := expiry.Sub(issued)
+	return issued.Add(time.Duration(float64(life) * (0.75 - 0.1*jitter)))
+}
+
+// Backoff after the n-th consecutive failure: 1s, 2s, 4s ... at most 1m.
+func Backoff(n int) time.Duration {
+	d := time.Second << min(n, 6)
+	return min(d, time.Minute)
+}
+
+// keepFresh re-mints the token on schedule, and at once when the
+// installer's own service-account token changes (e.g. signing-key
+// rotation), retrying with backoff. A failed refresh leaves the previous
+// files in place: they are only ever replaced whole.
+func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
+	issued := time.Now()
+	next := in.schedule(issued, expiry)
+	own := fileDigest(in.Cfg.OwnTokenFile)
+	failures := 0
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		reason := ""
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+			if d := fileDigest(in.Cfg.OwnTokenFile); d != own {
+				own, reason = d, "own service-account token changed"
+			} else if !time.Now().Before(next) {
+				reason = "scheduled"
+			}
+		}
+		if reason == "" {
+			continue
+		}
+		exp, err := in.WriteCredentials(ctx)
+		if err != nil {
+			failures++
+			next = time.Now().Add(Backoff(failures))
+			in.Log.Error("failed to refresh the CNI token", "err", err, "retryIn", Backoff(failures), "currentExpiry", expiry)
+			continue
+		}
+		failures, issued, expiry = 0, time.Now(), exp
+		next = in.schedule(issued, expiry)
+		in.Log.Info("refreshed the CNI token", "reason", reason, "expiry", expiry, "next", next)
+	}
+}
+
+func (in *Installer) schedule(issued, expiry time.Time) time.Time {
+	if in.RefreshEvery > 0 {
+		return issued.Add(in.RefreshEvery)
+	}
+	return NextRefresh(issued, expiry, rand.Float64())
+}
+
+// fileDigest identifies a file's contents ("" if unreadable), following
+// symlinks as projected volumes use them.
+func fileDigest(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	s := sha256.Sum256(b)
+	return string(s[:])
+}

@@ -1,0 +1,117 @@
+// Package render produces install-cni's files from templates: the conflist
+// (Calico's __PLACEHOLDER__ tokens) and the CNI kubeconfig. Pure.
+package render
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kdd-cni/kdd-cni/install/internal/config"
+)
+
+var placeholder = regexp.MustCompile(`__[A-Z][A-Z0-9_]*__`)
+
+// Values are what the conflist placeholders stand for.
+func Values(c *config.Config, server string) map[string]string {
+	host, port := c.ServiceHost, c.ServicePort
+	if host == "" && server != "" {
+		if h, p, ok := hostPort(server); ok {
+			host, port = h, p
+		}
+	}
+	return map[string]string{
+		"__LOG_LEVEL__":               c.LogLevel,
+		"__LOG_FILE_PATH__":           c.LogFilePath,
+		"__LOG_FILE_MAX_SIZE__":       strconv.Itoa(c.LogMaxSize),
+		"__LOG_FILE_MAX_AGE__":        strconv.Itoa(c.LogMaxAge),
+		"__LOG_FILE_MAX_COUNT__":      strconv.Itoa(c.LogMaxCount),
+		"__DATASTORE_TYPE__":          c.DatastoreType,
+		"__KUBERNETES_NODE_NAME__":    c.NodeName,
+		"__KUBECONFIG_FILEPATH__":     c.KubeconfigHostPath(),
+		"__KUBECONFIG_FILENAME__":     config.KubeconfigName,
+		"__CNI_MTU__":                 strconv.Itoa(c.MTU),
+		"__KUBERNETES_SERVICE_HOST__": host,
+		"__KUBERNETES_SERVICE_PORT__": port,
+		"__CALICO_API_GROUP__":        "crd.projectcalico.org/v1",
+		"__REQUIRE_MTU_FILE__":        "false",
+		"__ETCD_ENDPOINTS__":          "",
+		"__ETCD_DISCOVERY_SRV__":      "",
+		"__ETCD_CERT_FILE__":          "",
+		"__ETCD_KEY_FILE__":           "",
+		"__ETCD_CA_CERT_FILE__":       "",
+		"__SERVICEACCOUNT_TOKEN__":    "", // filled per token by Conflist
+	}
+}
+
+func hostPort(server string) (string, string, bool) {
+	rest := server
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	rest, _, _ = strings.Cut(rest, "/")
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 || strings.HasSuffix(rest, "]") {
+		return strings.Trim(rest, "[]"), "443", rest != ""
+	}
+	return strings.Trim(rest[:i], "[]"), rest[i+1:], true
+}
+
+// UsesToken reports whether the template embeds the CNI token (then the
+// conflist must be rewritten when the token is refreshed).
+func UsesToken(template string) bool { return strings.Contains(template, "__SERVICEACCOUNT_TOKEN__") }
+
+// Conflist replaces every placeholder and validates the JSON. An unknown
+// placeholder is an error, never left in the file.
+func Conflist(template string, values map[string]string, token string) ([]byte, error) {
+	var unknown []string
+	out := placeholder.ReplaceAllStringFunc(template, func(p string) string {
+		if p == "__SERVICEACCOUNT_TOKEN__" {
+			return token
+		}
+		v, ok := values[p]
+		if !ok {
+			unknown = append(unknown, p)
+		}
+		return v
+	})
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("failed to render the conflist: unknown placeholders %s", strings.Join(unknown, ", "))
+	}
+	var v struct {
+		Name    string            `json:"name"`
+		Plugins []json.RawMessage `json:"plugins"`
+		Type    string            `json:"type"`
+	}
+	// The error never quotes the contents: they may hold a token.
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return nil, errors.New("failed to render the conflist: the result is not valid JSON (check CNI_NETWORK_CONFIG)")
+	}
+	if v.Name == "" || (len(v.Plugins) == 0 && v.Type == "") {
+		return nil, errors.New("failed to render the conflist: it needs a name and plugins (or a type)")
+	}
+	return []byte(out), nil
+}
+
+// Kubeconfig is the CNI plugin's kubeconfig: one cluster, one token user.
+func Kubeconfig(server string, caPEM []byte, insecure bool, token string) []byte {
+	var cluster string
+	switch {
+	case insecure:
+		cluster = "    insecure-skip-tls-verify: true\n"
+	case len(caPEM) > 0:
+		cluster = "    certificate-authority-data: \"" + base64.StdEncoding.EncodeToString(caPEM) + "\"\n"
+	}
+	return []byte("# Written by kdd-cni install-cni; refreshed before the token expires.\n" +
+		"apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n" +
+		"    server: " + strconv.Quote(server) + "\n" + cluster +
+		"users:\n- name: kdd-cni\n  user:\n    token: " + strconv.Quote(token) + "\n" +
+		"contexts:\n- name: kdd-cni-context\n  context:\n    cluster: local\n    user: kdd-cni\n" +
+		"current-context: kdd-cni-context\n")
+}

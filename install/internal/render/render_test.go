@@ -1,0 +1,84 @@
+package render
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kdd-cni/kdd-cni/install/internal/config"
+)
+
+func cfg(t *testing.T) *config.Config {
+	c, err := config.Load(func(k string) string {
+		return map[string]string{"POD_NAMESPACE": "kube-system", "KUBERNETES_NODE_NAME": "node-1",
+			"CNI_NETWORK_CONFIG": "{}", "CNI_MTU": "1450"}[k]
+	}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const tmpl = `{"name":"k8s-pod-network","cniVersion":"1.1.0","plugins":[{"type":"calico","nodename":"__KUBERNETES_NODE_NAME__",
+ "mtu":__CNI_MTU__,"log_level":"__LOG_LEVEL__","kubernetes":{"kubeconfig":"__KUBECONFIG_FILEPATH__"},
+ "policy":{"k8s_auth_token":"__SERVICEACCOUNT_TOKEN__"},"ipam":{"type":"host-local","subnet":"usePodCidr"}}]}`
+
+func TestConflist(t *testing.T) {
+	out, err := Conflist(tmpl, Values(cfg(t), "https://10.0.0.1:443"), "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Plugins []struct {
+			Nodename   string `json:"nodename"`
+			MTU        int    `json:"mtu"`
+			Kubernetes struct {
+				Kubeconfig string `json:"kubeconfig"`
+			} `json:"kubernetes"`
+			Policy struct {
+				Token string `json:"k8s_auth_token"`
+			} `json:"policy"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatal(err)
+	}
+	p := v.Plugins[0]
+	if p.Nodename != "node-1" || p.MTU != 1450 || p.Kubernetes.Kubeconfig != "/etc/cni/net.d/calico-kubeconfig" || p.Policy.Token != "tok" {
+		t.Errorf("%s", out)
+	}
+	if !UsesToken(tmpl) || UsesToken("{}") {
+		t.Error("UsesToken")
+	}
+}
+
+func TestConflistErrors(t *testing.T) {
+	if _, err := Conflist(`{"name":"x","type":"calico","a":"__NOT_A_THING__"}`, Values(cfg(t), ""), ""); err == nil || !strings.Contains(err.Error(), "__NOT_A_THING__") {
+		t.Errorf("unknown placeholder: %v", err)
+	}
+	_, err := Conflist(`{"name":"x","secret":"__SERVICEACCOUNT_TOKEN__",`, Values(cfg(t), ""), "s3cr3t")
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("invalid JSON error must not quote the contents: %v", err)
+	}
+	if _, err := Conflist(`{"cniVersion":"1.0.0"}`, Values(cfg(t), ""), ""); err == nil {
+		t.Error("conflist without name accepted")
+	}
+}
+
+func TestKubeconfigLoads(t *testing.T) {
+	b := Kubeconfig("https://[fd00::1]:6443", []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), false, "a.b.c")
+	cfg, err := clientcmd.Load(b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	cl := cfg.Clusters["local"]
+	if cl.Server != "https://[fd00::1]:6443" || len(cl.CertificateAuthorityData) == 0 || cfg.AuthInfos["kdd-cni"].Token != "a.b.c" {
+		t.Errorf("%+v", cfg)
+	}
+	cfg, _ = clientcmd.Load(Kubeconfig("https://h:1", nil, true, "t"))
+	if !cfg.Clusters["local"].InsecureSkipTLSVerify {
+		t.Error("insecure")
+	}
+}

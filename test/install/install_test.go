@@ -1,0 +1,293 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+// host is a fake host root for one install-cni run.
+type host struct {
+	t    *testing.T
+	root string
+	env  map[string]string
+}
+
+func newHost(t *testing.T) *host {
+	harness.RequireRoot(t)
+	root := t.TempDir()
+	return &host{t: t, root: root, env: map[string]string{
+		"CNI_HOST_ROOT":             root,
+		"CNI_BIN_SRC_DIR":           filepath.Join(rootfs, "opt/cni/bin"),
+		"CNI_NET_DIR":               filepath.Join(root, "etc/cni/net.d"), // the plugin runs on this machine
+		"CNI_NETWORK_CONFIG_FILE":   filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"),
+		"KUBECONFIG":                installerKubeconfig,
+		"POD_NAMESPACE":             "kube-system",
+		"KUBERNETES_NODE_NAME":      node,
+		"SLEEP":                     "false",
+		"SERVICEACCOUNT_TOKEN_FILE": filepath.Join(root, "own-token"),
+	}}
+}
+
+func (h *host) cmd() *exec.Cmd {
+	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	for k, v := range h.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+// install runs install-cni once in the node namespace.
+func (h *host) install() (string, error) {
+	cmd := h.cmd()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := suite.CP.Run(cmd)
+	return out.String(), err
+}
+
+func (h *host) path(p string) string { return filepath.Join(h.root, p) }
+
+func mode(t *testing.T, p string) os.FileMode {
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func inode(t *testing.T, p string) uint64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func TestInstallFilesModesContents(t *testing.T) {
+	h := newHost(t)
+	h.env["SKIP_CNI_BINARIES"] = "podcidr"
+	h.env["CNI_OLD_CONF_NAME"] = "10-old.conflist"
+	if err := os.MkdirAll(h.path("etc/cni/net.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.path("etc/cni/net.d/10-old.conflist"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := h.install(); err != nil {
+		t.Fatalf("install-cni: %v\n%s", err, out)
+	}
+	// Binaries: the CNI plugins, byte for byte, 0755; not install-cni, kddctl, or skipped ones.
+	for _, b := range []string{"calico", "host-local", "portmap", "loopback"} {
+		want, _ := os.ReadFile(filepath.Join(rootfs, "opt/cni/bin", b))
+		got, err := os.ReadFile(h.path("opt/cni/bin/" + b))
+		if err != nil || !bytes.Equal(got, want) || mode(t, h.path("opt/cni/bin/"+b)) != 0o755 {
+			t.Errorf("%s not installed intact (%v)", b, err)
+		}
+	}
+	for _, b := range []string{"install-cni", "kddctl", "podcidr"} {
+		if _, err := os.Stat(h.path("opt/cni/bin/" + b)); err == nil {
+			t.Errorf("%s must not be installed", b)
+		}
+	}
+	// Kubeconfig: 0600, the CNI identity, working.
+	kc := h.path("etc/cni/net.d/calico-kubeconfig")
+	if m := mode(t, kc); m != 0o600 {
+		t.Errorf("kubeconfig mode %o", m)
+	}
+	cni, _, err := suite.CP.ClientFor(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := cni.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
+		t.Errorf("CNI kubeconfig cannot get its node: %v", err)
+	}
+	if _, err := cni.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("CNI kubeconfig may list pods (want 403): %v", err)
+	}
+	// Conflist: 0600, placeholders filled, points at the kubeconfig.
+	cl := h.path("etc/cni/net.d/10-calico.conflist")
+	if m := mode(t, cl); m != 0o600 {
+		t.Errorf("conflist mode %o", m)
+	}
+	b, _ := os.ReadFile(cl)
+	if strings.Contains(string(b), "__") {
+		t.Errorf("placeholder left in conflist: %s", b)
+	}
+	var list struct {
+		CNIVersion string `json:"cniVersion"`
+		Plugins    []struct {
+			Type       string `json:"type"`
+			Nodename   string `json:"nodename"`
+			MTU        int    `json:"mtu"`
+			Kubernetes struct {
+				Kubeconfig string `json:"kubeconfig"`
+			} `json:"kubernetes"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	if p := list.Plugins[0]; list.CNIVersion != "1.1.0" || p.Type != "calico" || p.Nodename != node || p.MTU != 1500 || p.Kubernetes.Kubeconfig != kc {
+		t.Errorf("conflist: %s", b)
+	}
+	if _, err := os.Stat(h.path("etc/cni/net.d/10-old.conflist")); err == nil {
+		t.Error("old conflist not removed")
+	}
+	// A second run leaves identical binaries alone.
+	before := inode(t, h.path("opt/cni/bin/calico"))
+	if out, err := h.install(); err != nil {
+		t.Fatalf("second install: %v\n%s", err, out)
+	}
+	if inode(t, h.path("opt/cni/bin/calico")) != before {
+		t.Error("identical binary rewritten")
+	}
+}
+
+// The installed plugin works with what install-cni wrote.
+func TestInstalledPluginWorks(t *testing.T) {
+	h := newHost(t)
+	tmpl, _ := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
+	leases := t.TempDir()
+	h.env["CNI_NETWORK_CONFIG"] = strings.Replace(string(tmpl), `"subnet": "usePodCidr"`,
+		fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leases), 1)
+	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
+	h.env["LOG_FILE_PATH"] = filepath.Join(h.root, "cni.log")
+	if out, err := h.install(); err != nil {
+		t.Fatalf("install-cni: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	if _, err := suite.CP.CreatePod(ctx, "inst", "web", node); err != nil {
+		t.Fatal(err)
+	}
+	netns := harness.NewNetNST(t, "inst")
+	cnitool := func(verb string) (string, error) {
+		cmd := exec.Command(filepath.Join(suite.BinDir, "cnitool"), verb, "k8s-pod-network", netns.Path)
+		cmd.Env = append(os.Environ(), "NETCONFPATH="+h.path("etc/cni/net.d"), "CNI_PATH="+h.path("opt/cni/bin"),
+			"CNI_ARGS=K8S_POD_NAMESPACE=inst;K8S_POD_NAME=web")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := suite.CP.Run(cmd)
+		return out.String(), err
+	}
+	if out, err := cnitool("add"); err != nil || !strings.Contains(out, "10.230.0.") {
+		t.Fatalf("cnitool add with the installed files: %v\n%s", err, out)
+	}
+	p, err := suite.CP.Admin.CoreV1().Pods("inst").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil || !strings.HasPrefix(p.Annotations["cni.projectcalico.org/podIP"], "10.230.0.") {
+		t.Errorf("annotations: %v %v", p.Annotations, err)
+	}
+	if out, err := cnitool("del"); err != nil {
+		t.Errorf("cnitool del: %v\n%s", err, out)
+	}
+}
+
+func TestBadEnvironmentWritesNothing(t *testing.T) {
+	for k, v := range map[string]string{"SLEEP": "maybe", "CNI_MTU": "huge", "KUBERNETES_SERVICE_PROTOCOL": "ftp", "DATASTORE_TYPE": "etcdv3"} {
+		t.Run(k, func(t *testing.T) {
+			h := newHost(t)
+			h.env[k] = v
+			out, err := h.install()
+			var ee *exec.ExitError
+			if !errorsAs(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, k) {
+				t.Errorf("install-cni with %s=%s: %v\n%s", k, v, err, out)
+			}
+			if strings.Count(out, "install-cni failed") != 1 {
+				t.Errorf("error must be reported once:\n%s", out)
+			}
+			entries, _ := os.ReadDir(h.root)
+			if len(entries) != 0 {
+				t.Errorf("files written despite bad input: %v", entries)
+			}
+		})
+	}
+}
+
+// Readers never see a partial conflist or kubeconfig, and the installed
+// binary stays executable, while install-cni rewrites everything in a loop.
+func TestAtomicWrites(t *testing.T) {
+	h := newHost(t)
+	// Two source trees whose calico differs, so every run replaces it.
+	srcA, srcB := t.TempDir(), t.TempDir()
+	for _, src := range []string{srcA, srcB} {
+		for _, b := range []string{"calico", "host-local"} {
+			data, _ := os.ReadFile(filepath.Join(rootfs, "opt/cni/bin", b))
+			if b == "calico" && src == srcB {
+				data = append(data, 0) // trailing byte: still a valid executable
+			}
+			if err := os.WriteFile(filepath.Join(src, b), data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if out, err := h.install(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	stop := make(chan struct{})
+	type tally struct{ reads, bad int }
+	res := make(chan tally, 2)
+	reader := func(check func() bool) {
+		var tl tally
+		for {
+			select {
+			case <-stop:
+				res <- tl
+				return
+			default:
+			}
+			tl.reads++
+			if !check() {
+				tl.bad++
+			}
+		}
+	}
+	go reader(func() bool {
+		b, err := os.ReadFile(h.path("etc/cni/net.d/10-calico.conflist"))
+		if err != nil || !json.Valid(b) {
+			return false
+		}
+		kb, err := os.ReadFile(h.path("etc/cni/net.d/calico-kubeconfig"))
+		cfg, lerr := clientcmd.Load(kb)
+		return err == nil && lerr == nil && cfg.AuthInfos["kdd-cni"] != nil && cfg.AuthInfos["kdd-cni"].Token != ""
+	})
+	go reader(func() bool {
+		out, err := exec.Command(h.path("opt/cni/bin/calico"), "-v").CombinedOutput()
+		if err != nil {
+			t.Logf("calico -v: %v %s", err, out)
+		}
+		return err == nil
+	})
+	const runs = 30
+	for i := 0; i < runs; i++ {
+		h.env["CNI_BIN_SRC_DIR"] = []string{srcA, srcB}[i%2]
+		h.env["CNI_MTU"] = []string{"1400", "1500"}[i%2]
+		if out, err := h.install(); err != nil {
+			t.Fatalf("run %d: %v\n%s", i, err, out)
+		}
+	}
+	close(stop)
+	files, execs := <-res, <-res
+	t.Logf("%d install runs; concurrent reads: %d file + %d exec, bad: %d + %d", runs, files.reads, execs.reads, files.bad, execs.bad)
+	if files.bad+execs.bad != 0 || files.reads < runs || execs.reads < runs {
+		t.Errorf("readers saw partial or broken files: %d, %d", files.bad, execs.bad)
+	}
+	leftovers, _ := filepath.Glob(h.path("*/*/*/.*tmp-*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+}
