@@ -1,0 +1,169 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+// sidecar is install-cni running with SLEEP=true.
+type sidecar struct {
+	h    *host
+	out  *syncBuffer
+	done chan error
+	pid  int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startSidecar(t *testing.T, h *host) *sidecar {
+	h.env["SLEEP"] = "true"
+	cmd := h.cmd()
+	s := &sidecar{h: h, out: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = s.out, s.out
+	if err := suite.CP.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	s.pid = cmd.Process.Pid
+	go func() { s.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-s.done:
+			if err != nil {
+				t.Errorf("sidecar exit on SIGTERM: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("sidecar ignored SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("sidecar log:\n%s", s.out)
+		}
+	})
+	return s
+}
+
+// token reads the CNI kubeconfig's token ("" while absent).
+func (h *host) token() string {
+	b, err := os.ReadFile(h.path("etc/cni/net.d/calico-kubeconfig"))
+	if err != nil {
+		return ""
+	}
+	cfg, err := clientcmd.Load(b)
+	if err != nil || cfg.AuthInfos["kdd-cni"] == nil {
+		return "invalid"
+	}
+	return cfg.AuthInfos["kdd-cni"].Token
+}
+
+func waitToken(t *testing.T, h *host, old string, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if tok := h.token(); tok != "" && tok != old {
+			if tok == "invalid" {
+				t.Fatal("kubeconfig unreadable")
+			}
+			return tok
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token not refreshed within %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tokenWorks(t *testing.T, h *host) {
+	t.Helper()
+	c, _, err := suite.CP.ClientFor(h.path("etc/cni/net.d/calico-kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{}); err != nil {
+		t.Errorf("refreshed token does not work: %v", err)
+	}
+}
+
+// Scheduled refresh (interval override, as a stand-in for "a quarter of the
+// life left": the API's minimum token life is 10 minutes).
+func TestTokenRefreshScheduled(t *testing.T) {
+	h := newHost(t)
+	h.env["CNI_TOKEN_TTL"] = "10m"
+	h.env["CNI_TOKEN_REFRESH_INTERVAL"] = "2s"
+	startSidecar(t, h)
+	t1 := waitToken(t, h, "", 15*time.Second)
+	t2 := waitToken(t, h, t1, 10*time.Second)
+	t3 := waitToken(t, h, t2, 10*time.Second)
+	if t1 == t2 || t2 == t3 {
+		t.Fatal("tokens not re-minted")
+	}
+	tokenWorks(t, h)
+}
+
+// A change of install-cni's own service-account token triggers an immediate
+// refresh; a failing refresh (RBAC revoked) keeps the working kubeconfig and
+// recovers with backoff once the permission is back.
+func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
+	h := newHost(t)
+	h.env["CNI_TOKEN_TTL"] = "10m" // next scheduled refresh is minutes away
+	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSidecar(t, h)
+	t1 := waitToken(t, h, "", 15*time.Second)
+	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t2 := waitToken(t, h, t1, 5*time.Second)
+	tokenWorks(t, h)
+
+	// Revoke install-cni's right to mint, then rotate its token again.
+	ctx := context.Background()
+	rb := suite.CP.Admin.RbacV1().RoleBindings("kube-system")
+	if err := rb.Delete(ctx, "kdd-cni-token-minter", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	t.Cleanup(func() {
+		if !restored {
+			_ = suite.CP.ApplyManifest(ctx, harness.Manifest("rbac-install.yaml"), false)
+		}
+	})
+	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-3"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains([]byte(s.out.String()), []byte("failed to refresh the CNI token")) {
+		if time.Now().After(deadline) {
+			t.Fatal("refresh failure not logged")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if h.token() != t2 {
+		t.Fatal("a failed refresh changed the kubeconfig")
+	}
+	tokenWorks(t, h) // the previous token still serves the plugin
+
+	if err := suite.CP.ApplyManifest(ctx, harness.Manifest("rbac-install.yaml"), false); err != nil {
+		t.Fatal(err)
+	}
+	restored = true
+	waitToken(t, h, t2, 30*time.Second) // the backoff retry succeeds
+	tokenWorks(t, h)
+}
