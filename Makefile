@@ -70,8 +70,8 @@ test-integration: build image-rootfs tools
 test: deps vet build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) $(GOTEST) -timeout 40m ./...
 
-demo: deps build tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
+demo: deps build image-rootfs tools
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
 
 image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni

@@ -1,14 +1,14 @@
 // Command demo is the README's main job: it starts a real etcd and
 // kube-apiserver on the loopback of a "node" network namespace, creates a
-// Node with a podCIDR and two Pods, and wires two pod namespaces with the
-// real `calico` plugin through cnitool and the shipped conflist template,
-// using the least-privilege CNI identity. It shows the WorkloadEndpoint
-// annotations, pings one pod from the other, and tears everything down.
+// Node with a podCIDR and two Pods, installs kdd-cni with install-cni from
+// the image tree (as the DaemonSet would), and wires two pod namespaces
+// through cnitool with the installed conflist, binaries and least-privilege
+// kubeconfig. It shows the WorkloadEndpoints, pings one pod from the other,
+// and tears everything down.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -74,17 +74,31 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	step("minting a TokenRequest token for kube-system/%s (RBAC from conf/manifests/rbac-cni.yaml)", harness.CNIServiceAccount)
-	kubeconfig := filepath.Join(work, "calico-kubeconfig")
-	if err := cp.CNIKubeconfig(ctx, kubeconfig, 3600); err != nil {
+	step("applying the manifests' RBAC: the CNI identity and install-cni's (may only mint the CNI token)")
+	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml"} {
+		if err := cp.ApplyManifest(ctx, harness.Manifest(m), false); err != nil {
+			return err
+		}
+	}
+	installerKC := filepath.Join(work, "installer.kubeconfig")
+	if err := cp.ServiceAccountKubeconfig(ctx, installerKC, "kube-system", "kdd-cni-node", 3600); err != nil {
 		return err
 	}
-	netDir := filepath.Join(work, "net.d")
+	hostRoot := filepath.Join(work, "host")
 	leaseDir := filepath.Join(work, "leases")
-	if err := renderConflist(netDir, kubeconfig, filepath.Join(work, "cni.log"), leaseDir); err != nil {
+	step("install-cni (from the image tree build/rootfs) into %s", hostRoot)
+	if err := installCNI(cp, hostRoot, installerKC, leaseDir); err != nil {
 		return err
 	}
-	fmt.Printf("conflist written to %s/10-calico.conflist\n", netDir)
+	netDir := filepath.Join(hostRoot, "etc/cni/net.d")
+	cniBin := filepath.Join(hostRoot, "opt/cni/bin")
+	entries, _ := os.ReadDir(cniBin)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	fmt.Printf("binaries: %s\nconfig:   %s/10-calico.conflist, %s/calico-kubeconfig (TokenRequest token of kube-system/%s)\n",
+		strings.Join(names, " "), netDir, netDir, harness.CNIServiceAccount)
 
 	pods := map[string]*harness.NetNS{}
 	for _, p := range []string{"frontend", "backend"} {
@@ -95,7 +109,7 @@ func run() error {
 		defer ns.Close()
 		pods[p] = ns
 		step("cnitool add k8s-pod-network %s   (pod default/%s)", ns.Path, p)
-		out, err := cnitool(cp, bin, netDir, p, "add", ns.Path)
+		out, err := cnitool(cp, bin, cniBin, netDir, p, "add", ns.Path)
 		if err != nil {
 			return err
 		}
@@ -117,6 +131,18 @@ func run() error {
 		}
 	}
 
+	step("kddctl get workloadendpoints -o wide   (what calicoctl and Felix see)")
+	out, err := kddctl(cp, bin, "get", "wep", "-o", "wide", "--kubeconfig", cp.AdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	fmt.Print(out)
+	step("kddctl check --kubeconfig %s/calico-kubeconfig", netDir)
+	if out, err = kddctl(cp, bin, "check", "--kubeconfig", filepath.Join(netDir, "calico-kubeconfig")); err != nil {
+		return err
+	}
+	fmt.Print(out)
+
 	step("ping %s (backend) from the frontend pod, through the node", backendIP)
 	t0 := time.Now()
 	if err := pods["frontend"].Ping(backendIP, 5*time.Second); err != nil {
@@ -127,7 +153,7 @@ func run() error {
 	for _, p := range []string{"frontend", "backend"} {
 		step("cnitool check + del (pod default/%s)", p)
 		for _, verb := range []string{"check", "del"} {
-			if _, err := cnitool(cp, bin, netDir, p, verb, pods[p].Path); err != nil {
+			if _, err := cnitool(cp, bin, cniBin, netDir, p, verb, pods[p].Path); err != nil {
 				return err
 			}
 		}
@@ -145,40 +171,48 @@ func run() error {
 	return nil
 }
 
-// renderConflist fills the shipped template's placeholders for this demo and
-// keeps host-local's leases in the demo's own directory.
-func renderConflist(dir, kubeconfig, logFile, leaseDir string) error {
-	tmpl, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "conf", "10-calico.conflist.template"))
+// installCNI runs install-cni from the image tree as the DaemonSet's init
+// container would, with its own (minting-only) identity. The demo keeps
+// host-local's leases in its own directory.
+func installCNI(cp *harness.ControlPlane, hostRoot, kubeconfig, leaseDir string) error {
+	rootfs, err := harness.RootFS()
 	if err != nil {
 		return err
 	}
-	out := strings.NewReplacer(
-		"__LOG_LEVEL__", "info", "__LOG_FILE_PATH__", logFile, "__DATASTORE_TYPE__", "kubernetes",
-		"__KUBERNETES_NODE_NAME__", node, "__CNI_MTU__", "1500", "__KUBECONFIG_FILEPATH__", kubeconfig,
-	).Replace(string(tmpl))
-	var list struct {
-		Name       string           `json:"name"`
-		CNIVersion string           `json:"cniVersion"`
-		Plugins    []map[string]any `json:"plugins"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		return fmt.Errorf("rendered conflist is not valid JSON: %w", err)
-	}
-	list.Plugins[0]["ipam"].(map[string]any)["dataDir"] = leaseDir
-	b, err := json.MarshalIndent(list, "", "  ")
+	tmpl, err := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`, fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leaseDir), 1)
+	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
+	cmd.Env = []string{
+		"CNI_HOST_ROOT=" + hostRoot, "CNI_BIN_SRC_DIR=" + filepath.Join(rootfs, "opt/cni/bin"),
+		"CNI_NET_DIR=" + filepath.Join(hostRoot, "etc/cni/net.d"), "CNI_NETWORK_CONFIG=" + conf,
+		"KUBECONFIG=" + kubeconfig, "POD_NAMESPACE=kube-system", "KUBERNETES_NODE_NAME=" + node,
+		"SLEEP=false", "LOG_FILE_PATH=" + filepath.Join(hostRoot, "var/log/cni.log"),
 	}
-	return os.WriteFile(filepath.Join(dir, "10-calico.conflist"), b, 0o600)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cp.Run(cmd); err != nil {
+		return fmt.Errorf("install-cni: %w\n%s", err, out.String())
+	}
+	return nil
+}
+
+func kddctl(cp *harness.ControlPlane, bin string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(bin, "kddctl"), args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cp.Run(cmd); err != nil {
+		return out.String(), fmt.Errorf("kddctl %s: %w\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), nil
 }
 
 // cnitool runs the real cnitool inside the node namespace, as a runtime would.
-func cnitool(cp *harness.ControlPlane, bin, netDir, pod, verb, netns string) (string, error) {
+func cnitool(cp *harness.ControlPlane, bin, cniBin, netDir, pod, verb, netns string) (string, error) {
 	cmd := exec.Command(filepath.Join(bin, "cnitool"), verb, "k8s-pod-network", netns)
-	cmd.Env = append(os.Environ(), "NETCONFPATH="+netDir, "CNI_PATH="+bin,
+	cmd.Env = append(os.Environ(), "NETCONFPATH="+netDir, "CNI_PATH="+cniBin,
 		"CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME="+pod)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -146,7 +146,8 @@ func (c *Client) do(ctx context.Context, verb, path, contentType string, body []
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := *c.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	p, query, _ := strings.Cut(path, "?")
+	u.Path, u.RawQuery = strings.TrimSuffix(u.Path, "/")+p, query
 	req, err := http.NewRequestWithContext(ctx, verb, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return err

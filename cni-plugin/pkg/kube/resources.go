@@ -32,6 +32,7 @@ type Pod struct {
 		ServiceAccountName string `json:"serviceAccountName"`
 	} `json:"spec"`
 	Status struct {
+		Phase  string `json:"phase"`
 		PodIPs []struct {
 			IP string `json:"ip"`
 		} `json:"podIPs"`
