@@ -240,8 +240,7 @@ func TestAtomicWrites(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	type tally struct{ reads, bad int }
-	res := make(chan tally, 2)
-	reader := func(check func() bool) {
+	reader := func(res chan<- tally, check func() bool) {
 		var tl tally
 		for {
 			select {
@@ -256,7 +255,8 @@ func TestAtomicWrites(t *testing.T) {
 			}
 		}
 	}
-	go reader(func() bool {
+	fileRes, execRes := make(chan tally, 1), make(chan tally, 1)
+	go reader(fileRes, func() bool {
 		b, err := os.ReadFile(h.path("etc/cni/net.d/10-calico.conflist"))
 		if err != nil || !json.Valid(b) {
 			return false
@@ -265,7 +265,7 @@ func TestAtomicWrites(t *testing.T) {
 		cfg, lerr := clientcmd.Load(kb)
 		return err == nil && lerr == nil && cfg.AuthInfos["kdd-cni"] != nil && cfg.AuthInfos["kdd-cni"].Token != ""
 	})
-	go reader(func() bool {
+	go reader(execRes, func() bool {
 		out, err := exec.Command(h.path("opt/cni/bin/calico"), "-v").CombinedOutput()
 		if err != nil {
 			t.Logf("calico -v: %v %s", err, out)
@@ -281,7 +281,7 @@ func TestAtomicWrites(t *testing.T) {
 		}
 	}
 	close(stop)
-	files, execs := <-res, <-res
+	files, execs := <-fileRes, <-execRes
 	t.Logf("%d install runs; concurrent reads: %d file + %d exec, bad: %d + %d", runs, files.reads, execs.reads, files.bad, execs.bad)
 	if files.bad+execs.bad != 0 || files.reads < runs || execs.reads < runs {
 		t.Errorf("readers saw partial or broken files: %d, %d", files.bad, execs.bad)

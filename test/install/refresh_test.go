@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
@@ -170,4 +172,41 @@ func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
 	restored = true
 	waitToken(t, h, t2, 30*time.Second) // the backoff retry succeeds
 	tokenWorks(t, h)
+}
+
+// The sidecar replays annotation clears a DEL journaled while the datastore
+// was down, as the CNI identity.
+func TestSidecarReplaysJournal(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	if _, err := suite.CP.CreatePod(ctx, "journal", "web", node); err != nil {
+		t.Fatal(err)
+	}
+	ann := `{"metadata":{"annotations":{"cni.projectcalico.org/podIP":"10.230.0.9/32","cni.projectcalico.org/podIPs":"10.230.0.9/32","cni.projectcalico.org/containerID":"sandbox-1"}}}`
+	if _, err := suite.CP.Admin.CoreV1().Pods("journal").Patch(ctx, "web", types.StrategicMergePatchType, []byte(ann), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := h.path("var/lib/kdd-cni/journal")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entry := `{"namespace":"journal","pod":"web","containerID":"sandbox-1","recorded":"2026-01-01T00:00:00Z","reason":"test"}`
+	if err := os.WriteFile(filepath.Join(dir, "journal_web_sandbox-1.json"), []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startSidecar(t, h)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p, err := suite.CP.Admin.CoreV1().Pods("journal").Get(ctx, "web", metav1.GetOptions{})
+		if err == nil && p.Annotations["cni.projectcalico.org/podIP"] == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar did not replay the journal: %v", p.Annotations)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(left) != 0 {
+		t.Errorf("journal entries left: %v", left)
+	}
 }

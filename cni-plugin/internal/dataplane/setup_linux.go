@@ -14,34 +14,41 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 )
 
-// Setup builds the pod network and returns the container interface's MAC.
-// If it fails after creating the veth pair, it deletes the pair before
-// returning; it never touches an interface it did not create.
-func Setup(p plan.Plan, netnsPath string) (string, error) {
+// Result is what Setup created.
+type Result struct {
+	ContainerMAC string
+	// HostIndex is the ifindex of the host veth this Setup created: later
+	// steps and rollback act on it, never on a same-named link of another
+	// sandbox.
+	HostIndex int
+}
+
+// Setup builds the pod network. If it fails after creating the veth pair,
+// it deletes the pair before returning; it never touches an interface it
+// did not create.
+func Setup(p plan.Plan, netnsPath string) (Result, error) {
 	if err := deleteHostVeth(p.HostVeth); err != nil {
-		return "", err
+		return Result{}, err
 	}
-	var mac string
-	created := false
+	var r Result
 	err := ns.WithNetNSPath(netnsPath, func(hostNS ns.NetNS) error {
-		if err := createVeth(p, hostNS); err != nil {
-			return err
-		}
-		created = true
-		if err := hostNS.Do(func(ns.NetNS) error { return setupHostVeth(p) }); err != nil {
-			return err
-		}
 		var err error
-		mac, err = setupContainerIf(p)
+		if r.HostIndex, err = createVeth(p, hostNS); err != nil {
+			return err
+		}
+		if err := hostNS.Do(func(ns.NetNS) error { return setupHostVeth(p, r.HostIndex) }); err != nil {
+			return err
+		}
+		r.ContainerMAC, err = setupContainerIf(p)
 		return err
 	})
 	if err == nil {
-		err = addHostRoutes(p)
+		err = addHostRoutes(p, r.HostIndex)
 	}
-	if err != nil && created {
-		return "", errors.Join(err, Remove(p))
+	if err != nil && r.HostIndex != 0 {
+		return Result{}, errors.Join(err, Remove(p, r.HostIndex))
 	}
-	return mac, err
+	return r, err
 }
 
 // deleteHostVeth removes a host veth left by an earlier sandbox of the same
@@ -63,7 +70,7 @@ func deleteHostVeth(name string) error {
 // createVeth creates the pair from inside the container namespace with the
 // peer born directly in the host namespace, already carrying the fixed MAC:
 // no namespace move (slow under concurrency) and no MAC race with udev.
-func createVeth(p plan.Plan, hostNS ns.NetNS) error {
+func createVeth(p plan.Plan, hostNS ns.NetNS) (int, error) {
 	q := uint32(p.NumQueues)
 	veth := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: p.IfName, MTU: p.MTU, NumTxQueues: int(q), NumRxQueues: int(q)},
@@ -76,17 +83,32 @@ func createVeth(p plan.Plan, hostNS ns.NetNS) error {
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, syscall.EEXIST) {
-			return fmt.Errorf("failed to create veth %s/%s: an interface of that name already exists", p.IfName, p.HostVeth)
+			return 0, fmt.Errorf("failed to create veth %s/%s: an interface of that name already exists", p.IfName, p.HostVeth)
 		}
-		return fmt.Errorf("failed to create veth %s/%s: %w", p.IfName, p.HostVeth, err)
+		return 0, fmt.Errorf("failed to create veth %s/%s: %w", p.IfName, p.HostVeth, err)
 	}
-	return nil
+	// The container end's link index (IFLA_LINK) is the host end's ifindex.
+	l, err := netlinksafe.LinkByName(p.IfName)
+	if err != nil {
+		return 0, fmt.Errorf("failed to find the new interface %q: %w", p.IfName, err)
+	}
+	return l.Attrs().ParentIndex, nil
 }
 
-func setupHostVeth(p plan.Plan) error {
-	link, err := netlinksafe.LinkByName(p.HostVeth)
+// hostLink returns the host veth created by this Setup, by index, and
+// fails if a same-named link of another sandbox replaced it.
+func hostLink(p plan.Plan, index int) (netlink.Link, error) {
+	link, err := netlink.LinkByIndex(index)
+	if err != nil || link.Attrs().Name != p.HostVeth {
+		return nil, fmt.Errorf("failed to find host veth %q (ifindex %d): it was removed or replaced", p.HostVeth, index)
+	}
+	return link, nil
+}
+
+func setupHostVeth(p plan.Plan, index int) error {
+	link, err := hostLink(p, index)
 	if err != nil {
-		return fmt.Errorf("failed to find host veth %q: %w", p.HostVeth, err)
+		return err
 	}
 	if link.Attrs().HardwareAddr.String() != plan.HostMAC.String() {
 		if err := netlink.LinkSetHardwareAddr(link, plan.HostMAC); err != nil {
@@ -148,10 +170,10 @@ func setupContainerIf(p plan.Plan) (string, error) {
 // addHostRoutes adds <ip>/32 (/128) dev <hostVeth> scope link. An identical
 // route already there is fine (Felix may have added it); a route for the IP
 // through another interface is an error, never silently replaced.
-func addHostRoutes(p plan.Plan) error {
-	link, err := netlinksafe.LinkByName(p.HostVeth)
+func addHostRoutes(p plan.Plan, index int) error {
+	link, err := hostLink(p, index)
 	if err != nil {
-		return fmt.Errorf("failed to find host veth %q: %w", p.HostVeth, err)
+		return err
 	}
 	for _, a := range p.Addresses {
 		dst := a

@@ -52,8 +52,16 @@ func deleteInNetNS(netnsPath, ifName string) error {
 	return err
 }
 
-// Remove undoes a successful Setup (ADD rollback): deleting the host veth
-// deletes its container peer and the host routes with it.
-func Remove(p plan.Plan) error {
-	return deleteHostVeth(p.HostVeth)
+// Remove undoes Setup (ADD rollback): deleting the host veth it created
+// deletes the container peer and the host routes with it. A same-named link
+// that another sandbox created since is left alone.
+func Remove(p plan.Plan, hostIndex int) error {
+	link, err := netlink.LinkByIndex(hostIndex)
+	if err != nil || link.Attrs().Name != p.HostVeth {
+		return nil // already gone
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+		return fmt.Errorf("failed to delete host veth %q: %w", p.HostVeth, err)
+	}
+	return nil
 }

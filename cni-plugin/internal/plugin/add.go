@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -11,11 +12,11 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/wep"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
@@ -27,9 +28,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { inv.end(err) }()
-	ctx, cancel := withTimeout()
+	ctx, cancel := withTimeout(addTimeout)
 	defer cancel()
 
+	lock, err := p.lockPod(ctx, inv)
+	if err != nil {
+		return inv.wrap(err)
+	}
+	defer lock.Release()
 	api, err := p.api(inv.conf)
 	if err != nil {
 		return inv.wrap(err)
@@ -53,13 +59,13 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return inv.wrap(err)
 	}
-	mac, err := dataplane.Setup(pl, args.Netns)
+	created, err := dataplane.Setup(pl, args.Netns)
 	if err != nil {
 		return inv.wrap(err)
 	}
 	defer func() {
 		if !success {
-			if rerr := dataplane.Remove(pl); rerr != nil {
+			if rerr := dataplane.Remove(pl, created.HostIndex); rerr != nil {
 				inv.log.Warn("rollback: failed to remove interfaces", "err", rerr)
 			}
 		}
@@ -69,7 +75,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	success = true
 	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
-	return types.PrintResult(plan.Result(pl, alloc, mac, args.Netns), inv.conf.CNIVersion)
+	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
 }
 
 // ipamConfigForAdd resolves usePodCidr from the Node (one GET) when the
@@ -118,9 +124,12 @@ func writeEndpoint(ctx context.Context, api *kube.Client, inv *invocation, addrs
 	return nil
 }
 
-// releaseIPAM is ADD's rollback of the allocation.
+// releaseIPAM is ADD's rollback of the allocation; it gets its own time
+// budget, since ADD may be failing because its own ran out.
 func (inv *invocation) releaseIPAM(ctx context.Context, args *skel.CmdArgs) {
-	if err := releaseCall(inv, args).Del(context.WithoutCancel(ctx)); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := releaseCall(inv, args).Del(ctx); err != nil {
 		inv.log.Warn("rollback: failed to release IP addresses", "err", err)
 	}
 }

@@ -16,7 +16,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { inv.end(err) }()
-	ctx, cancel := withTimeout()
+	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
 
 	if inv.conf.PrevResult == nil {

@@ -4,62 +4,64 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/wep"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
 // Del: clear the WorkloadEndpoint (if this sandbox still owns it) → delete
 // the interface → release the addresses. Each step runs whatever the
-// previous one said, so a datastore failure never keeps the interface or the
-// lease; anything already gone is success.
+// previous one said: a datastore that is down, slow or refusing never keeps
+// the interface or the lease, and never fails the DEL (the clear is
+// journaled and replayed later). Anything already gone is success.
 func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	inv, err := p.begin("DEL", args, false)
 	if err != nil {
 		return err
 	}
 	defer func() { inv.end(err) }()
-	ctx, cancel := withTimeout()
+	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
 
+	lock, err := p.lockPod(ctx, inv)
+	if err != nil {
+		return inv.wrap(err)
+	}
+	defer lock.Release()
 	epErr := p.clearEndpoint(ctx, inv)
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, teardownTimeout)
 	ipamErr := releaseCall(inv, args).Del(ctx)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
 }
 
-// clearEndpoint blanks podIP/podIPs in one guarded JSON patch. 404 (pod
-// gone) and 422 (a newer sandbox owns the annotations) mean nothing to do.
+// clearEndpoint blanks podIP/podIPs with one guarded JSON patch. When the
+// datastore cannot take it, the clear goes to the journal instead; only a
+// journal that cannot be written is an error.
 func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 	if !inv.hasPod {
 		return nil
 	}
 	api, err := p.api(inv.conf)
-	if err != nil {
-		return err
+	if err == nil {
+		err = journal.Clear(ctx, api, inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
 	}
-	patch, err := wep.ReleasePatch(inv.args.ContainerID)
-	if err != nil {
-		return err
-	}
-	err = api.PatchPodStatus(ctx, inv.id.Namespace, inv.id.Pod, kube.JSONPatch, patch)
-	switch {
-	case err == nil:
-		inv.log.Info("cleared WorkloadEndpoint annotations")
-		return nil
-	case errors.Is(err, kube.ErrNotFound):
-		inv.log.Info("pod is gone; no annotations to clear")
-		return nil
-	case errors.Is(err, kube.ErrInvalid):
-		inv.log.Info("annotations belong to another sandbox (or were never written); left alone")
+	if err == nil {
+		inv.log.Info("WorkloadEndpoint annotations cleared (or not ours)")
 		return nil
 	}
-	return fmt.Errorf("failed to clear the WorkloadEndpoint annotations: %w", err)
+	inv.log.Warn("datastore unavailable; journaling the annotation clear", "err", err)
+	if jerr := journal.Record(inv.conf.JournalDir(), journal.Entry{
+		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+		Recorded: time.Now(), Reason: err.Error(),
+	}); jerr != nil {
+		return fmt.Errorf("failed to clear the WorkloadEndpoint annotations (%w) and to journal it: %w", err, jerr)
+	}
+	return nil
 }
 
 // releaseCall is the IPAM call that frees this container's addresses. The

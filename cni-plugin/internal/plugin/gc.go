@@ -28,7 +28,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		inv.log.Info("no cni.dev/valid-attachments given; nothing to collect")
 		return err
 	}
-	ctx, cancel := withTimeout()
+	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))

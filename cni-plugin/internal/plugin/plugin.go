@@ -17,9 +17,12 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/podlock"
 )
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -28,8 +31,11 @@ var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0
 // Time bounds. Every API request has its own (kube.DefaultTimeout); these
 // bound whole commands and the namespace step of DEL.
 const (
-	commandTimeout  = 30 * time.Second
-	teardownTimeout = 20 * time.Second
+	addTimeout      = 10 * time.Second // ADD fails within this when the datastore is slow
+	delTimeout      = 25 * time.Second
+	teardownTimeout = 15 * time.Second
+	replayBudget    = 2 * time.Second // journal replay per invocation
+	replayLimit     = 8
 )
 
 // Plugin holds what the commands depend on.
@@ -81,7 +87,36 @@ func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*in
 	}
 	log = log.With("cmd", command, "containerID", args.ContainerID, "ifName", args.IfName,
 		"netns", args.Netns, "namespace", id.Namespace, "pod", id.Pod)
-	return &invocation{args: args, conf: conf, id: id, hasPod: hasPod, log: log, logClose: closer, start: time.Now()}, nil
+	inv := &invocation{args: args, conf: conf, id: id, hasPod: hasPod, log: log, logClose: closer, start: time.Now()}
+	p.replayJournal(inv)
+	return inv, nil
+}
+
+// replayJournal sends annotation clears that earlier DELs could not. It
+// costs one directory read when the journal is empty, never fails the
+// command, and is bounded in time.
+func (p *Plugin) replayJournal(inv *invocation) {
+	pending, err := journal.Pending(inv.conf.JournalDir())
+	if err != nil || len(pending) == 0 {
+		return
+	}
+	api, err := p.api(inv.conf)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replayBudget)
+	defer cancel()
+	n, err := journal.Replay(ctx, inv.conf.JournalDir(), api, replayLimit)
+	inv.log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
+}
+
+// lockPod serializes invocations for this pod on this node.
+func (p *Plugin) lockPod(ctx context.Context, inv *invocation) (*podlock.Lock, error) {
+	if !inv.hasPod {
+		return nil, nil
+	}
+	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
+	return podlock.Acquire(ctx, naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod))
 }
 
 // end logs the outcome once and closes the log.
@@ -99,8 +134,8 @@ func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
 	return datastore.NewClient(p.Env, conf, p.APITimeout)
 }
 
-func withTimeout() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), commandTimeout)
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }
 
 // wrap prefixes errors with the pod they concern.

@@ -24,7 +24,7 @@ import (
 )
 
 // DefaultTimeout bounds one request.
-const DefaultTimeout = 5 * time.Second
+const DefaultTimeout = 3 * time.Second
 
 // Access says how to reach and authenticate to the API server. Empty fields
 // fall back to the kubeconfig, then to the in-cluster configuration.

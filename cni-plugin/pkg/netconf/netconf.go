@@ -19,6 +19,7 @@ import (
 const (
 	DefaultNodenameFile = "/var/lib/calico/nodename"
 	DefaultMTUFile      = "/var/lib/calico/mtu"
+	DefaultStateDir     = "/var/lib/kdd-cni"
 	DatastoreKubernetes = "kubernetes"
 )
 
@@ -44,6 +45,9 @@ type NetConf struct {
 	IncludeDefaultRoutes bool              `json:"include_default_routes"`
 	ContainerSettings    ContainerSettings `json:"container_settings"`
 	FeatureControl       FeatureControl    `json:"feature_control"`
+
+	// StateDir (kdd-cni) holds the journal of pending annotation clears.
+	StateDir string `json:"state_dir"`
 
 	LogLevel        string `json:"log_level"`
 	LogFilePath     string `json:"log_file_path"`
@@ -100,7 +104,7 @@ func LoadForIPAM(stdin []byte, env Env) (*NetConf, error) {
 }
 
 func load(stdin []byte, env Env, ipamOverrides bool) (*NetConf, error) {
-	c := &NetConf{NodenameFile: DefaultNodenameFile, MTUFile: DefaultMTUFile, NumQueues: 1}
+	c := &NetConf{NodenameFile: DefaultNodenameFile, MTUFile: DefaultMTUFile, NumQueues: 1, StateDir: DefaultStateDir}
 	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
 	}
@@ -222,3 +226,6 @@ func ValidAttachments(stdin []byte) (valid map[types.GCAttachment]bool, given bo
 	}
 	return valid, true, nil
 }
+
+// JournalDir holds pending annotation clears.
+func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }

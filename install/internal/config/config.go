@@ -46,6 +46,9 @@ type Config struct {
 	Namespace      string        // POD_NAMESPACE, else the in-cluster namespace file
 	TokenTTL       time.Duration // CNI_TOKEN_TTL (default 24h)
 	Kubeconfig     string        // KUBECONFIG: the installer's own client (else in-cluster)
+	// StateDir is the plugin's state_dir as mounted here: the sidecar
+	// replays the journal of annotation clears DEL could not send.
+	StateDir string // KDD_CNI_STATE_DIR (default $CNI_HOST_ROOT/var/lib/kdd-cni)
 	// OwnTokenFile is the installer's projected service-account token; a
 	// change triggers an immediate refresh of the CNI token.
 	OwnTokenFile string // SERVICEACCOUNT_TOKEN_FILE
@@ -115,6 +118,7 @@ func Load(getenv func(string) string, readFile func(string) ([]byte, error), hos
 		Kubeconfig:      str("KUBECONFIG", ""),
 		OwnTokenFile:    str("SERVICEACCOUNT_TOKEN_FILE", saDir+"/token"),
 	}
+	c.StateDir = str("KDD_CNI_STATE_DIR", filepath.Join(c.HostRoot, "var/lib/kdd-cni"))
 	for _, b := range strings.Split(getenv("SKIP_CNI_BINARIES"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			c.SkipBins[b] = true

@@ -5,7 +5,12 @@ import (
 	"crypto/sha256"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/install/internal/config"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at
@@ -39,6 +44,7 @@ func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 		case <-ctx.Done():
 			return nil
 		case <-poll.C:
+			in.replayJournal(ctx)
 			if d := fileDigest(in.Cfg.OwnTokenFile); d != own {
 				own, reason = d, "own service-account token changed"
 			} else if !time.Now().Before(next) {
@@ -59,6 +65,25 @@ func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 		next = in.schedule(issued, expiry)
 		in.Log.Info("refreshed the CNI token", "reason", reason, "expiry", expiry, "next", next)
 	}
+}
+
+// replayJournal sends the annotation clears DELs journaled while the
+// datastore was unavailable, as the CNI identity, with the same guard.
+func (in *Installer) replayJournal(ctx context.Context) {
+	dir := filepath.Join(in.Cfg.StateDir, "journal")
+	pending, err := journal.Pending(dir)
+	if err != nil || len(pending) == 0 {
+		return
+	}
+	api, err := kube.New(kube.Access{Kubeconfig: filepath.Join(in.Cfg.HostNetDir(), config.KubeconfigName)})
+	if err != nil {
+		in.Log.Error("failed to replay the journal", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := journal.Replay(ctx, dir, api, len(pending))
+	in.Log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
 }
 
 func (in *Installer) schedule(issued, expiry time.Time) time.Time {

@@ -1,0 +1,147 @@
+// Package journal keeps, on the node, the WorkloadEndpoint clears that a
+// DEL could not send because the datastore was unreachable or refused it.
+// DEL never fails for that reason: it records the clear here (one file per
+// sandbox, written atomically) and any later plugin invocation, or
+// install-cni's sidecar, replays it with the same containerID guard.
+package journal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
+)
+
+// Entry is one pending annotation clear.
+type Entry struct {
+	Namespace   string    `json:"namespace"`
+	Pod         string    `json:"pod"`
+	ContainerID string    `json:"containerID"`
+	Recorded    time.Time `json:"recorded"`
+	Reason      string    `json:"reason"`
+}
+
+func (e Entry) file() string {
+	// Names are DNS labels and container IDs hex: safe in a file name.
+	return e.Namespace + "_" + e.Pod + "_" + e.ContainerID + ".json"
+}
+
+// Record writes an entry to dir atomically (temp file, fsync, rename).
+func Record(dir string, e Entry) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("failed to create journal %s: %w", dir, err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	tmp := filepath.Join(dir, ".tmp-"+hex.EncodeToString(suffix))
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("failed to write journal entry: %w", err)
+	}
+	_, werr := f.Write(b)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("failed to write journal entry: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, e.file())); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("failed to write journal entry: %w", err)
+	}
+	return nil
+}
+
+// Pending lists the entries in dir, oldest first. A missing dir is empty.
+func Pending(dir string) ([]Entry, error) {
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read journal %s: %w", dir, err)
+	}
+	var out []Entry
+	for _, d := range des {
+		if !strings.HasSuffix(d.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, d.Name()))
+		if err != nil {
+			continue // replayed meanwhile
+		}
+		var e Entry
+		if json.Unmarshal(b, &e) != nil || e.Namespace == "" || e.Pod == "" || e.ContainerID == "" {
+			os.Remove(filepath.Join(dir, d.Name())) // unreadable: nothing can be replayed
+			continue
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Recorded.Before(out[j].Recorded) })
+	return out, nil
+}
+
+// Forget removes an entry (gone already is fine).
+func Forget(dir string, e Entry) error {
+	if err := os.Remove(filepath.Join(dir, e.file())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("failed to remove journal entry: %w", err)
+	}
+	return nil
+}
+
+// Patcher is the one API call replay needs.
+type Patcher interface {
+	PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error
+}
+
+// Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422
+// (another sandbox owns the annotations) mean there is nothing to clear.
+func Clear(ctx context.Context, api Patcher, namespace, pod, containerID string) error {
+	patch, err := wep.ReleasePatch(containerID)
+	if err != nil {
+		return err
+	}
+	err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
+	if err == nil || errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrInvalid) {
+		return nil
+	}
+	return err
+}
+
+// Replay sends up to limit pending clears (oldest first) and forgets those
+// that went through. It stops at the first failure: the datastore is still
+// unhealthy, and the next invocation tries again.
+func Replay(ctx context.Context, dir string, api Patcher, limit int) (done int, err error) {
+	entries, err := Pending(dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		if done >= limit {
+			break
+		}
+		if err := Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID); err != nil {
+			return done, fmt.Errorf("failed to replay the annotation clear of %s/%s: %w", e.Namespace, e.Pod, err)
+		}
+		if err := Forget(dir, e); err != nil {
+			return done, err
+		}
+		done++
+	}
+	return done, nil
+}

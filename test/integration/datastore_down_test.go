@@ -1,0 +1,114 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func (e *env) journal() []string {
+	entries, _ := filepath.Glob(filepath.Join(e.dataDir, "state", "journal", "*.json"))
+	return entries
+}
+
+// writeKubeconfigVariant copies the CNI kubeconfig with one substitution.
+func writeKubeconfigVariant(t *testing.T, from, to string) string {
+	b, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(p, []byte(strings.Replace(string(b), from, to, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// DEL releases the interface and the lease and succeeds whatever the
+// datastore says; the annotation clear is journaled and replayed by the
+// next invocation.
+func TestDelSurvivesDatastoreFailure(t *testing.T) {
+	// An identity the apiserver knows but that may do nothing (403).
+	ctx := context.Background()
+	if _, err := cluster.Admin.CoreV1().ServiceAccounts("kube-system").Create(ctx,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "powerless"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	forbidden := filepath.Join(t.TempDir(), "forbidden.kubeconfig")
+	if err := cluster.ServiceAccountKubeconfig(ctx, forbidden, "kube-system", "powerless", 600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(kubeconfig)
+	token := string(b[strings.Index(string(b), "token: ")+7:])
+	token = strings.TrimSpace(strings.SplitN(token, "\n", 2)[0])
+	for name, kc := range map[string]string{
+		"unreachable":  writeKubeconfigVariant(t, "https://127.0.0.1:6443", "https://127.0.0.1:1"),
+		"unauthorized": writeKubeconfigVariant(t, token, "not-a-valid-token"),
+		"forbidden":    forbidden,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, podCIDRs("v4")...)
+			p := e.newPod("web", false)
+			e.add(p)
+			e.extra["kubernetes"] = map[string]any{"kubeconfig": kc}
+			e.del(p) // must succeed
+			e.assertGone(p, p.ips())
+			if n := len(e.journal()); n != 1 {
+				t.Fatalf("journal entries: %d", n)
+			}
+			if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] == "" {
+				t.Fatal("annotations cleared through a failing datastore?")
+			}
+			// A second DEL (the runtime retrying) is fine too.
+			e.del(p)
+			// The next invocation with a working datastore replays it.
+			delete(e.extra, "kubernetes")
+			if r := e.statusOrGC("STATUS", nil); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != p.containerID {
+				t.Errorf("replay did not clear: %v", a)
+			}
+			if n := len(e.journal()); n != 0 {
+				t.Errorf("journal entries after replay: %d", n)
+			}
+		})
+	}
+}
+
+// A replayed clear keeps the containerID guard: it never clears the
+// annotations of a newer sandbox.
+func TestJournalReplayKeepsGuard(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	old := e.newPod("web", false)
+	e.add(old)
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": writeKubeconfigVariant(t, "https://127.0.0.1:6443", "https://127.0.0.1:1")}
+	e.del(old)
+	delete(e.extra, "kubernetes")
+	journalDir := filepath.Join(e.dataDir, "state")
+	// The newer sandbox's ADD runs with another state dir, so the old
+	// entry is still pending after it.
+	e.extra["state_dir"] = filepath.Join(e.dataDir, "other-state")
+	newer := e.sandbox("web")
+	e.add(newer)
+	e.extra["state_dir"] = journalDir
+	if n := len(e.journal()); n != 1 {
+		t.Fatalf("journal entries: %d", n)
+	}
+	if r := e.statusOrGC("STATUS", nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	a := e.annotations("web")
+	if a["cni.projectcalico.org/containerID"] != newer.containerID || a["cni.projectcalico.org/podIP"] != newer.ips()[0].String()+"/32" {
+		t.Errorf("replay of the old sandbox's clear touched the new one: %v", a)
+	}
+	if n := len(e.journal()); n != 0 {
+		t.Errorf("guarded-out entry not forgotten: %d", n)
+	}
+	e.del(newer)
+}
