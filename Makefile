@@ -22,7 +22,7 @@ MANIFEST_PARTS := conf/manifests/rbac-cni.yaml conf/manifests/rbac-install.yaml 
 ROOTFS     := $(CURDIR)/build/rootfs
 IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 
-.PHONY: image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -77,6 +77,12 @@ image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
 	for b in $(IMAGE_BINS); do install -m 0755 $(BIN)/$$b $(ROOTFS)/opt/cni/bin/$$b; done
 	install -m 0644 conf/10-calico.conflist.template $(ROOTFS)/etc/kdd-cni/10-calico.conflist.template
+
+# The long fault-injection run (docs/reliability.md); make test runs a short one.
+FAULT_CYCLES ?= 1000
+faults: build tools
+	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_FAULT_CYCLES=$(FAULT_CYCLES) \
+		$(GOTEST) -v -timeout 60m -run TestFaultInjection ./test/faults
 
 # The one-file install (kubectl apply -f conf/kdd-cni.yaml), from the parts.
 manifests:

@@ -154,3 +154,9 @@ func (cp *ControlPlane) ClientFor(kubeconfig string) (kubernetes.Interface, *res
 	c, err := kubernetes.NewForConfig(cfg)
 	return c, cfg, err
 }
+
+func loadKubeconfig(path string) (*clientcmdapi.Config, error) { return clientcmd.LoadFromFile(path) }
+
+func writeKubeconfigFile(cfg *clientcmdapi.Config, path string) error {
+	return clientcmd.WriteToFile(*cfg, path)
+}

@@ -62,6 +62,8 @@ type ControlPlane struct {
 	pki       *pki
 	launcher  *launcher
 	processes []*process
+	tools     string
+	opts      Options
 }
 
 // Start brings up a control plane. The caller must call Stop, also on error
@@ -95,6 +97,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err := cp.startEtcd(ctx, tools); err != nil {
 		return cp, err
 	}
+	cp.tools, cp.opts = tools, opts
 	if err := cp.startAPIServer(ctx, tools, opts); err != nil {
 		return cp, err
 	}
@@ -293,4 +296,22 @@ func (cp *ControlPlane) Stop() error {
 	}
 	errs = append(errs, os.RemoveAll(cp.Dir))
 	return errors.Join(errs...)
+}
+
+// StopAPIServer stops kube-apiserver (etcd keeps the data); StartAPIServer
+// brings it back on the same address.
+func (cp *ControlPlane) StopAPIServer() error {
+	for i, p := range cp.processes {
+		if p.name == "kube-apiserver" {
+			err := p.stop(15 * time.Second)
+			cp.processes = append(cp.processes[:i], cp.processes[i+1:]...)
+			return err
+		}
+	}
+	return errors.New("kube-apiserver is not running")
+}
+
+// StartAPIServer starts kube-apiserver again and waits until it is ready.
+func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
+	return cp.startAPIServer(ctx, cp.tools, cp.opts)
 }

@@ -78,7 +78,7 @@ func (e *env) conf() []byte {
 		"log_level": "debug", "log_file_path": e.logFile,
 		"datastore_type": "kubernetes", "nodename": e.node, "mtu": 1500, "state_dir": filepath.Join(e.dataDir, "state"),
 		"kubernetes": map[string]any{"kubeconfig": kubeconfig},
-		"ipam": e.ipam, "policy": map[string]any{"type": "k8s"},
+		"ipam":       e.ipam, "policy": map[string]any{"type": "k8s"},
 	}
 	for k, v := range e.extra {
 		c[k] = v

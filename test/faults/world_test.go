@@ -1,0 +1,466 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+const (
+	namespace   = "faults"
+	node        = "fault-node"
+	networkName = "k8s-pod-network"
+)
+
+// sandbox is one pod sandbox as the runtime sees it.
+type sandbox struct {
+	pod   string
+	id    string
+	netns *harness.NetNS
+	ips   []string // CIDR form, from the ADD result
+}
+
+// world is the runtime model: which sandbox of each pod is live.
+type world struct {
+	t          *testing.T
+	rng        *rand.Rand
+	kubeconfig string // the plugin's (through the fault proxy)
+	dataDir    string
+	stateDir   string
+	podCIDR    *net.IPNet
+	pods       []string
+	live       map[string]*sandbox
+	seq        int
+	stats      map[string]*opStats
+	panics     int
+	delFailed  int // DELs that failed under a datastore fault: must stay 0
+	addLeaks   int // failed ADDs that left a lease or link behind: must stay 0
+	maxAdd     time.Duration
+}
+
+type opStats struct{ ok, failed, killed int }
+
+func (w *world) stat(op string) *opStats {
+	if w.stats[op] == nil {
+		w.stats[op] = &opStats{}
+	}
+	return w.stats[op]
+}
+
+func (w *world) conf() []byte {
+	b, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0", "name": networkName, "type": "calico",
+		"datastore_type": "kubernetes", "nodename": node, "mtu": 1500, "state_dir": w.stateDir,
+		"log_level": "debug", "log_file_path": filepath.Join(w.dataDir, "cni.log"),
+		"kubernetes": map[string]any{"kubeconfig": w.kubeconfig},
+		"ipam":       map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": w.dataDir},
+	})
+	return b
+}
+
+type result struct {
+	err     error
+	killed  bool
+	stdout  []byte
+	elapsed time.Duration
+}
+
+// exec runs one plugin command; killAfter > 0 sends SIGKILL after that long.
+func (w *world) exec(cmd string, sb *sandbox, netnsPath string, killAfter time.Duration, conf []byte) result {
+	c := exec.Command(filepath.Join(suite.BinDir, "calico"))
+	c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, "CNI_CONTAINERID="+sb.id, "CNI_NETNS="+netnsPath,
+		"CNI_IFNAME=eth0", "CNI_PATH="+suite.BinDir,
+		fmt.Sprintf("CNI_ARGS=K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=x", namespace, sb.pod))
+	c.Stdin = bytes.NewReader(conf)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	start := time.Now()
+	if err := suite.CP.StartCmd(c); err != nil {
+		w.t.Fatal(err)
+	}
+	var killed bool
+	if killAfter > 0 {
+		timer := time.AfterFunc(killAfter, func() { killed = c.Process.Signal(syscall.SIGKILL) == nil })
+		defer timer.Stop()
+	}
+	err := c.Wait()
+	r := result{err: err, stdout: out.Bytes(), elapsed: time.Since(start)}
+	if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+		r.killed = killed || true
+	}
+	if bytes.Contains(errb.Bytes(), []byte("panic:")) || bytes.Contains(out.Bytes(), []byte("goroutine ")) {
+		w.panics++
+		w.t.Errorf("plugin panicked: %s %s", out.String(), errb.String())
+	}
+	return r
+}
+
+func (w *world) newSandbox(pod string) *sandbox {
+	w.seq++
+	ns, err := harness.NewNetNS("f")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return &sandbox{pod: pod, id: fmt.Sprintf("sb%05d%x", w.seq, w.rng.Uint32()), netns: ns}
+}
+
+func (w *world) netnsPath(sb *sandbox) string {
+	if sb.netns == nil {
+		return "/run/netns/gone-" + sb.id
+	}
+	return sb.netns.Path
+}
+
+// add runs ADD as a runtime does: on failure (or kill) it DELs the sandbox.
+func (w *world) add(sb *sandbox, kill bool) bool {
+	var killAfter time.Duration
+	if kill {
+		killAfter = time.Duration(w.rng.IntN(40)) * time.Millisecond
+	}
+	r := w.exec("ADD", sb, w.netnsPath(sb), killAfter, w.conf())
+	w.maxAdd = max(w.maxAdd, r.elapsed)
+	switch {
+	case r.killed:
+		w.stat("ADD").killed++
+	case r.err != nil:
+		w.stat("ADD").failed++
+		w.checkNothingOf(sb)
+	default:
+		w.stat("ADD").ok++
+		var res struct {
+			IPs []struct {
+				Address string `json:"address"`
+			} `json:"ips"`
+		}
+		if err := json.Unmarshal(r.stdout, &res); err != nil {
+			w.t.Fatalf("ADD result: %v %s", err, r.stdout)
+		}
+		for _, ip := range res.IPs {
+			sb.ips = append(sb.ips, ip.Address)
+		}
+		return true
+	}
+	w.delUntilDone(sb, false)
+	return false
+}
+
+// checkNothingOf: a failed (not killed) ADD leaves no lease and no link.
+func (w *world) checkNothingOf(sb *sandbox) {
+	for _, owner := range w.leases() {
+		if owner == sb.id {
+			w.addLeaks++
+			w.t.Errorf("failed ADD of %s left a lease", sb.id)
+		}
+	}
+	for _, l := range w.caliLinks() {
+		if id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias); id == sb.id {
+			w.addLeaks++
+			w.t.Errorf("failed ADD of %s left link %s", sb.id, l.Attrs().Name)
+		}
+	}
+}
+
+// del runs DEL once; kill sends SIGKILL at a random point.
+func (w *world) del(sb *sandbox, kill bool) (ok bool) {
+	var killAfter time.Duration
+	if kill {
+		killAfter = time.Duration(w.rng.IntN(30)) * time.Millisecond
+	}
+	r := w.exec("DEL", sb, w.netnsPath(sb), killAfter, w.conf())
+	switch {
+	case r.killed:
+		w.stat("DEL").killed++
+		return false
+	case r.err != nil:
+		w.stat("DEL").failed++
+		w.delFailed++
+		w.t.Errorf("DEL of %s failed: %v %s", sb.id, r.err, r.stdout)
+		return false
+	}
+	w.stat("DEL").ok++
+	return true
+}
+
+// delUntilDone is the runtime retrying DEL until it succeeds, then removing
+// the sandbox's netns.
+func (w *world) delUntilDone(sb *sandbox, kill bool) {
+	for i := 0; !w.del(sb, kill && i == 0); i++ {
+		if i > 5 {
+			w.t.Fatalf("DEL of %s never succeeded", sb.id)
+		}
+	}
+	if sb.netns != nil {
+		_ = sb.netns.Close()
+		sb.netns = nil
+	}
+}
+
+// cycle does one random runtime operation on one random pod.
+func (w *world) cycle() {
+	pod := w.pods[w.rng.IntN(len(w.pods))]
+	cur := w.live[pod]
+	r := w.rng.Float64()
+	switch {
+	case cur == nil && r < 0.7, cur != nil && r < 0.15: // new sandbox (replaces the live one)
+		sb := w.newSandbox(pod)
+		if w.add(sb, false) {
+			w.live[pod] = sb
+			if cur != nil {
+				w.delUntilDone(cur, false) // the old sandbox's (stale) DEL
+			}
+		}
+	case cur == nil && r < 0.85: // ADD killed at a random point
+		w.add(w.newSandbox(pod), true)
+	case cur == nil: // concurrent ADDs of the same pod
+		w.concurrentAdds(pod)
+	case r < 0.55: // DEL
+		w.delUntilDone(cur, false)
+		delete(w.live, pod)
+	case r < 0.65: // netns deleted before DEL
+		_ = cur.netns.Close()
+		cur.netns = nil
+		w.delUntilDone(cur, false)
+		delete(w.live, pod)
+	case r < 0.75: // DEL killed, then retried
+		w.delUntilDone(cur, true)
+		delete(w.live, pod)
+	case r < 0.85: // duplicate DEL of a dead sandbox (stale)
+		w.del(&sandbox{pod: pod, id: fmt.Sprintf("dead%05d", w.rng.IntN(w.seq+1))}, false)
+	default: // CHECK with the datastore in whatever state
+		w.exec("CHECK", cur, w.netnsPath(cur), 0, w.withPrev(cur))
+		w.stat("CHECK").ok++
+	}
+}
+
+func (w *world) withPrev(sb *sandbox) []byte {
+	var c map[string]any
+	_ = json.Unmarshal(w.conf(), &c)
+	var ips []map[string]any
+	for _, ip := range sb.ips {
+		ips = append(ips, map[string]any{"address": ip, "interface": 1})
+	}
+	c["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": ips,
+		"interfaces": []any{map[string]any{"name": naming.HostVeth("cali", namespace, sb.pod)}, map[string]any{"name": "eth0", "sandbox": w.netnsPath(sb)}}}
+	b, _ := json.Marshal(c)
+	return b
+}
+
+// concurrentAdds starts two sandboxes of one pod at once; the runtime keeps
+// the one that finished last and DELs the other.
+func (w *world) concurrentAdds(pod string) {
+	a, b := w.newSandbox(pod), w.newSandbox(pod)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var order []*sandbox
+	okA, okB := false, false
+	for _, sb := range []*sandbox{a, b} {
+		wg.Add(1)
+		go func(sb *sandbox) {
+			defer wg.Done()
+			r := w.exec("ADD", sb, w.netnsPath(sb), 0, w.conf())
+			mu.Lock()
+			defer mu.Unlock()
+			if r.err == nil {
+				var res struct {
+					IPs []struct {
+						Address string `json:"address"`
+					} `json:"ips"`
+				}
+				_ = json.Unmarshal(r.stdout, &res)
+				for _, ip := range res.IPs {
+					sb.ips = append(sb.ips, ip.Address)
+				}
+				order = append(order, sb)
+				if sb == a {
+					okA = true
+				} else {
+					okB = true
+				}
+			}
+		}(sb)
+	}
+	wg.Wait()
+	w.stat("ADD-concurrent").ok += len(order)
+	w.stat("ADD-concurrent").failed += 2 - len(order)
+	if !okA && !okB {
+		w.delUntilDone(a, false)
+		w.delUntilDone(b, false)
+		return
+	}
+	winner := order[len(order)-1]
+	for _, sb := range []*sandbox{a, b} {
+		if sb != winner {
+			w.delUntilDone(sb, false)
+		}
+	}
+	w.live[pod] = winner
+}
+
+func (w *world) leases() map[string]string {
+	out := map[string]string{}
+	dir := filepath.Join(w.dataDir, networkName)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) == nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		id, _, _ := strings.Cut(string(b), "\r\n")
+		out[e.Name()] = strings.TrimSpace(id)
+	}
+	return out
+}
+
+func (w *world) caliLinks() []netlink.Link {
+	var out []netlink.Link
+	_ = suite.CP.DoInNode(func() error {
+		links, err := netlink.LinkList()
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "cali") {
+				out = append(out, l)
+			}
+		}
+		return err
+	})
+	return out
+}
+
+// figures are the invariant counts; all must be 0.
+type figures struct {
+	LeakedLeases, MissingLeases, StrayLinks, MissingLinks, StrayRoutes, BadAnnotations, Journal int
+}
+
+// check compares the kernel, host-local and the apiserver with the model.
+func (w *world) check() figures {
+	var f figures
+	liveIDs := map[string]*sandbox{}
+	for _, sb := range w.live {
+		liveIDs[sb.id] = sb
+	}
+	leases := w.leases()
+	held := map[string]int{}
+	for ip, id := range leases {
+		if liveIDs[id] == nil {
+			f.LeakedLeases++
+			w.t.Errorf("leaked lease %s of %s", ip, id)
+		}
+		held[id]++
+	}
+	for id, sb := range liveIDs {
+		if held[id] != len(sb.ips) {
+			f.MissingLeases++
+			w.t.Errorf("live sandbox %s holds %d leases for %v", id, held[id], sb.ips)
+		}
+	}
+	seen := map[string]bool{}
+	for _, l := range w.caliLinks() {
+		id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias)
+		sb := liveIDs[id]
+		if sb == nil || naming.HostVeth("cali", namespace, sb.pod) != l.Attrs().Name {
+			f.StrayLinks++
+			w.t.Errorf("stray link %s (alias %q)", l.Attrs().Name, l.Attrs().Alias)
+			continue
+		}
+		seen[id] = true
+	}
+	for id := range liveIDs {
+		if !seen[id] {
+			f.MissingLinks++
+			w.t.Errorf("live sandbox %s has no host veth", id)
+		}
+	}
+	liveIPs := map[string]bool{}
+	for _, sb := range liveIDs {
+		for _, ip := range sb.ips {
+			liveIPs[ip] = true
+		}
+	}
+	_ = suite.CP.DoInNode(func() error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range routes {
+			if r.Dst != nil && w.podCIDR.Contains(r.Dst.IP) && !liveIPs[r.Dst.String()] {
+				f.StrayRoutes++
+				w.t.Errorf("stray host route %s", r.Dst)
+			}
+		}
+		return err
+	})
+	ctx := context.Background()
+	for _, pod := range w.pods {
+		p, err := suite.CP.Admin.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		a := p.Annotations
+		if sb := w.live[pod]; sb != nil {
+			if a["cni.projectcalico.org/containerID"] != sb.id || a["cni.projectcalico.org/podIPs"] != strings.Join(sb.ips, ",") {
+				f.BadAnnotations++
+				w.t.Errorf("pod %s annotations %v, live sandbox %s %v", pod, a, sb.id, sb.ips)
+			}
+		} else if a["cni.projectcalico.org/podIP"] != "" {
+			f.BadAnnotations++
+			w.t.Errorf("pod %s has no live sandbox but podIP %q", pod, a["cni.projectcalico.org/podIP"])
+		}
+	}
+	entries, _ := filepath.Glob(filepath.Join(w.stateDir, "journal", "*.json"))
+	f.Journal = len(entries)
+	return f
+}
+
+// heal clears faults, replays the journal (any invocation does) and runs
+// GC with the live sandboxes, as a runtime does periodically.
+func (w *world) heal(proxy *harness.FaultProxy) {
+	proxy.Set(harness.Fault{})
+	var valid []map[string]string
+	for _, sb := range w.live {
+		valid = append(valid, map[string]string{"containerID": sb.id, "ifname": "eth0"})
+	}
+	var c map[string]any
+	_ = json.Unmarshal(w.conf(), &c)
+	c["cni.dev/valid-attachments"] = valid
+	b, _ := json.Marshal(c)
+	if r := w.exec("GC", &sandbox{}, "", 0, b); r.err != nil {
+		w.t.Errorf("GC: %v %s", r.err, r.stdout)
+	}
+	if r := w.exec("STATUS", &sandbox{}, "", 0, w.conf()); r.err != nil {
+		w.t.Errorf("STATUS after healing: %v %s", r.err, r.stdout)
+	}
+}
+
+func (w *world) report(phase string, f figures, proxy *harness.FaultProxy) {
+	var ops []string
+	for k := range w.stats {
+		ops = append(ops, k)
+	}
+	sort.Strings(ops)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s\n| op | ok | failed | killed |\n|---|---|---|---|\n", phase)
+	for _, k := range ops {
+		s := w.stats[k]
+		fmt.Fprintf(&b, "| %s | %d | %d | %d |\n", k, s.ok, s.failed, s.killed)
+	}
+	fmt.Fprintf(&b, "faults met by API requests: %v\n", proxy.Counts())
+	fmt.Fprintf(&b, "invariants: leaked leases %d, missing leases %d, stray cali links %d, missing links %d, stray host routes %d, "+
+		"pods with wrong annotations %d, journal left %d, DEL failures %d, failed-ADD leftovers %d, panics %d; slowest ADD %s\n",
+		f.LeakedLeases, f.MissingLeases, f.StrayLinks, f.MissingLinks, f.StrayRoutes, f.BadAnnotations, f.Journal,
+		w.delFailed, w.addLeaks, w.panics, w.maxAdd.Round(time.Millisecond))
+	w.t.Log(b.String())
+}
