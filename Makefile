@@ -13,7 +13,7 @@ THIRD_PARTY := $(CNI_PLUGINS)/ipam/host-local $(CNI_PLUGINS)/meta/portmap \
                $(CNI_PLUGINS)/main/loopback $(CNI_PLUGINS)/main/ptp \
                github.com/containernetworking/cni/cnitool
 GOTEST   := go test -count=1
-FUZZTIME ?= 10s
+FUZZTIME ?= 5s
 
 MANIFEST_PARTS := conf/manifests/rbac-cni.yaml conf/manifests/rbac-install.yaml \
                   conf/manifests/configmap.yaml conf/manifests/daemonset.yaml
@@ -21,6 +21,10 @@ MANIFEST_PARTS := conf/manifests/rbac-cni.yaml conf/manifests/rbac-install.yaml 
 # What the image holds (see Dockerfile): the same files, built here without Docker.
 ROOTFS     := $(CURDIR)/build/rootfs
 IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
+
+# go test -fuzz targets (package:Target); make test runs each for FUZZTIME.
+FUZZ_TARGETS := ./cni-plugin/pkg/netconf:FuzzLoad ./cni-plugin/pkg/netconf:FuzzParseIdentity \
+                ./ipam/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
 .PHONY: faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
@@ -67,7 +71,13 @@ test-unit:
 test-integration: build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) $(GOTEST) -timeout 40m ./test/...
 
-test: deps vet build image-rootfs tools
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		go test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*} || exit 1; \
+	done
+
+test: deps vet build image-rootfs tools fuzz
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) $(GOTEST) -timeout 40m ./...
 
 demo: deps build image-rootfs tools

@@ -2,11 +2,11 @@ package harness
 
 import (
 	"context"
-	"io"
-	"log"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
