@@ -26,13 +26,15 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./cni-plugin/pkg/netconf:FuzzLoad ./cni-plugin/pkg/netconf:FuzzParseIdentity \
                 ./ipam/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
 	@echo "make test    build everything and run unit + integration tests (integration needs root)"
 	@echo "make build   static binaries into bin/"
 	@echo "make tools   build the pinned etcd/kube-apiserver/kube-controller-manager (cached)"
+	@echo "make bench   benchmarks vs the ptp + host-local baseline, results/ (root)"
+	@echo "make faults  the long fault-injection run, 1000 cycles (root)"
 
 build: ours third-party
 
@@ -87,6 +89,10 @@ image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
 	for b in $(IMAGE_BINS); do install -m 0755 $(BIN)/$$b $(ROOTFS)/opt/cni/bin/$$b; done
 	install -m 0644 conf/10-calico.conflist.template $(ROOTFS)/etc/kdd-cni/10-calico.conflist.template
+
+# Benchmarks against the ptp + host-local baseline (docs/performance.md).
+bench: deps build tools
+	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/bench -out $(CURDIR)/results
 
 # The long fault-injection run (docs/reliability.md); make test runs a short one.
 FAULT_CYCLES ?= 1000

@@ -85,19 +85,25 @@ func TestDelSurvivesDatastoreFailure(t *testing.T) {
 // annotations of a newer sandbox.
 func TestJournalReplayKeepsGuard(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
-	old := e.newPod("web", false)
-	e.add(old)
-	e.extra["kubernetes"] = map[string]any{"kubeconfig": writeKubeconfigVariant(t, "https://127.0.0.1:6443", "https://127.0.0.1:1")}
-	e.del(old)
-	delete(e.extra, "kubernetes")
+	down := writeKubeconfigVariant(t, "https://127.0.0.1:6443", "https://127.0.0.1:1")
+	// Two sandboxes of the pod come and go during an outage: two entries.
+	// (ADDs use another state dir, or they would replay the first entry.)
 	journalDir := filepath.Join(e.dataDir, "state")
+	for _, p := range []*pod{e.newPod("web", false), e.sandbox("web")} {
+		e.extra["state_dir"] = filepath.Join(e.dataDir, "other-state")
+		e.add(p)
+		e.extra["state_dir"] = journalDir
+		e.extra["kubernetes"] = map[string]any{"kubeconfig": down}
+		e.del(p)
+		delete(e.extra, "kubernetes")
+	}
 	// The newer sandbox's ADD runs with another state dir, so the old
 	// entry is still pending after it.
 	e.extra["state_dir"] = filepath.Join(e.dataDir, "other-state")
 	newer := e.sandbox("web")
 	e.add(newer)
 	e.extra["state_dir"] = journalDir
-	if n := len(e.journal()); n != 1 {
+	if n := len(e.journal()); n != 2 {
 		t.Fatalf("journal entries: %d", n)
 	}
 	if r := e.statusOrGC("STATUS", nil); r.Err != nil {

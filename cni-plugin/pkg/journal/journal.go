@@ -104,14 +104,15 @@ func Forget(dir string, e Entry) error {
 	return nil
 }
 
-// Patcher is the one API call replay needs.
-type Patcher interface {
+// API is what replay needs from the datastore.
+type API interface {
 	PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error
+	GetPod(ctx context.Context, namespace, name string) (*kube.Pod, error)
 }
 
 // Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422
 // (another sandbox owns the annotations) mean there is nothing to clear.
-func Clear(ctx context.Context, api Patcher, namespace, pod, containerID string) error {
+func Clear(ctx context.Context, api API, namespace, pod, containerID string) error {
 	patch, err := wep.ReleasePatch(containerID)
 	if err != nil {
 		return err
@@ -123,25 +124,61 @@ func Clear(ctx context.Context, api Patcher, namespace, pod, containerID string)
 	return err
 }
 
-// Replay sends up to limit pending clears (oldest first) and forgets those
-// that went through. It stops at the first failure: the datastore is still
-// unhealthy, and the next invocation tries again.
-func Replay(ctx context.Context, dir string, api Patcher, limit int) (done int, err error) {
+// Replay settles the pending clears of up to limit pods (oldest first) and
+// forgets them. A pod with one entry costs one guarded PATCH. A pod with
+// several (an outage that outlived many sandboxes) costs a GET to see which
+// sandbox owns the annotations, then that one entry's guarded PATCH; the
+// others are stale by definition. Replay stops at the first failure: the
+// datastore is still unhealthy, and a later invocation tries again.
+func Replay(ctx context.Context, dir string, api API, limit int) (done int, err error) {
 	entries, err := Pending(dir)
 	if err != nil {
 		return 0, err
 	}
+	var order []string
+	byPod := map[string][]Entry{}
 	for _, e := range entries {
+		key := e.Namespace + "/" + e.Pod
+		if byPod[key] == nil {
+			order = append(order, key)
+		}
+		byPod[key] = append(byPod[key], e)
+	}
+	for _, key := range order {
 		if done >= limit {
 			break
 		}
-		if err := Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID); err != nil {
-			return done, fmt.Errorf("failed to replay the annotation clear of %s/%s: %w", e.Namespace, e.Pod, err)
+		group := byPod[key]
+		if err := settle(ctx, api, group); err != nil {
+			return done, fmt.Errorf("failed to replay the annotation clear of %s: %w", key, err)
 		}
-		if err := Forget(dir, e); err != nil {
-			return done, err
+		for _, e := range group {
+			if err := Forget(dir, e); err != nil {
+				return done, err
+			}
 		}
 		done++
 	}
 	return done, nil
+}
+
+func settle(ctx context.Context, api API, group []Entry) error {
+	e := group[0]
+	if len(group) == 1 {
+		return Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+	}
+	pod, err := api.GetPod(ctx, e.Namespace, e.Pod)
+	if errors.Is(err, kube.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	owner := pod.Metadata.Annotations[wep.AnnotationContainerID]
+	for _, e := range group {
+		if e.ContainerID == owner {
+			return Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+		}
+	}
+	return nil // no pending clear concerns the sandbox that owns the annotations
 }
