@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -13,8 +14,14 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
 )
 
-// Namespace switches apply to one OS thread: keep main on its thread.
-func init() { runtime.LockOSThread() }
+// Namespace switches apply to one OS thread: keep main on its thread. The
+// process lives for milliseconds: the GC stays off unless the heap nears
+// the memory limit.
+func init() {
+	runtime.LockOSThread()
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(64 << 20)
+}
 
 func main() {
 	p := plugin.New()

@@ -21,7 +21,8 @@ const (
 
 // CIDRs are a node's podCIDRs, at most one per family.
 type CIDRs struct {
-	V4, V6 string
+	V4 string `json:"v4,omitempty"`
+	V6 string `json:"v6,omitempty"`
 }
 
 // ByFamily splits a Node's spec.podCIDRs into families. nodeName is used in

@@ -52,6 +52,7 @@ type bench struct {
 	plugins []*plugin
 	// results[scenario][plugin][command]
 	results map[string]map[string]map[string][]sample
+	rssrun  string // launcher used by the resource pass
 	mu      sync.Mutex
 	apiMark map[string]float64 // request counters between serialOurs' ADDs and DELs
 }
@@ -60,12 +61,19 @@ func main() {
 	rounds := flag.Int("rounds", 10, "serial rounds (each ADDs then DELs 10 pods per plugin)")
 	waves := flag.Int("waves", 4, "waves per concurrency level")
 	out := flag.String("out", "results", "results directory")
+	flag.StringVar(&logFile, "log", "", "write the plugin's debug log (with per-step timings) here")
+	flag.BoolVar(&quick, "quick", false, "serial and resource passes only")
 	flag.Parse()
 	if err := run(*rounds, *waves, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+var (
+	logFile string
+	quick   bool
+)
 
 func run(rounds, waves int, outDir string) error {
 	if os.Geteuid() != 0 {
@@ -97,7 +105,12 @@ func run(rounds, waves int, outDir string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	level := "info"
+	if logFile != "" {
+		level = "debug"
+	}
 	ours, _ := json.Marshal(map[string]any{
+		"log_level": level, "log_file_path": logFile,
 		"cniVersion": "1.1.0", "name": "bench-calico", "type": "calico", "nodename": node, "mtu": 1500,
 		"datastore_type": "kubernetes", "state_dir": filepath.Join(work, "state"),
 		"kubernetes": map[string]any{"kubeconfig": suite.Kubeconfig},
@@ -107,6 +120,12 @@ func run(rounds, waves int, outDir string) error {
 		"cniVersion": "1.1.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false, "mtu": 1500,
 		"ipam": map[string]any{"type": "host-local", "subnet": "10.251.0.0/20", "dataDir": filepath.Join(work, "base")},
 	})
+	b.rssrun = filepath.Join(work, "rssrun")
+	build := exec.Command("go", "build", "-o", b.rssrun, "./test/bench/rssrun")
+	build.Dir, build.Env = harness.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build rssrun: %w: %s", err, out)
+	}
 	b.plugins = []*plugin{
 		{name: "kdd-cni", binary: filepath.Join(b.bin, "calico"), conf: ours},
 		{name: "baseline", binary: filepath.Join(b.bin, "ptp"), conf: base},
@@ -120,7 +139,9 @@ func run(rounds, waves int, outDir string) error {
 	if err != nil {
 		return err
 	}
+	cpuBefore := b.controlPlaneCPU()
 	b.serialOurs("api", 20)
+	cpCPU := (b.controlPlaneCPU() - cpuBefore) / 20
 	apiAfterAdd := b.apiMark
 	apiAfter, err := b.cp.RequestCounts(ctx)
 	if err != nil {
@@ -129,18 +150,22 @@ func run(rounds, waves int, outDir string) error {
 	api := apiCost{
 		add: harness.CountDelta(apiBefore, apiAfterAdd, "pods", "nodes", "namespaces"),
 		del: harness.CountDelta(apiAfterAdd, apiAfter, "pods", "nodes", "namespaces"),
-		n:   20,
+		n:   20, cpu: cpCPU,
 	}
 	delete(b.results, "api")
 
 	fmt.Println("serial")
 	b.serial("serial", rounds, 10)
-	for _, c := range []int{16, 64} {
-		fmt.Printf("%d concurrent\n", c)
-		b.concurrent(fmt.Sprintf("concurrent-%d", c), c, waves)
+	if !quick {
+		for _, c := range []int{16, 64} {
+			fmt.Printf("%d concurrent\n", c)
+			b.concurrent(fmt.Sprintf("concurrent-%d", c), c, waves)
+		}
+		fmt.Println("burst of 110")
+		b.concurrent("burst-110", 110, 2)
 	}
-	fmt.Println("burst of 110")
-	b.concurrent("burst-110", 110, 2)
+	fmt.Println("resources")
+	b.resources("resources", 3, 10)
 	startup := b.startup(40)
 
 	stamp := time.Now().UTC().Format("20060102-150405")
@@ -169,26 +194,72 @@ func run(rounds, waves int, outDir string) error {
 	return nil
 }
 
+// controlPlaneCPU is the CPU time kube-apiserver and etcd have used so far.
+func (b *bench) controlPlaneCPU() time.Duration {
+	var total time.Duration
+	for name, pid := range b.cp.PIDs() {
+		if name != "kube-apiserver" && name != "etcd" {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name: utime and stime are the 12th and 13th.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		var ut, st int64
+		fmt.Sscan(f[11], &ut)
+		fmt.Sscan(f[12], &st)
+		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	return total
+}
+
 func (b *bench) cleanup() {
 	for _, ns := range b.netns {
 		_ = ns.Close()
 	}
 }
 
-// invoke runs one command as a runtime does and records rusage.
-func (b *bench) invoke(p *plugin, cmd string, pod int) sample {
+// invoke runs one command as a runtime does.
+func (b *bench) invoke(p *plugin, cmd string, pod int) sample { return b.run(p, cmd, pod, false) }
+
+// run execs the plugin; through rssrun, the rusage is the plugin's own.
+func (b *bench) run(p *plugin, cmd string, pod int, viaLauncher bool) sample {
 	c := exec.Command(p.binary)
+	if viaLauncher {
+		c = exec.Command(b.rssrun, p.binary)
+	}
 	c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, fmt.Sprintf("CNI_CONTAINERID=bench-%d", pod),
 		"CNI_NETNS="+b.netns[pod].Path, "CNI_IFNAME=eth0", "CNI_PATH="+b.bin,
-		fmt.Sprintf("CNI_ARGS=K8S_POD_NAMESPACE=%s;K8S_POD_NAME=pod-%d;K8S_POD_UID=u", namespace, pod))
+		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=pod-%d;K8S_POD_UID=u", namespace, pod))
 	c.Stdin = bytes.NewReader(p.conf)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
+	var report *os.File
+	if viaLauncher {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return sample{Err: err.Error()}
+		}
+		defer r.Close()
+		c.ExtraFiles = []*os.File{w}
+		report = r
+		defer w.Close()
+	}
 	start := time.Now()
 	err := b.cp.Run(c)
 	s := sample{Latency: time.Since(start)}
-	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.MaxRSS = ru.Maxrss
+	if report != nil {
+		c.ExtraFiles[0].Close()
+		var ru struct {
+			MaxRSS int64 `json:"maxrss_kb"`
+			CPU    int64 `json:"cpu_ns"`
+		}
+		if jerr := json.NewDecoder(report).Decode(&ru); jerr == nil {
+			s.MaxRSS, s.CPU = ru.MaxRSS, time.Duration(ru.CPU)
+		}
+	} else if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		s.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	if err != nil {
@@ -225,6 +296,22 @@ func (b *bench) serial(scenario string, rounds, n int) {
 			}
 		}
 	}
+}
+
+// resources is a serial pass through rssrun for peak RSS and CPU time.
+func (b *bench) resources(scenario string, rounds, n int) {
+	for r := 0; r < rounds; r++ {
+		for _, p := range b.plugins {
+			for _, cmd := range []string{"ADD", "DEL"} {
+				for i := 0; i < n; i++ {
+					b.record(scenario, p.name, cmd, b.run(p, cmd, i, true))
+				}
+			}
+		}
+	}
+	// The floor: rssrun exec'ing a program that exits at once.
+	floor := b.run(&plugin{name: "floor", binary: "/bin/true"}, "VERSION", 0, true)
+	b.record(scenario, "floor", "exec", floor)
 }
 
 // serialOurs ADDs then DELs n pods with kdd-cni, marking the request

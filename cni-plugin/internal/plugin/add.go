@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -14,14 +13,13 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
-// Add: config → node → IPAM → plan → dataplane → WorkloadEndpoint → result.
-// Every step after IPAM is undone if a later one fails.
+// Add: config → podCIDRs → IPAM → plan → dataplane + WorkloadEndpoint →
+// result. The API work runs beside the kernel work (apiSession); every step
+// after IPAM is undone if a later one fails.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	inv, err := p.begin("ADD", args, true)
 	if err != nil {
@@ -36,16 +34,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
-	api, err := p.api(inv.conf)
+	t := inv.start
+	fams, err := podcidr.Symbols(args.StdinData)
+	if err != nil {
+		return err
+	}
+	session := p.openSession(ctx, inv, fams.Any())
+	ipamConf, confirm, err := p.ipamConfigForAdd(inv, session, fams)
 	if err != nil {
 		return inv.wrap(err)
 	}
-	ipamConf, err := p.ipamConfigForAdd(ctx, inv, api)
-	if err != nil {
-		return inv.wrap(err)
-	}
-	call := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: ipamConf, Args: args}
-	alloc, err := call.Add(ctx)
+	alloc, err := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: ipamConf, Args: args}.Add(ctx)
 	if err != nil {
 		return inv.wrap(err)
 	}
@@ -55,41 +54,80 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 			inv.releaseIPAM(ctx, args)
 		}
 	}()
+	inv.step("ipam", &t)
+	if err := confirm(); err != nil {
+		return inv.wrap(err)
+	}
 	pl, err := p.plan(inv, alloc.IPs)
 	if err != nil {
 		return inv.wrap(err)
 	}
+	session.startEndpointWrite(ctx, inv, pl.Addresses)
 	created, err := dataplane.Setup(pl, args.Netns)
-	if err != nil {
-		return inv.wrap(err)
+	inv.step("dataplane", &t)
+	if epErr := session.endpointWritten(); err != nil || epErr != nil {
+		return inv.wrap(p.undoAdd(ctx, inv, pl, created, err, epErr))
 	}
-	defer func() {
-		if !success {
-			if rerr := dataplane.Remove(pl, created.HostIndex); rerr != nil {
-				inv.log.Warn("rollback: failed to remove interfaces", "err", rerr)
-			}
-		}
-	}()
-	if err := writeEndpoint(ctx, api, inv, pl.Addresses); err != nil {
-		return inv.wrap(err)
-	}
+	inv.step("endpoint", &t)
 	success = true
 	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
 	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
 }
 
-// ipamConfigForAdd resolves usePodCidr from the Node (one GET) when the
-// configuration uses it; otherwise the configuration passes unchanged.
-func (p *Plugin) ipamConfigForAdd(ctx context.Context, inv *invocation, api *kube.Client) ([]byte, error) {
-	fams, err := podcidr.Symbols(inv.args.StdinData)
-	if err != nil || !fams.Any() {
-		return inv.args.StdinData, err
+// undoAdd rolls back what the dataplane and the PATCH did when either
+// failed, and returns the error to report.
+func (p *Plugin) undoAdd(ctx context.Context, inv *invocation, pl plan.Plan, created dataplane.Result, setupErr, epErr error) error {
+	if setupErr == nil {
+		if err := dataplane.Remove(pl, created.HostIndex); err != nil {
+			inv.log.Warn("rollback: failed to remove interfaces", "err", err)
+		}
+		return epErr
 	}
-	cidrs, err := datastore.NodePodCIDRs(ctx, p.Env, inv.conf, api)
+	if epErr == nil { // the annotations went out for a network that failed
+		if err := p.clearEndpoint(context.WithoutCancel(ctx), inv); err != nil {
+			inv.log.Warn("rollback: failed to clear the annotations", "err", err)
+		}
+	}
+	return setupErr
+}
+
+// ipamConfigForAdd resolves usePodCidr. With cached podCIDRs host-local runs
+// at once and confirm checks them against the API server before anything is
+// written (a mismatch fails the ADD and refreshes the cache); without a
+// cache it waits for the node. Configurations without usePodCidr pass as-is.
+func (p *Plugin) ipamConfigForAdd(inv *invocation, s *apiSession, fams podcidr.Families) ([]byte, func() error, error) {
+	noop := func() error { return nil }
+	if !fams.Any() {
+		return inv.args.StdinData, noop, nil
+	}
+	nodename, err := inv.conf.ResolveNodename(p.Env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return podcidr.Rewrite(inv.args.StdinData, cidrs)
+	node := inv.conf.PodCIDRNode(nodename)
+	cached, ok := datastore.CachedPodCIDRs(inv.conf.StateDir, node)
+	if !ok {
+		cidrs, err := s.nodeCIDRs()
+		if err != nil {
+			return nil, nil, err
+		}
+		_ = datastore.StorePodCIDRs(inv.conf.StateDir, node, cidrs)
+		conf, err := podcidr.Rewrite(inv.args.StdinData, cidrs)
+		return conf, noop, err
+	}
+	conf, err := podcidr.Rewrite(inv.args.StdinData, cached)
+	confirm := func() error {
+		cidrs, err := s.nodeCIDRs()
+		if err != nil {
+			return err
+		}
+		if cidrs != cached {
+			_ = datastore.StorePodCIDRs(inv.conf.StateDir, node, cidrs)
+			return fmt.Errorf("node %q podCIDRs changed from %+v to %+v (the Node was re-created?): retry the ADD", node, cached, cidrs)
+		}
+		return nil
+	}
+	return conf, confirm, err
 }
 
 // plan derives the kernel state for the allocated IPs.
@@ -110,18 +148,6 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig) (plan.Plan, err
 		IncludeDefaultRoutes: inv.conf.IncludeDefaultRoutes,
 		AllowIPForwarding:    inv.conf.ContainerSettings.AllowIPForwarding,
 	})
-}
-
-// writeEndpoint records the WorkloadEndpoint: one PATCH of pods/status.
-func writeEndpoint(ctx context.Context, api *kube.Client, inv *invocation, addrs []net.IPNet) error {
-	patch, err := wep.AddPatch(addrs, inv.args.ContainerID)
-	if err != nil {
-		return err
-	}
-	if err := api.PatchPodStatus(ctx, inv.id.Namespace, inv.id.Pod, kube.StrategicMergePatch, patch); err != nil {
-		return fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)
-	}
-	return nil
 }
 
 // releaseIPAM is ADD's rollback of the allocation; it gets its own time

@@ -14,10 +14,11 @@ import (
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
-// Del: clear the WorkloadEndpoint (if this sandbox still owns it) → delete
-// the interface → release the addresses. Each step runs whatever the
-// previous one said: a datastore that is down, slow or refusing never keeps
-// the interface or the lease, and never fails the DEL (the clear is
+// Del: clear the WorkloadEndpoint (if this sandbox still owns it), while
+// deleting the interface → release the addresses once the clear is done
+// (so Felix drops the IP before it can be reused). Each step runs whatever
+// the previous one said: a datastore that is down, slow or refusing never
+// keeps the interface or the lease, and never fails the DEL (the clear is
 // journaled and replayed later). Anything already gone is success.
 func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	inv, err := p.begin("DEL", args, false)
@@ -33,9 +34,15 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
-	epErr := p.clearEndpoint(ctx, inv)
+	t := time.Now()
+	cleared := make(chan error, 1)
+	go func() { cleared <- p.clearEndpoint(ctx, inv) }()
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, teardownTimeout)
+	inv.step("teardown", &t)
+	epErr := <-cleared
+	inv.step("endpoint", &t)
 	ipamErr := releaseCall(inv, args).Del(ctx)
+	inv.step("ipam", &t)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
 }
 

@@ -119,6 +119,12 @@ func (p *Plugin) lockPod(ctx context.Context, inv *invocation) (*podlock.Lock, e
 	return podlock.Acquire(ctx, naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod))
 }
 
+// step logs how long a named step took (debug level), and restarts the clock.
+func (inv *invocation) step(name string, since *time.Time) {
+	inv.log.Debug("step", "name", name, "took", time.Since(*since))
+	*since = time.Now()
+}
+
 // end logs the outcome once and closes the log.
 func (inv *invocation) end(err error) {
 	if err != nil {

@@ -6,7 +6,11 @@ package datastore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
@@ -68,4 +72,45 @@ func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []
 		return err
 	}
 	return fams.Check(node, byFamily)
+}
+
+// The node's podCIDRs are cached on the node: Kubernetes never changes a
+// Node's podCIDRs once set, so ADD can allocate from the cache while it
+// confirms them with the API server in parallel (and fails, refreshing the
+// cache, in the rare case the Node was re-created with other CIDRs).
+func cachePath(stateDir, node string) string {
+	return filepath.Join(stateDir, "podcidrs", node+".json")
+}
+
+// CachedPodCIDRs reads the cache; ok is false when there is none.
+func CachedPodCIDRs(stateDir, node string) (podcidr.CIDRs, bool) {
+	var c podcidr.CIDRs
+	b, err := os.ReadFile(cachePath(stateDir, node))
+	if err != nil || json.Unmarshal(b, &c) != nil || (c.V4 == "" && c.V6 == "") {
+		return podcidr.CIDRs{}, false
+	}
+	return c, true
+}
+
+// StorePodCIDRs writes the cache atomically.
+func StorePodCIDRs(stateDir, node string, c podcidr.CIDRs) error {
+	path := cachePath(stateDir, node)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(b)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -51,7 +51,9 @@ func (c *Client) NodePodCIDRs(ctx context.Context, node string) ([]string, error
 			PodCIDRs []string `json:"podCIDRs"`
 		} `json:"spec"`
 	}
-	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
+	// resourceVersion=0: served from the apiserver's watch cache, no etcd
+	// read; podCIDRs never change once set, so any version will do.
+	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node)+"?resourceVersion=0", "", nil, &n); err != nil {
 		return nil, err
 	}
 	if len(n.Spec.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
