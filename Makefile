@@ -26,7 +26,7 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./cni-plugin/pkg/netconf:FuzzLoad ./cni-plugin/pkg/netconf:FuzzParseIdentity \
                 ./ipam/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: e2e bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -89,6 +89,12 @@ image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
 	for b in $(IMAGE_BINS); do install -m 0755 $(BIN)/$$b $(ROOTFS)/opt/cni/bin/$$b; done
 	install -m 0644 conf/10-calico.conflist.template $(ROOTFS)/etc/kdd-cni/10-calico.conflist.template
+
+# End to end: kubelet + containerd + runc on a single node (root).
+e2e: deps build image-rootfs
+	@command -v containerd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc; }
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh etcd kube-apiserver kube-controller-manager kubelet) \
+		$(GOTEST) -v -timeout 30m ./test/e2e
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools

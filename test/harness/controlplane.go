@@ -61,7 +61,7 @@ type ControlPlane struct {
 
 	pki       *pki
 	launcher  *launcher
-	processes []*process
+	processes []*Process
 	tools     string
 	opts      Options
 }
@@ -244,7 +244,7 @@ func (cp *ControlPlane) startControllerManager(tools string, opts Options) error
 }
 
 // waitFor polls ready until it holds, the process exits, or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, p *process, ready func() bool) error {
+func waitFor(ctx context.Context, timeout time.Duration, p *Process, ready func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if ready() {
@@ -314,4 +314,21 @@ func (cp *ControlPlane) StopAPIServer() error {
 // StartAPIServer starts kube-apiserver again and waits until it is ready.
 func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 	return cp.startAPIServer(ctx, cp.tools, cp.opts)
+}
+
+// StartProcess starts a long-running program in the node namespace (killed
+// with the test process if that dies); its log is in Dir/<name>.log.
+func (cp *ControlPlane) StartProcess(name, bin string, args ...string) (*Process, error) {
+	return startProcess(cp.launcher, cp.Dir, name, bin, args...)
+}
+
+// NodeKubeconfig writes a kubeconfig for the kubelet of node
+// (CN=system:node:<node>, O=system:nodes), as the Node authorizer expects.
+func (cp *ControlPlane) NodeKubeconfig(node string) (string, error) {
+	cert, key, err := cp.pki.issue("kubelet-"+node, "system:node:"+node, []string{"system:nodes"}, nil, nil, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cp.Dir, "kubelet-"+node+".kubeconfig")
+	return path, cp.writeCertKubeconfig(path, cert, key)
 }

@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// process is a long-running child (etcd, kube-apiserver, ...) started by the
+// Process is a long-running child (etcd, kube-apiserver, ...) started by the
 // harness. It is stopped by PID only.
-type process struct {
+type Process struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
@@ -21,7 +21,7 @@ type process struct {
 	waitErr error
 }
 
-func startProcess(l *launcher, dir, name, bin string, args ...string) (*process, error) {
+func startProcess(l *launcher, dir, name, bin string, args ...string) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -35,15 +35,15 @@ func startProcess(l *launcher, dir, name, bin string, args ...string) (*process,
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
 	}
 	logFile.Close() // the child holds its own descriptor
-	p := &process{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); close(p.exited) }()
 	return p, nil
 }
 
 // PID of the child.
-func (p *process) PID() int { return p.cmd.Process.Pid }
+func (p *Process) PID() int { return p.cmd.Process.Pid }
 
-func (p *process) running() bool {
+func (p *Process) running() bool {
 	select {
 	case <-p.exited:
 		return false
@@ -52,8 +52,16 @@ func (p *process) running() bool {
 	}
 }
 
-// stop sends SIGTERM, then SIGKILL after grace, and waits for the exit.
-func (p *process) stop(grace time.Duration) error {
+// Stop sends SIGTERM, then SIGKILL after grace, and waits for the exit.
+func (p *Process) Stop(grace time.Duration) error { return p.stop(grace) }
+
+// Running reports whether the process is alive.
+func (p *Process) Running() bool { return p.running() }
+
+// Tail returns the last n bytes of the process log.
+func (p *Process) Tail(n int) string { return p.tail(n) }
+
+func (p *Process) stop(grace time.Duration) error {
 	if !p.running() {
 		return nil
 	}
@@ -71,8 +79,8 @@ func (p *process) stop(grace time.Duration) error {
 	return nil
 }
 
-// tail returns the last n bytes of the process log.
-func (p *process) tail(n int) string {
+// tail returns the last n bytes of the Process log.
+func (p *Process) tail(n int) string {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return err.Error()
@@ -86,9 +94,9 @@ func (p *process) tail(n int) string {
 	return string(b)
 }
 
-var errExited = errors.New("process exited")
+var errExited = errors.New("Process exited")
 
 // exitError describes an early exit with the end of the log.
-func (p *process) exitError() error {
+func (p *Process) exitError() error {
 	return fmt.Errorf("%w: %s: %v\n%s", errExited, p.name, p.waitErr, p.tail(2000))
 }

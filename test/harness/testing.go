@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -67,4 +68,9 @@ func (cp *ControlPlane) DoInNode(fn func() error) error {
 	var err error
 	cp.launcher.run(func() { err = fn() })
 	return err
+}
+
+// DialContext opens a connection from inside the node namespace.
+func (cp *ControlPlane) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return cp.launcher.dial(ctx, network, addr)
 }

@@ -16,15 +16,18 @@ import (
 
 // Config is everything install-cni needs.
 type Config struct {
-	HostRoot   string // CNI_HOST_ROOT: where the host's / is mounted (default /host)
-	BinSrcDir  string // CNI_BIN_SRC_DIR: the binaries to install (default /opt/cni/bin)
-	NetDir     string // CNI_NET_DIR: the host's CNI config dir, as written into the conflist
-	ConfName   string // CNI_CONF_NAME
-	OldConf    string // CNI_OLD_CONF_NAME: removed when different from ConfName
-	Template   string // CNI_NETWORK_CONFIG, or the contents of CNI_NETWORK_CONFIG_FILE
-	SkipBins   map[string]bool
-	UpdateBins bool // UPDATE_CNI_BINARIES
-	Sleep      bool // SLEEP: stay running and keep the token fresh
+	HostRoot  string // CNI_HOST_ROOT: where the host's / is mounted (default /host)
+	BinSrcDir string // CNI_BIN_SRC_DIR: the binaries to install (default /opt/cni/bin)
+	NetDir    string // CNI_NET_DIR: the host's CNI config dir, as written into the conflist
+	ConfName  string // CNI_CONF_NAME
+	OldConf   string // CNI_OLD_CONF_NAME: removed when different from ConfName
+	Template  string // CNI_NETWORK_CONFIG, or the contents of CNI_NETWORK_CONFIG_FILE
+	// ConfVersion overrides the conflist's cniVersion (CNI_CONF_VERSION):
+	// runtimes before containerd 2.0 reject 1.1.0 results.
+	ConfVersion string
+	SkipBins    map[string]bool
+	UpdateBins  bool // UPDATE_CNI_BINARIES
+	Sleep       bool // SLEEP: stay running and keep the token fresh
 
 	MTU           int    // CNI_MTU
 	NodeName      string // KUBERNETES_NODE_NAME
@@ -123,6 +126,12 @@ func Load(getenv func(string) string, readFile func(string) ([]byte, error), hos
 		if b = strings.TrimSpace(b); b != "" {
 			c.SkipBins[b] = true
 		}
+	}
+	c.ConfVersion = str("CNI_CONF_VERSION", "")
+	switch c.ConfVersion {
+	case "", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0":
+	default:
+		errs = append(errs, fmt.Errorf("invalid CNI_CONF_VERSION=%q: want one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0", c.ConfVersion))
 	}
 	ttl := str("CNI_TOKEN_TTL", "24h")
 	if d, err := time.ParseDuration(ttl); err != nil || d < 10*time.Minute {

@@ -42,7 +42,7 @@ func TestBadValues(t *testing.T) {
 		"SLEEP": "maybe", "UPDATE_CNI_BINARIES": "yes please", "CNI_MTU": "big", "CNI_TOKEN_TTL": "1m",
 		"DATASTORE_TYPE": "etcdv3", "KUBERNETES_SERVICE_PROTOCOL": "ftp", "KUBERNETES_SERVICE_PORT": "0",
 		"CNI_CONF_NAME": "../evil", "CNI_NET_DIR": "relative", "CNI_NETWORK_CONFIG_FILE": "/missing",
-		"LOG_FILE_MAX_SIZE": "-1",
+		"LOG_FILE_MAX_SIZE": "-1", "CNI_CONF_VERSION": "2.0.0",
 	} {
 		_, err := load(map[string]string{k: v})
 		if err == nil || !strings.Contains(err.Error(), k) {

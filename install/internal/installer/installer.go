@@ -131,6 +131,9 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	if conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion); err != nil {
+		return time.Time{}, err
+	}
 	if err := writeAtomic(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
 		return time.Time{}, err
 	}

@@ -3,6 +3,7 @@
 package render
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -65,6 +66,21 @@ func hostPort(server string) (string, string, bool) {
 // UsesToken reports whether the template embeds the CNI token (then the
 // conflist must be rewritten when the token is refreshed).
 func UsesToken(template string) bool { return strings.Contains(template, "__SERVICEACCOUNT_TOKEN__") }
+
+// WithVersion sets the conflist's cniVersion (empty: unchanged).
+func WithVersion(conflist []byte, version string) ([]byte, error) {
+	if version == "" {
+		return conflist, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(conflist))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, errors.New("failed to set the conflist's cniVersion: not a JSON object")
+	}
+	m["cniVersion"] = version
+	return json.MarshalIndent(m, "", "  ")
+}
 
 // Conflist replaces every placeholder and validates the JSON. An unknown
 // placeholder is an error, never left in the file.

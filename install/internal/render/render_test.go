@@ -82,3 +82,13 @@ func TestKubeconfigLoads(t *testing.T) {
 		t.Error("insecure")
 	}
 }
+
+func TestWithVersion(t *testing.T) {
+	out, err := WithVersion([]byte(`{"name":"n","cniVersion":"1.1.0","plugins":[{"type":"calico","mtu":1500}]}`), "1.0.0")
+	if err != nil || !strings.Contains(string(out), `"cniVersion": "1.0.0"`) || !strings.Contains(string(out), `"mtu": 1500`) {
+		t.Errorf("%s %v", out, err)
+	}
+	if same, _ := WithVersion([]byte(`{"a":1}`), ""); string(same) != `{"a":1}` {
+		t.Error("empty version must leave the conflist alone")
+	}
+}

@@ -1,0 +1,90 @@
+// Package e2e proves kdd-cni where it runs for real: a kubelet and containerd
+// (runc) on a single-node cluster on loopback, calling the plugin that
+// install-cni installed. Root only; `make e2e`.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+const namespace = "e2e"
+
+var (
+	cp         *harness.ControlPlane
+	rootfs     string
+	image      string // OCI archive of the agent image
+	kubeletBin string
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e tests skipped: they need root")
+		os.Exit(m.Run())
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	for _, b := range []string{"containerd", "runc", "ctr"} {
+		if _, err := exec.LookPath(b); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e needs %s (apt-get install containerd runc; make e2e installs them)\n", b)
+			return 1
+		}
+	}
+	tools, err := harness.ToolsDir()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if kubeletBin = filepath.Join(tools, "kubelet"); !exists(kubeletBin) {
+		out, err := exec.Command(filepath.Join(harness.RepoRoot(), "test/tools/build.sh"), "kubelet").Output()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "build kubelet:", err)
+			return 1
+		}
+		kubeletBin = filepath.Join(strings.TrimSpace(string(out)), "kubelet")
+	}
+	if rootfs, err = harness.RootFS(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	work, err := os.MkdirTemp("", "kddcni-e2e-image-")
+	if err != nil {
+		return 1
+	}
+	defer os.RemoveAll(work)
+	if image, err = buildImage(work); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	cp, err = harness.Start(ctx, harness.Options{ControllerManager: true, ClusterCIDR: "10.244.0.0/16"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cp.Stop()
+	if err := cp.AddUplink(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := cp.CreateNamespace(ctx, namespace); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, cp.Logs(3000))
+	}
+	return code
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -1,0 +1,354 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+// node is a single-node cluster's node: containerd + kubelet in the node
+// network namespace, with kdd-cni installed by install-cni.
+type node struct {
+	t            *testing.T
+	name         string
+	dir          string
+	hostRoot     string // what install-cni sees as the host's /
+	sock         string
+	leases       string
+	stateDir     string
+	cgroupRoot   string
+	containerd   *harness.Process
+	kubelet      *harness.Process
+	netnsAtStart map[string]bool
+}
+
+func (n *node) netDir() string { return filepath.Join(n.hostRoot, "etc/cni/net.d") }
+func (n *node) binDir() string { return filepath.Join(n.hostRoot, "opt/cni/bin") }
+
+func startNode(t *testing.T, name string) *node {
+	dir, err := os.MkdirTemp("", "kddcni-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, name: name, dir: dir, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
+		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
+		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d", os.Getpid()), netnsAtStart: netnsNames()}
+	t.Cleanup(n.teardown)
+	n.installCNI()
+	n.startContainerd()
+	n.startKubelet()
+	return n
+}
+
+// installCNI runs install-cni from the image tree with the manifests' RBAC
+// and its own (minting-only) identity, as the DaemonSet would.
+func (n *node) installCNI() {
+	ctx := context.Background()
+	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml"} {
+		if err := cp.ApplyManifest(ctx, harness.Manifest(m), false); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+	kc := filepath.Join(n.dir, "installer.kubeconfig")
+	if err := cp.ServiceAccountKubeconfig(ctx, kc, "kube-system", "kdd-cni-node", 3600); err != nil {
+		n.t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`,
+		fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, n.leases), 1)
+	conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, n.stateDir), 1)
+	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
+	cmd.Env = []string{
+		"CNI_HOST_ROOT=" + n.hostRoot, "CNI_BIN_SRC_DIR=" + filepath.Join(rootfs, "opt/cni/bin"),
+		"CNI_NET_DIR=" + n.netDir(), "CNI_NETWORK_CONFIG=" + conf, "KUBECONFIG=" + kc,
+		"POD_NAMESPACE=kube-system", "KUBERNETES_NODE_NAME=" + n.name, "SLEEP=false",
+		"LOG_LEVEL=debug", "LOG_FILE_PATH=" + filepath.Join(n.dir, "cni.log"),
+		"CNI_CONF_VERSION=1.0.0", // containerd 1.6 (Debian's) rejects 1.1.0 results
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cp.Run(cmd); err != nil {
+		n.t.Fatalf("install-cni: %v\n%s", err, out.String())
+	}
+}
+
+func (n *node) startContainerd() {
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+    max_conf_num = 1
+`, filepath.Join(n.dir, "containerd-root"), filepath.Join(n.dir, "containerd-state"), n.sock, Image,
+		filepath.Join(n.dir, "runc"), n.binDir(), n.netDir())
+	path := filepath.Join(n.dir, "containerd.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	var err error
+	if n.containerd, err = cp.StartProcess("containerd", "containerd", "--config", path); err != nil {
+		n.t.Fatal(err)
+	}
+	n.waitFor("containerd socket", 30*time.Second, func() bool {
+		return exec.Command("ctr", "-a", n.sock, "version").Run() == nil
+	})
+	if out, err := exec.Command("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", image).CombinedOutput(); err != nil {
+		n.t.Fatalf("import image: %v\n%s", err, out)
+	}
+}
+
+// makeCgroupRoot creates the kubelet's cgroup root in every v1 hierarchy
+// (a new cpuset starts empty: give it the parent's CPUs and memory nodes).
+func (n *node) makeCgroupRoot() {
+	hierarchies, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hierarchies {
+		base := filepath.Join("/sys/fs/cgroup", h.Name())
+		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+			continue
+		}
+		dir := filepath.Join(base, n.cgroupRoot)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			n.t.Fatalf("create cgroup %s: %v", dir, err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if b, err := os.ReadFile(filepath.Join(base, f)); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, f), b, 0o644)
+			}
+		}
+	}
+}
+
+func (n *node) startKubelet() {
+	n.makeCgroupRoot()
+	kc, err := cp.NodeKubeconfig(n.name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	root := filepath.Join(n.dir, "kubelet")
+	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: %s
+failSwapOn: false
+enforceNodeAllocatable: []
+containerRuntimeEndpoint: unix://%s
+address: 127.0.0.1
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+resolvConf: ""
+podLogsDirectory: %s
+maxPods: 110
+evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+`, n.cgroupRoot, n.sock, filepath.Join(n.dir, "pod-logs"))
+	path := filepath.Join(n.dir, "kubelet.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	if n.kubelet, err = cp.StartProcess("kubelet", kubeletBin, "--config="+path, "--kubeconfig="+kc,
+		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+harness.NodeIP.IP.String(), "--v=1"); err != nil {
+		n.t.Fatal(err)
+	}
+	n.waitFor("node Ready with a podCIDR", 90*time.Second, func() bool {
+		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
+		if err != nil || len(nd.Spec.PodCIDRs) == 0 {
+			return false
+		}
+		for _, c := range nd.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (n *node) waitFor(what string, timeout time.Duration, ok func() bool) {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		for _, p := range []*harness.Process{n.kubelet, n.containerd} {
+			if p != nil && !p.Running() {
+				n.t.Fatalf("waiting for %s: a daemon exited:\n%s", what, p.Tail(4000))
+			}
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("timed out waiting for %s\n--- kubelet ---\n%s\n--- containerd ---\n%s", what, tail(n.kubelet), tail(n.containerd))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(p *harness.Process) string {
+	if p == nil {
+		return ""
+	}
+	return p.Tail(4000)
+}
+
+// restartContainerd and restartKubelet stop and start the daemons.
+func (n *node) restartContainerd() {
+	if err := n.containerd.Stop(20 * time.Second); err != nil {
+		n.t.Fatal(err)
+	}
+	n.startContainerd()
+}
+
+func (n *node) restartKubelet() {
+	if err := n.kubelet.Stop(20 * time.Second); err != nil {
+		n.t.Fatal(err)
+	}
+	n.startKubelet()
+}
+
+// teardown removes everything, also after a failure: pods (so the kubelet
+// runs CNI DEL), the kubelet, leftover containers, containerd, mounts,
+// namespaces and cgroups. Processes are ended by PID.
+func (n *node) teardown() {
+	ctx := context.Background()
+	if n.kubelet != nil && n.kubelet.Running() {
+		pods, _ := cp.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+		zero := int64(0)
+		for _, p := range pods.Items {
+			_ = cp.Admin.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if l, err := cp.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{}); err == nil && len(l.Items) == 0 {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		_ = n.kubelet.Stop(20 * time.Second)
+	}
+	// Containers the kubelet did not stop: kill them through runc, then
+	// the shims our containerd started (found by its socket address).
+	runcRoot := filepath.Join(n.dir, "runc", "k8s.io")
+	if out, err := exec.Command("runc", "--root", runcRoot, "list", "-q").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command("runc", "--root", runcRoot, "kill", id, "KILL").Run()
+			_ = exec.Command("runc", "--root", runcRoot, "delete", "--force", id).Run()
+		}
+	}
+	if n.containerd != nil {
+		_ = n.containerd.Stop(20 * time.Second)
+	}
+	for _, pid := range pidsWithArg(n.sock) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	unmountUnder(n.dir)
+	for name := range netnsNames() {
+		if !n.netnsAtStart[name] && strings.HasPrefix(name, "cni-") {
+			_ = syscall.Unmount(filepath.Join("/run/netns", name), syscall.MNT_DETACH)
+			_ = os.Remove(filepath.Join("/run/netns", name))
+		}
+	}
+	removeCgroups(n.cgroupRoot)
+	if err := os.RemoveAll(n.dir); err != nil {
+		n.t.Errorf("remove %s: %v", n.dir, err)
+	}
+}
+
+func netnsNames() map[string]bool {
+	m := map[string]bool{}
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		m[e.Name()] = true
+	}
+	return m
+}
+
+// pidsWithArg lists processes whose command line contains arg.
+func pidsWithArg(arg string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), arg) && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unmountUnder lazily unmounts every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	for _, m := range mounts {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+// removeCgroups removes the kubelet's cgroup tree in every v1 hierarchy.
+func removeCgroups(root string) {
+	hierarchies, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hierarchies {
+		base := filepath.Join("/sys/fs/cgroup", h.Name(), root)
+		var dirs []string
+		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+		for _, d := range dirs {
+			_ = syscall.Rmdir(d)
+		}
+	}
+}
