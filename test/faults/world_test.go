@@ -431,6 +431,7 @@ func (w *world) check() figures {
 // GC with the live sandboxes, as a runtime does periodically.
 func (w *world) heal(proxy *harness.FaultProxy) {
 	proxy.Set(harness.Fault{})
+	time.Sleep(2500 * time.Millisecond) // deferred clears become due
 	var valid []map[string]string
 	for _, sb := range w.live {
 		valid = append(valid, map[string]string{"containerID": sb.id, "ifname": "eth0"})

@@ -13,6 +13,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
@@ -34,6 +35,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
+	if err := journal.MarkAdding(inv.conf.AddingDir(), args.ContainerID); err != nil {
+		return inv.wrap(fmt.Errorf("failed to mark the ADD in %s: %w", inv.conf.AddingDir(), err))
+	}
+	defer journal.DoneAdding(inv.conf.AddingDir(), args.ContainerID)
 	t := inv.start
 	fams, err := podcidr.Symbols(args.StdinData)
 	if err != nil {

@@ -40,6 +40,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, teardownTimeout)
 	inv.step("teardown", &t)
 	epErr := <-cleared
+	if epErr == nil && inv.hasPod && journal.WasInterrupted(inv.conf.AddingDir(), args.ContainerID) {
+		epErr = p.deferClear(inv)
+	}
 	inv.step("endpoint", &t)
 	ipamErr := releaseCall(inv, args).Del(ctx)
 	inv.step("ipam", &t)
@@ -69,6 +72,17 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 		return fmt.Errorf("failed to clear the WorkloadEndpoint annotations (%w) and to journal it: %w", err, jerr)
 	}
 	return nil
+}
+
+// deferClear journals a second, deferred clear for a sandbox whose ADD was
+// killed: its annotation PATCH may still land after this DEL's clear.
+func (p *Plugin) deferClear(inv *invocation) error {
+	inv.log.Info("the ADD of this sandbox was interrupted; journaling a deferred annotation clear")
+	now := time.Now()
+	return journal.Record(inv.conf.JournalDir(), journal.Entry{
+		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: "ADD interrupted",
+	})
 }
 
 // releaseCall is the IPAM call that frees this container's addresses. The

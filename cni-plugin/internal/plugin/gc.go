@@ -9,6 +9,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
 )
@@ -35,6 +36,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, func(id, ifName string) bool {
 		return valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
 	})
+	liveIDs := map[string]bool{}
+	for a := range valid {
+		liveIDs[a.ContainerID] = true
+	}
+	journal.ForgetMarkersExcept(inv.conf.AddingDir(), func(id string) bool { return liveIDs[id] })
 	inv.log.Info("garbage collected", "valid", len(valid), "leasesReleased", len(released), "linksRemoved", removed)
 	return errors.Join(ipamErr, linkErr)
 }

@@ -30,6 +30,9 @@ type Entry struct {
 	ContainerID string    `json:"containerID"`
 	Recorded    time.Time `json:"recorded"`
 	Reason      string    `json:"reason"`
+	// NotBefore defers the replay (e.g. until a killed ADD's PATCH, still
+	// in flight, has surely landed).
+	NotBefore time.Time `json:"notBefore,omitempty"`
 }
 
 func (e Entry) file() string {
@@ -137,7 +140,11 @@ func Replay(ctx context.Context, dir string, api API, limit int) (done int, err 
 	}
 	var order []string
 	byPod := map[string][]Entry{}
+	now := time.Now()
 	for _, e := range entries {
+		if now.Before(e.NotBefore) {
+			continue
+		}
 		key := e.Namespace + "/" + e.Pod
 		if byPod[key] == nil {
 			order = append(order, key)
@@ -181,4 +188,38 @@ func settle(ctx context.Context, api API, group []Entry) error {
 		}
 	}
 	return nil // no pending clear concerns the sandbox that owns the annotations
+}
+
+// Sandboxes whose ADD is running are marked on the node. A marker that
+// outlives its ADD means the ADD was killed, possibly with its annotation
+// PATCH still in flight: the DEL of that sandbox then journals a deferred
+// clear, so a PATCH that lands after the DEL is still undone.
+
+func markerPath(dir, containerID string) string { return filepath.Join(dir, containerID) }
+
+// MarkAdding records that an ADD of containerID is running.
+func MarkAdding(dir, containerID string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(markerPath(dir, containerID), nil, 0o600)
+}
+
+// DoneAdding removes the marker.
+func DoneAdding(dir, containerID string) { os.Remove(markerPath(dir, containerID)) }
+
+// WasInterrupted reports (and clears) a marker left by a killed ADD.
+func WasInterrupted(dir, containerID string) bool {
+	err := os.Remove(markerPath(dir, containerID))
+	return err == nil
+}
+
+// ForgetMarkersExcept removes markers of sandboxes keep rejects (GC).
+func ForgetMarkersExcept(dir string, keep func(containerID string) bool) {
+	des, _ := os.ReadDir(dir)
+	for _, d := range des {
+		if !keep(d.Name()) {
+			os.Remove(filepath.Join(dir, d.Name()))
+		}
+	}
 }

@@ -229,3 +229,6 @@ func ValidAttachments(stdin []byte) (valid map[types.GCAttachment]bool, given bo
 
 // JournalDir holds pending annotation clears.
 func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }
+
+// AddingDir holds the markers of running ADDs.
+func (c *NetConf) AddingDir() string { return c.StateDir + "/adding" }
