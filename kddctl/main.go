@@ -61,7 +61,7 @@ func run(args []string, out io.Writer) (int, error) {
 }
 
 func client(kubeconfig string) (*kube.Client, error) {
-	env := netconf.Env{Getenv: os.Getenv}
+	env := netconf.OSEnv()
 	conf := &netconf.NetConf{}
 	conf.Kubernetes.Kubeconfig = kubeconfig
 	if ds := conf.Datastore(env); ds != netconf.DatastoreKubernetes {

@@ -28,23 +28,7 @@ var Versions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 var suite *harness.Suite
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("conformance tests skipped: they need root for network namespaces")
-		os.Exit(m.Run())
-	}
-	var err error
-	if suite, err = harness.StartSuite(context.Background(), harness.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, suite.CP.Logs(3000))
-	}
-	if err := suite.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	os.Exit(harness.RunSuite(m, harness.Options{}, func(s *harness.Suite) error { suite = s; return nil }))
 }
 
 func TestVersionOutput(t *testing.T) {

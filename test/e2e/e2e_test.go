@@ -92,20 +92,9 @@ func getPod(t *testing.T, name string) *corev1.Pod {
 	return p
 }
 
-// leases: IP → container ID, from host-local's store.
+// leaseOwners: IP → container ID, from host-local's store.
 func (n *node) leaseOwners() map[string]string {
-	m := map[string]string{}
-	dir := filepath.Join(n.leases, "k8s-pod-network")
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if net.ParseIP(e.Name()) == nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		id, _, _ := strings.Cut(string(b), "\r\n")
-		m[e.Name()] = strings.TrimSpace(id)
-	}
-	return m
+	return harness.HostLocalLeases(n.leases, "k8s-pod-network")
 }
 
 func caliLinks(t *testing.T) []string {

@@ -5,8 +5,6 @@
 package faults
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
 
@@ -16,21 +14,5 @@ import (
 var suite *harness.Suite
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("fault tests skipped: they need root for network namespaces")
-		os.Exit(m.Run())
-	}
-	var err error
-	if suite, err = harness.StartSuite(context.Background(), harness.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, suite.CP.Logs(2000))
-	}
-	if err := suite.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	os.Exit(harness.RunSuite(m, harness.Options{}, func(s *harness.Suite) error { suite = s; return nil }))
 }

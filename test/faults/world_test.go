@@ -314,20 +314,7 @@ func (w *world) concurrentAdds(pod string) {
 	w.live[pod] = winner
 }
 
-func (w *world) leases() map[string]string {
-	out := map[string]string{}
-	dir := filepath.Join(w.dataDir, networkName)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if net.ParseIP(e.Name()) == nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		id, _, _ := strings.Cut(string(b), "\r\n")
-		out[e.Name()] = strings.TrimSpace(id)
-	}
-	return out
-}
+func (w *world) leases() map[string]string { return harness.HostLocalLeases(w.dataDir, networkName) }
 
 func (w *world) caliLinks() []netlink.Link {
 	var out []netlink.Link

@@ -2,7 +2,12 @@ package harness
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"strings"
+	"testing"
 )
 
 // Suite is what a test package shares: a control plane whose node namespace
@@ -36,3 +41,53 @@ func StartSuite(ctx context.Context, opts Options) (s *Suite, err error) {
 
 // Stop stops the control plane.
 func (s *Suite) Stop() error { return s.CP.Stop() }
+
+// RunSuite is a test package's TestMain body: without root it runs the tests
+// (which skip); with root it starts a Suite, runs setup, runs the tests,
+// prints the control-plane logs on failure, and stops the Suite.
+func RunSuite(m *testing.M, opts Options, setup func(*Suite) error) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping: these tests need root for network namespaces (run `sudo make test`)")
+		return m.Run()
+	}
+	s, err := StartSuite(context.Background(), opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := s.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		}
+	}()
+	if setup != nil {
+		if err := setup(s); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, s.CP.Logs(3000))
+	}
+	return code
+}
+
+// HostLocalLeases reads host-local's store for a network: IP → container ID.
+func HostLocalLeases(dataDir, network string) map[string]string {
+	out := map[string]string{}
+	dir := filepath.Join(dataDir, network)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) == nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		id, _, _ := strings.Cut(string(b), "\n")
+		out[e.Name()] = strings.TrimSpace(id)
+	}
+	return out
+}

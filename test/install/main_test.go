@@ -6,7 +6,6 @@ package install
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,43 +23,26 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("install tests skipped: they need root for network namespaces")
-		os.Exit(m.Run())
-	}
-	os.Exit(run(m))
+	os.Exit(harness.RunSuite(m, harness.Options{}, setup))
 }
 
-func run(m *testing.M) int {
+// setup: the image tree, install-cni's RBAC and identity, a node.
+func setup(s *harness.Suite) error {
+	suite = s
 	ctx := context.Background()
 	var err error
 	if rootfs, err = harness.RootFS(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	if suite, err = harness.StartSuite(ctx, harness.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if err := s.CP.ApplyManifest(ctx, harness.Manifest("rbac-install.yaml"), false); err != nil {
+		return err
 	}
-	defer suite.Stop()
-	if err := suite.CP.ApplyManifest(ctx, harness.Manifest("rbac-install.yaml"), false); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	installerKubeconfig = filepath.Join(s.CP.Dir, "installer.kubeconfig")
+	if err := s.CP.ServiceAccountKubeconfig(ctx, installerKubeconfig, "kube-system", "kdd-cni-node", 3600); err != nil {
+		return err
 	}
-	installerKubeconfig = filepath.Join(suite.CP.Dir, "installer.kubeconfig")
-	if err := suite.CP.ServiceAccountKubeconfig(ctx, installerKubeconfig, "kube-system", "kdd-cni-node", 3600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if _, err := suite.CP.CreateNode(ctx, node, "10.230.0.0/24"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, suite.CP.Logs(3000))
-	}
-	return code
+	_, err = s.CP.CreateNode(ctx, node, "10.230.0.0/24")
+	return err
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -196,20 +196,8 @@ func (e *env) annotations(name string) map[string]string {
 	return p.Annotations
 }
 
-// leases lists host-local's lease files: IP → "containerID ifname".
-func (e *env) leases() map[string]string {
-	m := map[string]string{}
-	dir := filepath.Join(e.dataDir, networkName)
-	entries, _ := os.ReadDir(dir)
-	for _, en := range entries {
-		if net.ParseIP(en.Name()) == nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join(dir, en.Name()))
-		m[en.Name()] = strings.Join(strings.Fields(string(b)), " ")
-	}
-	return m
-}
+// leases lists host-local's lease files: IP → container ID.
+func (e *env) leases() map[string]string { return harness.HostLocalLeases(e.dataDir, networkName) }
 
 // inNode runs netlink queries in the node namespace.
 func inNode(t *testing.T, fn func() error) {
@@ -276,7 +264,7 @@ func (e *env) assertGone(p *pod, ips []net.IP) {
 		}
 	}
 	for ip, owner := range e.leases() {
-		if strings.HasPrefix(owner, p.containerID+" ") {
+		if owner == p.containerID {
 			e.t.Errorf("lease %s of %s still held", ip, p.containerID)
 		}
 	}

@@ -225,7 +225,7 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 	// Leases: one per IP, owned by this container and interface.
 	l := e.leases()
 	for _, ip := range ips {
-		if l[ip.String()] != p.containerID+" eth0" {
+		if l[ip.String()] != p.containerID {
 			t.Errorf("lease for %s: %q", ip, l[ip.String()])
 		}
 	}

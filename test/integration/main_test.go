@@ -4,8 +4,6 @@
 package integration
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
 
@@ -19,30 +17,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Println("integration tests skipped: they need root for network namespaces (run `sudo make test`)")
-		return m.Run() // every test skips via requireCluster
-	}
-	suite, err := harness.StartSuite(context.Background(), harness.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := suite.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-	}()
-	cluster, kubeconfig, binDir = suite.CP, suite.Kubeconfig, suite.BinDir
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "control-plane logs:\n%s\n", cluster.Logs(3000))
-	}
-	return code
+	os.Exit(harness.RunSuite(m, harness.Options{}, func(s *harness.Suite) error {
+		cluster, kubeconfig, binDir = s.CP, s.Kubeconfig, s.BinDir
+		return nil
+	}))
 }
 
 func requireCluster(t *testing.T) {

@@ -217,7 +217,7 @@ func TestNewSandboxThenStaleDel(t *testing.T) {
 		t.Errorf("stale DEL changed the live sandbox's annotations: %v", ann)
 	}
 	for ip, owner := range e.leases() {
-		if strings.HasPrefix(owner, first.containerID) {
+		if owner == first.containerID {
 			t.Errorf("stale sandbox's lease %s kept", ip)
 		}
 	}

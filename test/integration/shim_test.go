@@ -112,7 +112,7 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 		t.Errorf("podcidr GC: %v", r.Err)
 	}
 	for _, owner := range e.leases() {
-		if owner != pods[0].containerID+" eth0" {
+		if owner != pods[0].containerID {
 			t.Errorf("lease of %q survived GC", owner)
 		}
 	}

@@ -100,7 +100,7 @@ func TestGCReclaimsLeaks(t *testing.T) {
 	}
 	for _, n := range []string{"keep1", "keep2"} {
 		p := pods[n]
-		if owners[p.containerID+" eth0"] != 2 {
+		if owners[p.containerID] != 2 {
 			t.Errorf("valid attachment %s lost leases: %v", n, owners)
 		}
 		if !linkExists(t, p.hostVeth) {

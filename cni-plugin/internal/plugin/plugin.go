@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -47,7 +46,7 @@ type Plugin struct {
 // New returns a plugin bound to the process environment and filesystem.
 func New() *Plugin {
 	return &Plugin{
-		Env:        netconf.Env{Getenv: os.Getenv, ReadFile: os.ReadFile, Hostname: os.Hostname},
+		Env:        netconf.OSEnv(),
 		APITimeout: kube.DefaultTimeout,
 	}
 }

@@ -63,8 +63,5 @@ func (c Call) Del(ctx context.Context) error { _, err := c.run(ctx, "DEL", false
 // Check verifies the allocation.
 func (c Call) Check(ctx context.Context) error { _, err := c.run(ctx, "CHECK", false); return err }
 
-// Status asks the IPAM plugin whether it can allocate.
-func (c Call) Status(ctx context.Context) error { _, err := c.run(ctx, "STATUS", false); return err }
-
 // GC releases allocations not in the config's cni.dev/valid-attachments.
 func (c Call) GC(ctx context.Context) error { _, err := c.run(ctx, "GC", false); return err }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -14,6 +15,9 @@ type Env struct {
 	ReadFile func(string) ([]byte, error)
 	Hostname func() (string, error)
 }
+
+// OSEnv is the process environment and filesystem.
+func OSEnv() Env { return Env{Getenv: os.Getenv, ReadFile: os.ReadFile, Hostname: os.Hostname} }
 
 // seed reads X or CALICO_X, as Calico's envconfig does.
 func (e Env) seed(name string) string {

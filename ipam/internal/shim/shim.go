@@ -9,7 +9,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -41,7 +40,7 @@ type Shim struct {
 // New returns a shim bound to the process environment.
 func New() *Shim {
 	return &Shim{
-		Env:        netconf.Env{Getenv: os.Getenv, ReadFile: os.ReadFile, Hostname: os.Hostname},
+		Env:        netconf.OSEnv(),
 		APITimeout: kube.DefaultTimeout,
 	}
 }
