@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"image/color"
 	"os"
 	"runtime"
 	"sort"
@@ -153,7 +154,9 @@ func (b *bench) summary(api apiCost, startup map[string]time.Duration) string {
 func (b *bench) plot(cmd, path string) error {
 	p := plot.New()
 	p.Title.Text = "CNI " + cmd + " latency (ms): kdd-cni (left) vs ptp + host-local (right)"
-	p.Y.Label.Text = "ms"
+	p.Y.Label.Text = "ms (log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	var names []string
 	x := 0.0
 	for _, sc := range scenarios {
@@ -170,7 +173,7 @@ func (b *bench) plot(cmd, path string) error {
 				return err
 			}
 			if i == 1 {
-				box.FillColor = plotter.DefaultLineStyle.Color
+				box.FillColor = color.Gray{Y: 190}
 			}
 			p.Add(box)
 			label := sc
