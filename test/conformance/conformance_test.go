@@ -82,6 +82,7 @@ func calicoConflist(ver, node, dataDir string) map[string]any {
 	delete(ipam, "subnet")
 	ipam["ranges"] = dualRanges()
 	ipam["dataDir"] = dataDir
+	list["plugins"].([]any)[0].(map[string]any)["state_dir"] = filepath.Join(dataDir, "state")
 	list["plugins"].([]any)[1].(map[string]any)["backend"] = "nftables"
 	return list
 }

@@ -164,8 +164,8 @@ func TestInstalledPluginWorks(t *testing.T) {
 	h := newHost(t)
 	tmpl, _ := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
 	leases := t.TempDir()
-	h.env["CNI_NETWORK_CONFIG"] = strings.Replace(string(tmpl), `"subnet": "usePodCidr"`,
-		fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leases), 1)
+	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`, fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leases), 1)
+	h.env["CNI_NETWORK_CONFIG"] = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, filepath.Join(leases, "state")), 1)
 	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
 	h.env["LOG_FILE_PATH"] = filepath.Join(h.root, "cni.log")
 	if out, err := h.install(); err != nil {
