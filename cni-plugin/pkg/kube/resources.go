@@ -7,8 +7,8 @@ import (
 
 // Patch types for PatchPodStatus.
 const (
-	StrategicMergePatch = "application/strategic-merge-patch+json"
-	JSONPatch           = "application/json-patch+json"
+	MergePatch = "application/merge-patch+json"
+	JSONPatch  = "application/json-patch+json"
 )
 
 // ObjectMeta is the part of an object's metadata kdd-cni reads.

@@ -16,7 +16,8 @@ const (
 	AnnotationContainerID = "cni.projectcalico.org/containerID"
 )
 
-// AddPatch is the strategic-merge patch ADD sends: podIP is the first address
+// AddPatch is the patch ADD sends (valid as a JSON merge patch and as a
+// strategic-merge patch, with the same result): podIP is the first address
 // in CIDR form, podIPs all of them comma-joined, containerID the sandbox that
 // owns them.
 func AddPatch(ips []net.IPNet, containerID string) ([]byte, error) {
