@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -280,17 +279,6 @@ func cniErr(t *testing.T, r harness.CNIResult) *types.Error {
 		t.Fatalf("no CNI error on stdout: %q (%v)", r.Stdout, r.Err)
 	}
 	return &e
-}
-
-func waitUntil(t *testing.T, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func deleteNow() metav1.DeleteOptions {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -278,9 +277,4 @@ func TestDelIdempotent(t *testing.T) {
 	if l := e.leases(); len(l) != 0 {
 		t.Errorf("leases left: %v", l)
 	}
-}
-
-func jsonString(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
 )
 
@@ -44,14 +45,9 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nodename, err := conf.ResolveNodename(p.Env)
+	node, cidrs, err := datastore.NodeCIDRs(ctx, p.Env, conf, api)
 	if err != nil {
 		return err
-	}
-	node := conf.PodCIDRNode(nodename)
-	cidrs, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return fmt.Errorf("failed to read node %q: %w", node, err)
 	}
 	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %v\n", v, node, cidrs)
 	return nil

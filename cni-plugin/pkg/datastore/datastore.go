@@ -29,16 +29,25 @@ func NewClient(env netconf.Env, conf *netconf.NetConf, timeout time.Duration) (*
 	})
 }
 
-// NodePodCIDRs resolves this node and reads its podCIDRs by family.
-func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (podcidr.CIDRs, error) {
+// NodeCIDRs resolves this node's name and reads its spec.podCIDRs.
+func NodeCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (string, []string, error) {
 	nodename, err := conf.ResolveNodename(env)
 	if err != nil {
-		return podcidr.CIDRs{}, err
+		return "", nil, err
 	}
 	node := conf.PodCIDRNode(nodename)
 	cidrs, err := api.NodePodCIDRs(ctx, node)
 	if err != nil {
-		return podcidr.CIDRs{}, fmt.Errorf("failed to get podCIDRs of node %q: %w", node, err)
+		return node, nil, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
+	}
+	return node, cidrs, nil
+}
+
+// NodePodCIDRs reads this node's podCIDRs by family.
+func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (podcidr.CIDRs, error) {
+	node, cidrs, err := NodeCIDRs(ctx, env, conf, api)
+	if err != nil {
+		return podcidr.CIDRs{}, err
 	}
 	return podcidr.ByFamily(node, cidrs)
 }
@@ -55,17 +64,9 @@ func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []
 	if err != nil {
 		return err
 	}
-	nodename, err := conf.ResolveNodename(env)
-	if err != nil {
+	node, cidrs, err := NodeCIDRs(ctx, env, conf, api)
+	if err != nil || !fams.Any() {
 		return err
-	}
-	node := conf.PodCIDRNode(nodename)
-	cidrs, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return fmt.Errorf("failed to read node %q from the API server: %w", node, err)
-	}
-	if !fams.Any() {
-		return nil
 	}
 	byFamily, err := podcidr.ByFamily(node, cidrs)
 	if err != nil {
