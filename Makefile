@@ -26,7 +26,7 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./cni-plugin/pkg/netconf:FuzzLoad ./cni-plugin/pkg/netconf:FuzzParseIdentity \
                 ./ipam/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: e2e bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: calico e2e bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -52,14 +52,17 @@ third-party:
 		$(GOBUILD) -ldflags '-s -w' -o $(BIN)/$$(basename $$p) $$p || exit 1; \
 	done
 
-# Pinned control-plane binaries, built once into ~/.cache/kdd-cni and reused.
+# Pinned control-plane binaries and Calico's Felix + calico (for the
+# compatibility suite), built once into ~/.cache/kdd-cni and reused.
 tools:
 	@test/tools/build.sh >/dev/null
+	@test/tools/calico/build.sh >/dev/null
 
 # Host packages the tests and the demo use (Debian/Ubuntu). Skipped when present.
 deps:
 	@missing=""; command -v ip >/dev/null || missing="$$missing iproute2"; command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v iptables-nft-restore >/dev/null || missing="$$missing iptables"; command -v ipset >/dev/null || missing="$$missing ipset"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 vet:
@@ -72,7 +75,7 @@ test-unit:
 # Integration tests run as root against a real etcd + kube-apiserver in network
 # namespaces; without root they skip with a message.
 test-integration: build image-rootfs tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) $(GOTEST) -timeout 40m ./test/...
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m ./test/...
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
@@ -84,7 +87,7 @@ fuzz:
 # (short), then the end-to-end node on its own so its latency figures are
 # not disturbed by the other suites.
 test: deps vet build image-rootfs tools fuzz
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
 	$(MAKE) --no-print-directory e2e
 
 demo: deps build image-rootfs tools
@@ -94,6 +97,11 @@ image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
 	for b in $(IMAGE_BINS); do install -m 0755 $(BIN)/$$b $(ROOTFS)/opt/cni/bin/$$b; done
 	install -m 0644 conf/10-calico.conflist.template $(ROOTFS)/etc/kdd-cni/10-calico.conflist.template
+
+# The compatibility suite alone: Calico's Felix and calico binary with ours.
+calico: deps build tools
+	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) \
+		$(GOTEST) -v -timeout 20m ./test/calico
 
 # End to end: kubelet + containerd + runc on a single node (root).
 e2e: deps build image-rootfs

@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
+
+var pingID atomic.Uint32
 
 // Ping sends one ICMP echo from inside n to dst and waits for the reply.
 func (n *NetNS) Ping(dst net.IP, timeout time.Duration) error {
@@ -24,7 +27,9 @@ func (n *NetNS) Ping(dst net.IP, timeout time.Duration) error {
 			return fmt.Errorf("failed to open ICMP socket: %w", err)
 		}
 		defer c.Close()
-		id := os.Getpid() & 0xffff
+		// A fresh echo ID per call: conntrack would otherwise treat the
+		// echoes as one established flow, which policy changes never cut.
+		id := int(pingID.Add(1)+uint32(os.Getpid())) & 0xffff
 		deadline := time.Now().Add(timeout)
 		for seq := 1; time.Now().Before(deadline); seq++ {
 			msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("kdd-cni")}}

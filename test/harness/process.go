@@ -22,12 +22,16 @@ type Process struct {
 }
 
 func startProcess(l *launcher, dir, name, bin string, args ...string) (*Process, error) {
+	return startCmd(l, dir, name, exec.Command(bin, args...))
+}
+
+// startCmd starts a prepared command (environment, SysProcAttr) as a Process.
+func startCmd(l *launcher, dir, name string, cmd *exec.Cmd) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Dir = dir
 	if err := l.start(cmd, true); err != nil {

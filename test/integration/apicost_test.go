@@ -5,12 +5,14 @@ import (
 	"testing"
 )
 
-// The API requests one ADD and one DEL make, as the apiserver counts them.
+// The API requests one ADD and one DEL make, as the apiserver counts them,
+// when the runtime passes the pod's annotations (containerd, CRI-O).
 // Calico's binary makes 6 per ADD (8 with discovery) and 3 per DEL.
 func TestAPIRequestsPerCommand(t *testing.T) {
 	e := newEnv(t, podCIDRs("dual")...)
 	delete(e.ipam, "subnet")
 	e.ipam["ranges"] = rangesFor("dual")
+	e.runtimeAnnotations(nil)
 	p := e.newPod("counted", false)
 	ctx := context.Background()
 	count := func(fn func()) map[string]float64 {

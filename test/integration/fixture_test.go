@@ -97,6 +97,8 @@ type pod struct {
 	hostVeth    string
 	result      *types100.Result
 	raw         []byte
+	// extraArgs are appended to CNI_ARGS (e.g. "IP=10.0.0.5").
+	extraArgs string
 }
 
 // newPod creates the Pod object (unless noObject) and a netns for a sandbox.
@@ -124,6 +126,9 @@ type cniResult = harness.CNIResult
 
 func (e *env) call(cmd string, p *pod, conf []byte) harness.CNIResult {
 	args := fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=abc", e.ns, p.name, p.containerID)
+	if p.extraArgs != "" {
+		args += ";" + p.extraArgs
+	}
 	return cluster.RunCNI(context.Background(), cniCall(e, p, cmd, conf, args))
 }
 

@@ -62,6 +62,9 @@ func checkContainerSide(p plan.Plan, host netlink.Link) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("container interface %q is down", p.IfName)
 	}
+	if m := p.ContainerMAC; m != nil && link.Attrs().HardwareAddr.String() != m.String() {
+		return fmt.Errorf("container interface %q has MAC %s, want %s", p.IfName, link.Attrs().HardwareAddr, m)
+	}
 	if err := checkPeer(p.IfName, host); err != nil {
 		return err
 	}

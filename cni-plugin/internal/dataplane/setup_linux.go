@@ -73,7 +73,7 @@ func deleteHostVeth(name string) error {
 func createVeth(p plan.Plan, hostNS ns.NetNS) (int, error) {
 	q := uint32(p.NumQueues)
 	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: p.IfName, MTU: p.MTU, NumTxQueues: int(q), NumRxQueues: int(q)},
+		LinkAttrs:        netlink.LinkAttrs{Name: p.IfName, MTU: p.MTU, NumTxQueues: int(q), NumRxQueues: int(q), HardwareAddr: p.ContainerMAC},
 		PeerName:         p.HostVeth,
 		PeerHardwareAddr: plan.HostMAC,
 		PeerNamespace:    netlink.NsFd(int(hostNS.Fd())),

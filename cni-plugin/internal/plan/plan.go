@@ -28,9 +28,11 @@ type Input struct {
 	// HostAlias marks the host veth with its owner (naming.HostVethAlias).
 	HostAlias string
 	IfName    string
-	MTU       int // 0: kernel default
-	NumQueues int
-	IPs       []*types100.IPConfig
+	// ContainerMAC is the container interface's MAC (nil: the kernel's).
+	ContainerMAC net.HardwareAddr
+	MTU          int // 0: kernel default
+	NumQueues    int
+	IPs          []*types100.IPConfig
 	// Routes are ipam.routes dsts; empty means default routes.
 	Routes               []string
 	IncludeDefaultRoutes bool
@@ -55,8 +57,11 @@ type Plan struct {
 	HostVeth  string
 	HostAlias string
 	IfName    string
-	MTU       int
-	NumQueues int
+	// ContainerMAC is set on the container interface at creation (nil: the
+	// kernel's) and verified by CHECK.
+	ContainerMAC net.HardwareAddr
+	MTU          int
+	NumQueues    int
 	// Addresses are the pod IPs as /32 and /128.
 	Addresses        []net.IPNet
 	HasIPv4, HasIPv6 bool
@@ -67,7 +72,8 @@ type Plan struct {
 
 // Build computes the plan.
 func Build(in Input) (Plan, error) {
-	p := Plan{HostVeth: in.HostVeth, HostAlias: in.HostAlias, IfName: in.IfName, MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
+	p := Plan{HostVeth: in.HostVeth, HostAlias: in.HostAlias, IfName: in.IfName, ContainerMAC: in.ContainerMAC,
+		MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
 	if len(in.IPs) == 0 {
 		return p, errors.New("failed to plan the pod network: IPAM returned no IP addresses")
 	}
@@ -158,6 +164,25 @@ func Result(p Plan, ipam *types100.Result, containerMAC, sandbox string) *types1
 		r.IPs = append(r.IPs, &types100.IPConfig{Interface: types100.Int(1), Address: a})
 	}
 	return r
+}
+
+// ContainerMAC is the MAC a (prev)result reports for the container interface
+// ifName in sandbox; nil when it reports none.
+func ContainerMAC(res types.Result, ifName, sandbox string) (net.HardwareAddr, error) {
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("failed to convert result: %w", err)
+	}
+	for _, i := range r.Interfaces {
+		if i.Name == ifName && i.Sandbox == sandbox && i.Mac != "" {
+			mac, err := net.ParseMAC(i.Mac)
+			if err != nil {
+				return nil, fmt.Errorf("invalid MAC %q for %s in prevResult: %w", i.Mac, ifName, err)
+			}
+			return mac, nil
+		}
+	}
+	return nil, nil
 }
 
 // IPsFromResult extracts the IP configs of a (prev)result of any version.

@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,18 +17,23 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/podopts"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
-// Add: config → podCIDRs → IPAM → plan → dataplane + WorkloadEndpoint →
-// result. The API work runs beside the kernel work (apiSession); every step
-// after IPAM is undone if a later one fails.
+// Add: config → readiness gates → podCIDRs + pod annotations → IPAM → plan
+// → dataplane + WorkloadEndpoint → wait for policy → result. The API work
+// runs beside the kernel work (apiSession); every step after IPAM is undone
+// if a later one fails.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	inv, err := p.begin("ADD", args, true)
 	if err != nil {
 		return err
 	}
 	defer func() { inv.end(err) }()
+	if err := awaitReadinessGates(inv); err != nil {
+		return inv.wrap(err)
+	}
 	ctx, cancel := withTimeout(addTimeout)
 	defer cancel()
 
@@ -44,12 +51,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	session := p.openSession(ctx, inv, fams.Any())
-	ipamConf, confirm, err := p.ipamConfigForAdd(inv, session, fams)
-	if err != nil {
-		return inv.wrap(err)
-	}
-	alloc, err := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: ipamConf, Args: args}.Add(ctx)
+	session := p.openSession(ctx, inv, fams.Any(), inv.conf.RuntimeConfig.PodAnnotations)
+	alloc, err := p.allocate(ctx, inv, session, fams)
 	if err != nil {
 		return inv.wrap(err)
 	}
@@ -60,10 +63,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		}
 	}()
 	inv.step("ipam", &t)
-	if err := confirm(); err != nil {
+	opts, err := podOptions(inv, session)
+	if err != nil {
 		return inv.wrap(err)
 	}
-	pl, err := p.plan(inv, alloc.IPs)
+	pl, err := p.plan(inv, alloc.IPs, opts.ContainerMAC)
 	if err != nil {
 		return inv.wrap(err)
 	}
@@ -76,7 +80,20 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	inv.step("endpoint", &t)
 	success = true
 	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
+	waitForPolicy(inv)
 	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
+}
+
+// podOptions applies Calico's pod annotations: the runtime's copy (the
+// io.kubernetes.cri.pod-annotations capability) or the Pod's, read from the
+// API beside IPAM.
+func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
+	annotations, err := s.annotations()
+	if err != nil {
+		return podopts.Options{}, err
+	}
+	return podopts.Parse(annotations, inv.conf.IPAM.Type, podopts.Features{
+		IPAddrsNoIpam: inv.conf.FeatureControl.IPAddrsNoIpam, FloatingIPs: inv.conf.FeatureControl.FloatingIPs})
 }
 
 // undoAdd rolls back what the dataplane and the PATCH did when either
@@ -96,47 +113,58 @@ func (p *Plugin) undoAdd(ctx context.Context, inv *invocation, pl plan.Plan, cre
 	return setupErr
 }
 
-// ipamConfigForAdd resolves usePodCidr. With cached podCIDRs host-local runs
-// at once and confirm checks them against the API server before anything is
-// written (a mismatch fails the ADD and refreshes the cache); without a
-// cache it waits for the node. Configurations without usePodCidr pass as-is.
-func (p *Plugin) ipamConfigForAdd(inv *invocation, s *apiSession, fams podcidr.Families) ([]byte, func() error, error) {
-	noop := func() error { return nil }
+// allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
+// once while the Node is read; the allocation is kept only if the Node's
+// podCIDRs are the cached ones. Otherwise (the Node was re-created with
+// other CIDRs) it is released and IPAM runs again on the Node's current
+// podCIDRs, so no ADD fails and no address outside them is handed out.
+func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, fams podcidr.Families) (*types100.Result, error) {
+	add := func(conf []byte) (*types100.Result, error) {
+		return ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: inv.args}.Add(ctx)
+	}
 	if !fams.Any() {
-		return inv.args.StdinData, noop, nil
+		return add(inv.args.StdinData)
 	}
 	nodename, err := inv.conf.ResolveNodename(p.Env)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	node := inv.conf.PodCIDRNode(nodename)
-	cached, ok := datastore.CachedPodCIDRs(inv.conf.StateDir, node)
-	if !ok {
-		cidrs, err := s.nodeCIDRs()
-		if err != nil {
-			return nil, nil, err
+	if cached, ok := datastore.CachedPodCIDRs(inv.conf.StateDir, inv.conf.PodCIDRNode(nodename)); ok {
+		if conf, err := podcidr.Rewrite(inv.args.StdinData, cached.CIDRs); err == nil {
+			alloc, ipamErr := add(conf)
+			current, err := s.nodeCIDRs()
+			if err == nil && current.CIDRs == cached.CIDRs {
+				if current.UID != cached.UID {
+					_ = datastore.StorePodCIDRs(inv.conf.StateDir, current)
+				}
+				return alloc, ipamErr
+			}
+			if ipamErr == nil {
+				if rerr := releaseCall(inv, inv.args).Del(ctx); rerr != nil {
+					return nil, errors.Join(err, fmt.Errorf("failed to release an allocation from stale podCIDRs: %w", rerr))
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			inv.log.Info("node podCIDRs changed (Node re-created); allocating again",
+				"cached", fmt.Sprint(cached), "current", fmt.Sprint(current))
 		}
-		_ = datastore.StorePodCIDRs(inv.conf.StateDir, node, cidrs)
-		conf, err := podcidr.Rewrite(inv.args.StdinData, cidrs)
-		return conf, noop, err
 	}
-	conf, err := podcidr.Rewrite(inv.args.StdinData, cached)
-	confirm := func() error {
-		cidrs, err := s.nodeCIDRs()
-		if err != nil {
-			return err
-		}
-		if cidrs != cached {
-			_ = datastore.StorePodCIDRs(inv.conf.StateDir, node, cidrs)
-			return fmt.Errorf("node %q podCIDRs changed from %+v to %+v (the Node was re-created?): retry the ADD", node, cached, cidrs)
-		}
-		return nil
+	current, err := s.nodeCIDRs()
+	if err != nil {
+		return nil, err
 	}
-	return conf, confirm, err
+	_ = datastore.StorePodCIDRs(inv.conf.StateDir, current)
+	conf, err := podcidr.Rewrite(inv.args.StdinData, current.CIDRs)
+	if err != nil {
+		return nil, err
+	}
+	return add(conf)
 }
 
 // plan derives the kernel state for the allocated IPs.
-func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig) (plan.Plan, error) {
+func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC net.HardwareAddr) (plan.Plan, error) {
 	mtu, err := inv.conf.EffectiveMTU(p.Env)
 	if err != nil {
 		return plan.Plan{}, err
@@ -146,6 +174,7 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig) (plan.Plan, err
 		HostVeth:             naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
 		HostAlias:            naming.HostVethAlias(inv.args.ContainerID, inv.args.IfName),
 		IfName:               inv.args.IfName,
+		ContainerMAC:         containerMAC,
 		MTU:                  mtu,
 		NumQueues:            inv.conf.NumQueues,
 		IPs:                  ips,

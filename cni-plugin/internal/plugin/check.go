@@ -29,7 +29,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 	if err := releaseCall(inv, args).Check(ctx); err != nil {
 		return inv.wrap(err)
 	}
-	pl, err := p.plan(inv, ips)
+	mac, err := plan.ContainerMAC(inv.conf.PrevResult, args.IfName, args.Netns)
+	if err != nil {
+		return err
+	}
+	pl, err := p.plan(inv, ips, mac)
 	if err != nil {
 		return inv.wrap(err)
 	}

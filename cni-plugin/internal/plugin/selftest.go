@@ -45,7 +45,7 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, cidrs, err := datastore.NodeCIDRs(ctx, p.Env, conf, api)
+	node, _, cidrs, err := datastore.ReadNode(ctx, p.Env, conf, api)
 	if err != nil {
 		return err
 	}

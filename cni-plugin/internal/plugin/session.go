@@ -8,38 +8,81 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
-	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
 // apiSession does an ADD's API work beside its kernel work: building the
-// client and reading the node's podCIDRs run while host-local allocates
-// (from the cached podCIDRs), and the WorkloadEndpoint PATCH runs while the
-// veth is set up. ADD still makes exactly two requests.
+// client, reading the Node's podCIDRs and (when the runtime did not pass
+// them) the Pod's annotations run while host-local allocates; the
+// WorkloadEndpoint PATCH runs while the veth is set up.
 type apiSession struct {
-	ready   chan struct{} // closed when api (and cidrs, if asked) are known
-	api     *kube.Client
-	cidrs   podcidr.CIDRs
-	err     error
-	patched chan error
+	ready chan struct{} // closed when api is built (err set on failure)
+	api   *kube.Client
+	err   error
+
+	node     chan result[datastore.NodeCIDRs]
+	annot    chan result[map[string]string]
+	patched  chan error
+	nodeDone *result[datastore.NodeCIDRs]
 }
 
-// openSession starts building the client and, when needCIDRs, GETs the node.
-func (p *Plugin) openSession(ctx context.Context, inv *invocation, needCIDRs bool) *apiSession {
-	s := &apiSession{ready: make(chan struct{})}
+type result[T any] struct {
+	v   T
+	err error
+}
+
+// openSession starts building the client and, when asked, GETs the Node
+// and the Pod. annotations non-nil (passed by the runtime) spares the GET.
+func (p *Plugin) openSession(ctx context.Context, inv *invocation, needNode bool, annotations map[string]string) *apiSession {
+	s := &apiSession{ready: make(chan struct{}), node: make(chan result[datastore.NodeCIDRs], 1),
+		annot: make(chan result[map[string]string], 1)}
 	go func() {
-		defer close(s.ready)
-		if s.api, s.err = p.api(inv.conf); s.err != nil || !needCIDRs {
+		s.api, s.err = p.api(inv.conf)
+		close(s.ready)
+	}()
+	if needNode {
+		go func() {
+			<-s.ready
+			if s.err != nil {
+				s.node <- result[datastore.NodeCIDRs]{err: s.err}
+				return
+			}
+			c, err := datastore.NodePodCIDRs(ctx, p.Env, inv.conf, s.api)
+			s.node <- result[datastore.NodeCIDRs]{v: c, err: err}
+		}()
+	}
+	if annotations != nil {
+		s.annot <- result[map[string]string]{v: annotations}
+		return s
+	}
+	go func() {
+		<-s.ready
+		if s.err != nil {
+			s.annot <- result[map[string]string]{err: s.err}
 			return
 		}
-		s.cidrs, s.err = datastore.NodePodCIDRs(ctx, p.Env, inv.conf, s.api)
+		pod, err := s.api.GetPod(ctx, inv.id.Namespace, inv.id.Pod)
+		if err != nil {
+			s.annot <- result[map[string]string]{err: fmt.Errorf("failed to read the pod's annotations: %w", err)}
+			return
+		}
+		s.annot <- result[map[string]string]{v: pod.Metadata.Annotations}
 	}()
 	return s
 }
 
-// nodeCIDRs waits for the node's podCIDRs.
-func (s *apiSession) nodeCIDRs() (podcidr.CIDRs, error) {
-	<-s.ready
-	return s.cidrs, s.err
+// nodeCIDRs waits for the Node's podCIDRs (only when the session was asked).
+func (s *apiSession) nodeCIDRs() (datastore.NodeCIDRs, error) {
+	if s.nodeDone == nil {
+		r := <-s.node
+		s.nodeDone = &r
+	}
+	return s.nodeDone.v, s.nodeDone.err
+}
+
+// annotations waits for the pod's annotations.
+func (s *apiSession) annotations() (map[string]string, error) {
+	r := <-s.annot
+	return r.v, r.err
 }
 
 // startEndpointWrite sends the WorkloadEndpoint PATCH in the background. A

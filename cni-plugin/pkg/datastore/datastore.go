@@ -29,27 +29,35 @@ func NewClient(env netconf.Env, conf *netconf.NetConf, timeout time.Duration) (*
 	})
 }
 
-// NodeCIDRs resolves this node's name and reads its spec.podCIDRs.
-func NodeCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (string, []string, error) {
+// NodeCIDRs are one Node object's podCIDRs, by family.
+type NodeCIDRs struct {
+	Node  string        `json:"node"`
+	UID   string        `json:"uid"`
+	CIDRs podcidr.CIDRs `json:"cidrs"`
+}
+
+// ReadNode resolves this node's name and reads its UID and spec.podCIDRs.
+func ReadNode(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (string, string, []string, error) {
 	nodename, err := conf.ResolveNodename(env)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	node := conf.PodCIDRNode(nodename)
-	cidrs, err := api.NodePodCIDRs(ctx, node)
+	uid, cidrs, err := api.NodePodCIDRs(ctx, node)
 	if err != nil {
-		return node, nil, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
+		return node, "", nil, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
 	}
-	return node, cidrs, nil
+	return node, uid, cidrs, nil
 }
 
 // NodePodCIDRs reads this node's podCIDRs by family.
-func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (podcidr.CIDRs, error) {
-	node, cidrs, err := NodeCIDRs(ctx, env, conf, api)
+func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (NodeCIDRs, error) {
+	node, uid, cidrs, err := ReadNode(ctx, env, conf, api)
 	if err != nil {
-		return podcidr.CIDRs{}, err
+		return NodeCIDRs{}, err
 	}
-	return podcidr.ByFamily(node, cidrs)
+	byFamily, err := podcidr.ByFamily(node, cidrs)
+	return NodeCIDRs{Node: node, UID: uid, CIDRs: byFamily}, err
 }
 
 // Ready reports why the plugin cannot serve pods: the API server does not
@@ -64,7 +72,7 @@ func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []
 	if err != nil {
 		return err
 	}
-	node, cidrs, err := NodeCIDRs(ctx, env, conf, api)
+	node, _, cidrs, err := ReadNode(ctx, env, conf, api)
 	if err != nil || !fams.Any() {
 		return err
 	}
@@ -75,27 +83,28 @@ func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []
 	return fams.Check(node, byFamily)
 }
 
-// The node's podCIDRs are cached on the node: Kubernetes never changes a
-// Node's podCIDRs once set, so ADD can allocate from the cache while it
-// confirms them with the API server in parallel (and fails, refreshing the
-// cache, in the rare case the Node was re-created with other CIDRs).
+// The node's podCIDRs are cached on the node, with the UID of the Node
+// object they belong to. ADD allocates from the cache while it reads the
+// Node, and keeps the allocation only if the Node's podCIDRs are still the
+// cached ones: a Node re-created under the same name (new UID) refreshes the
+// cache, and one with other podCIDRs makes ADD allocate again.
 func cachePath(stateDir, node string) string {
 	return filepath.Join(stateDir, "podcidrs", node+".json")
 }
 
 // CachedPodCIDRs reads the cache; ok is false when there is none.
-func CachedPodCIDRs(stateDir, node string) (podcidr.CIDRs, bool) {
-	var c podcidr.CIDRs
+func CachedPodCIDRs(stateDir, node string) (NodeCIDRs, bool) {
+	var c NodeCIDRs
 	b, err := os.ReadFile(cachePath(stateDir, node))
-	if err != nil || json.Unmarshal(b, &c) != nil || (c.V4 == "" && c.V6 == "") {
-		return podcidr.CIDRs{}, false
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Node != node || c.UID == "" || (c.CIDRs.V4 == "" && c.CIDRs.V6 == "") {
+		return NodeCIDRs{}, false
 	}
 	return c, true
 }
 
 // StorePodCIDRs writes the cache atomically.
-func StorePodCIDRs(stateDir, node string, c podcidr.CIDRs) error {
-	path := cachePath(stateDir, node)
+func StorePodCIDRs(stateDir string, c NodeCIDRs) error {
+	path := cachePath(stateDir, c.Node)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}

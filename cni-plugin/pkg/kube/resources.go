@@ -43,23 +43,28 @@ func podPath(namespace, name string) string {
 	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
 }
 
-// NodePodCIDRs returns a Node's spec.podCIDRs (spec.podCIDR if only that is set).
-func (c *Client) NodePodCIDRs(ctx context.Context, node string) ([]string, error) {
+// NodePodCIDRs returns a Node's UID and spec.podCIDRs (spec.podCIDR if only
+// that is set).
+func (c *Client) NodePodCIDRs(ctx context.Context, node string) (uid string, cidrs []string, err error) {
 	var n struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
 		Spec struct {
 			PodCIDR  string   `json:"podCIDR"`
 			PodCIDRs []string `json:"podCIDRs"`
 		} `json:"spec"`
 	}
 	// resourceVersion=0: served from the apiserver's watch cache, no etcd
-	// read; podCIDRs never change once set, so any version will do.
+	// read; a Node's podCIDRs never change once set, so any version of the
+	// same Node (UID) will do.
 	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node)+"?resourceVersion=0", "", nil, &n); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	if len(n.Spec.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
-		return []string{n.Spec.PodCIDR}, nil
+		return n.Metadata.UID, []string{n.Spec.PodCIDR}, nil
 	}
-	return n.Spec.PodCIDRs, nil
+	return n.Metadata.UID, n.Spec.PodCIDRs, nil
 }
 
 // GetPod reads one Pod.

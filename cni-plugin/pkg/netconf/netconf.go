@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -49,6 +50,18 @@ type NetConf struct {
 	// StateDir (kdd-cni) holds the journal of pending annotation clears.
 	StateDir string `json:"state_dir"`
 
+	// ReadinessGates are URLs that must answer 200 before ADD proceeds.
+	ReadinessGates []string `json:"readiness_gates"`
+	// PolicySetupTimeoutSeconds > 0 makes ADD wait (at most that long) for
+	// Felix to write the endpoint's status file under EndpointStatusDir.
+	PolicySetupTimeoutSeconds int    `json:"policy_setup_timeout_seconds"`
+	EndpointStatusDir         string `json:"endpoint_status_dir"`
+	// DataplaneOptions selects an external dataplane in Calico; refused here.
+	DataplaneOptions map[string]any `json:"dataplane_options"`
+
+	// RuntimeConfig carries what the runtime passes for declared capabilities.
+	RuntimeConfig RuntimeConfig `json:"runtimeConfig"`
+
 	LogLevel        string `json:"log_level"`
 	LogFilePath     string `json:"log_file_path"`
 	LogFileMaxSize  int    `json:"log_file_max_size"`
@@ -57,6 +70,19 @@ type NetConf struct {
 
 	// IPAMRoutes are the dsts of ipam.routes: routes inside the container.
 	IPAMRoutes []string `json:"-"`
+}
+
+// PodAnnotationsCapability is the capability under which containerd and
+// CRI-O pass the pod's annotations to plugins that declare it.
+const PodAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+
+// DefaultEndpointStatusDir is where Felix writes per-endpoint status files.
+const DefaultEndpointStatusDir = "/var/run/calico/endpoint-status"
+
+// RuntimeConfig is the runtime-supplied part of the configuration.
+type RuntimeConfig struct {
+	// PodAnnotations is nil when the runtime did not pass them.
+	PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations"`
 }
 
 // Kubernetes is the `kubernetes` section.
@@ -169,6 +195,20 @@ func (c *NetConf) validate(env Env) error {
 	}
 	if d := c.DeviceType; d != "" && d != "veth" {
 		return fmt.Errorf("unsupported device_type %q: only veth is supported", d)
+	}
+	if len(c.DataplaneOptions) > 0 {
+		return errors.New("unsupported dataplane_options: kdd-cni only drives the Linux dataplane")
+	}
+	if c.PolicySetupTimeoutSeconds < 0 {
+		return fmt.Errorf("invalid policy_setup_timeout_seconds %d: must be 0 (off) or positive", c.PolicySetupTimeoutSeconds)
+	}
+	if c.EndpointStatusDir == "" {
+		c.EndpointStatusDir = DefaultEndpointStatusDir
+	}
+	for i, g := range c.ReadinessGates {
+		if u, err := url.ParseRequestURI(g); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("invalid readiness_gates[%d] %q: must be an http(s) URL", i, g)
+		}
 	}
 	return nil
 }

@@ -57,6 +57,10 @@ func TestLoadErrors(t *testing.T) {
 		"netkit":         {`{"name":"n","device_type":"netkit","ipam":{"type":"host-local"}}`, nil, "unsupported device_type"},
 		"route no dst":   {`{"name":"n","ipam":{"type":"host-local","routes":[{"gw":"1.2.3.4"}]}}`, nil, "ipam.routes[0]"},
 		"wrong type mtu": {`{"name":"n","mtu":"big","ipam":{"type":"host-local"}}`, nil, "failed to parse"},
+		"policy wait <0": {`{"name":"n","policy_setup_timeout_seconds":-1,"ipam":{"type":"host-local"}}`, nil, "invalid policy_setup_timeout_seconds -1"},
+		"bad gate":       {`{"name":"n","readiness_gates":["not a url"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
+		"ftp gate":       {`{"name":"n","readiness_gates":["ftp://x/y"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
+		"grpc dataplane": {`{"name":"n","dataplane_options":{"type":"grpc"},"ipam":{"type":"host-local"}}`, nil, "unsupported dataplane_options"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load([]byte(tc.conf), testEnv(tc.env, nil))
@@ -186,5 +190,24 @@ func TestLoadForIPAM(t *testing.T) {
 	}
 	if v, given, _ := ValidAttachments([]byte(`{"cni.dev/valid-attachments":[]}`)); !given || len(v) != 0 {
 		t.Error("empty list must be given and empty")
+	}
+}
+
+func TestLoadCalicoExtras(t *testing.T) {
+	c, err := Load([]byte(`{"name":"n","ipam":{"type":"host-local"},"policy_setup_timeout_seconds":5,
+	 "readiness_gates":["http://127.0.0.1:9099/readiness"],"qps":50,"burst":100,
+	 "runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"cni.projectcalico.org/hwAddr":"c2:00:00:00:00:01"}}}`), testEnv(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PolicySetupTimeoutSeconds != 5 || c.EndpointStatusDir != DefaultEndpointStatusDir || len(c.ReadinessGates) != 1 {
+		t.Errorf("unexpected config: %+v", c)
+	}
+	if got := c.RuntimeConfig.PodAnnotations["cni.projectcalico.org/hwAddr"]; got != "c2:00:00:00:00:01" {
+		t.Errorf("pod annotations from runtimeConfig: %q", got)
+	}
+	c, err = Load([]byte(`{"name":"n","ipam":{"type":"host-local"}}`), testEnv(nil, nil))
+	if err != nil || c.RuntimeConfig.PodAnnotations != nil {
+		t.Errorf("without runtimeConfig the annotations must be nil (read from the API): %v %v", err, c.RuntimeConfig.PodAnnotations)
 	}
 }

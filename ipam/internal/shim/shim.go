@@ -98,7 +98,7 @@ func (s *Shim) resolve(ctx context.Context, conf *netconf.NetConf, stdin []byte)
 		if err != nil {
 			return nil, err
 		}
-		if stdin, err = podcidr.Rewrite(stdin, cidrs); err != nil {
+		if stdin, err = podcidr.Rewrite(stdin, cidrs.CIDRs); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,79 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/policywait"
+)
+
+// Readiness gates are polled as Calico polls them (every 5 s, for at most
+// 30 s), except that the first poll is immediate.
+const (
+	gateInterval = 5 * time.Second
+	gateTimeout  = 30 * time.Second
+)
+
+// awaitReadinessGates returns once every readiness_gates URL answers 200.
+// It runs before ADD's own deadline starts.
+func awaitReadinessGates(inv *invocation) error {
+	if len(inv.conf.ReadinessGates) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), gateTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: gateInterval}
+	for _, url := range inv.conf.ReadinessGates {
+		for {
+			err := probeGate(ctx, client, url)
+			if err == nil {
+				break
+			}
+			inv.log.Warn("readiness gate not ready", "url", url, "err", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("readiness gate %s not ready after %s: %w", url, gateTimeout, err)
+			case <-time.After(gateInterval):
+			}
+		}
+	}
+	return nil
+}
+
+func probeGate(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// waitForPolicy blocks, when policy_setup_timeout_seconds asks for it, until
+// Felix has written the endpoint's status file (its policy is programmed).
+// Like Calico, a timeout only warns: the pod starts anyway.
+func waitForPolicy(inv *invocation) {
+	secs := inv.conf.PolicySetupTimeoutSeconds
+	if secs <= 0 {
+		return
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
+	defer cancel()
+	name := policywait.StatusFile(inv.id.Namespace, inv.id.Pod, inv.args.IfName)
+	if err := policywait.Wait(ctx, inv.conf.EndpointStatusDir, name); err != nil {
+		inv.log.Warn("timed out waiting for Felix to program the endpoint's policy; the pod starts anyway",
+			"dir", inv.conf.EndpointStatusDir, "file", name, "err", err, "waited", time.Since(start))
+		return
+	}
+	inv.log.Info("policy programmed by Felix", "waited", time.Since(start))
+}

@@ -1,0 +1,343 @@
+package calico
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/test/harness"
+)
+
+const (
+	network = "k8s-pod-network"
+	podNS   = "policy"
+	nodeV4  = "10.244.7.0/24"
+	nodeV6  = "fd00:244:7::/64"
+)
+
+// world is one node: a control plane in its own namespace, Calico's CRDs,
+// a Node with podCIDRs and (optionally) Felix.
+type world struct {
+	t          *testing.T
+	cp         *harness.ControlPlane
+	node       string
+	cniKubecfg string
+	binDir     string
+	calico     string // the pinned Calico build
+	dataDir    string // host-local's
+	dual       bool
+	felix      *harness.Felix
+	statusPfx  string
+}
+
+var seq atomic.Int64
+
+func newWorld(t *testing.T, dual bool) *world {
+	t.Helper()
+	harness.RequireRoot(t)
+	calico, err := harness.CalicoDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := harness.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := harness.StartT(t, harness.Options{})
+	if err := cp.AddUplink(); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, cp: cp, node: "node-1", binDir: bin, calico: calico, dataDir: t.TempDir(), dual: dual,
+		statusPfx: t.TempDir(), cniKubecfg: filepath.Join(cp.Dir, "cni.kubeconfig")}
+	ctx := context.Background()
+	if err := cp.CNIKubeconfig(ctx, w.cniKubecfg, 3600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.InstallCalicoCRDs(ctx, calico); err != nil {
+		t.Fatal(err)
+	}
+	cidrs := []string{nodeV4}
+	if dual {
+		cidrs = append(cidrs, nodeV6)
+	}
+	if _, err := cp.CreateNode(ctx, w.node, cidrs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.CreateNamespace(ctx, podNS); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// startFelix starts Felix for the node (iptables for v4, nftables for dual).
+func (w *world) startFelix() {
+	w.t.Helper()
+	f, err := w.cp.StartFelix(context.Background(), w.calico, harness.FelixOptions{
+		Node: w.node, IPv6: w.dual, NFTables: w.dual, StatusPrefix: w.statusPfx,
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.felix = f
+	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("felix log:\n%s", f.Tail(6000))
+		}
+	})
+}
+
+// pod is one sandbox networked by a plugin.
+type pod struct {
+	name, id string
+	netns    *harness.NetNS
+	veth     string
+	raw      []byte
+	result   *types100.Result
+}
+
+func (w *world) newPod(name string) *pod {
+	w.t.Helper()
+	if _, err := w.cp.CreatePod(context.Background(), podNS, name, w.node); err != nil {
+		w.t.Fatal(err)
+	}
+	return &pod{name: name, id: fmt.Sprintf("%s-%d", name, seq.Add(1)), netns: harness.NewNetNST(w.t, "pod"),
+		veth: naming.HostVeth("cali", podNS, name)}
+}
+
+// plugin is a CNI binary with its configuration.
+type plugin struct {
+	name    string // "kdd-cni" or "calico"
+	binary  string
+	version string
+	conf    map[string]any
+}
+
+// ours is kdd-cni's calico binary as the shipped conflist configures it.
+func (w *world) ours(extra map[string]any) plugin {
+	c := map[string]any{
+		"cniVersion": "1.0.0", "name": network, "type": "calico", "log_level": "debug",
+		"log_file_path": filepath.Join(w.dataDir, "kdd-cni.log"), "datastore_type": "kubernetes",
+		"nodename": w.node, "mtu": 1500, "state_dir": filepath.Join(w.dataDir, "state"),
+		"ipam": w.ipam(), "policy": map[string]any{"type": "k8s"},
+		"kubernetes": map[string]any{"kubeconfig": w.cniKubecfg},
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return plugin{name: "kdd-cni", binary: filepath.Join(w.binDir, "calico"), version: "1.0.0", conf: c}
+}
+
+// theirs is Calico's own calico binary, configured as Calico's policy-only
+// manifest does (plus nodename_file_optional, as calico-node is absent), as
+// an identity with the wider rights it needs (ClusterInformation).
+func (w *world) theirs() plugin {
+	c := map[string]any{
+		"cniVersion": "1.0.0", "name": network, "type": "calico", "log_level": "debug",
+		"log_file_path": filepath.Join(w.dataDir, "calico.log"), "datastore_type": "kubernetes",
+		"nodename": w.node, "nodename_file_optional": true, "mtu": 1500,
+		"ipam": w.ipam(), "policy": map[string]any{"type": "k8s"},
+		"kubernetes": map[string]any{"kubeconfig": w.cp.AdminKubeconfig},
+	}
+	return plugin{name: "calico", binary: filepath.Join(w.calico, "calico"), version: "1.0.0", conf: c}
+}
+
+func (w *world) ipam() map[string]any {
+	ranges := []any{[]any{map[string]any{"subnet": "usePodCidr"}}}
+	if w.dual {
+		ranges = append(ranges, []any{map[string]any{"subnet": "usePodCidrIPv6"}})
+	}
+	return map[string]any{"type": "host-local", "ranges": ranges, "dataDir": w.dataDir}
+}
+
+func (w *world) run(pl plugin, cmd string, p *pod, conf map[string]any) harness.CNIResult {
+	b, err := json.Marshal(conf)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return w.cp.RunCNI(context.Background(), harness.CNICall{
+		Binary: pl.binary, Command: cmd, ContainerID: p.id, Netns: p.netns.Path, IfName: "eth0",
+		Path: w.binDir, Config: b,
+		Args: fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=u", podNS, p.name, p.id),
+	})
+}
+
+func (w *world) add(pl plugin, p *pod) {
+	w.t.Helper()
+	r := w.run(pl, "ADD", p, pl.conf)
+	if r.Err != nil {
+		w.t.Fatalf("%s ADD %s: %v", pl.name, p.name, r.Err)
+	}
+	p.raw = r.Stdout
+	res, err := types100.NewResult(r.Stdout)
+	if err != nil {
+		w.t.Fatalf("parse %s result %s: %v", pl.name, r.Stdout, err)
+	}
+	if p.result, err = types100.NewResultFromResult(res); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) check(pl plugin, p *pod) error {
+	conf := map[string]any{}
+	for k, v := range pl.conf {
+		conf[k] = v
+	}
+	var prev map[string]any
+	_ = json.Unmarshal(p.raw, &prev)
+	conf["prevResult"] = prev
+	return w.run(pl, "CHECK", p, conf).Err
+}
+
+func (w *world) del(pl plugin, p *pod) {
+	w.t.Helper()
+	if r := w.run(pl, "DEL", p, pl.conf); r.Err != nil {
+		w.t.Fatalf("%s DEL %s: %v", pl.name, p.name, r.Err)
+	}
+}
+
+func (p *pod) ips() []net.IP {
+	var out []net.IP
+	for _, c := range p.result.IPs {
+		out = append(out, c.Address.IP)
+	}
+	return out
+}
+
+// endpointStatus is what Felix writes for an endpoint that is up.
+type endpointStatus struct {
+	IfaceName string   `json:"ifaceName"`
+	Mac       string   `json:"mac"`
+	IPv4Nets  []string `json:"ipv4Nets"`
+	IPv6Nets  []string `json:"ipv6Nets"`
+}
+
+func statusFile(p *pod) string { return "k8s " + url(podNS+"/"+p.name) + " eth0" }
+
+func url(s string) string { return strings.ReplaceAll(s, "/", "%2F") }
+
+// waitEndpointUp waits for Felix's status file of p and returns it.
+func (w *world) waitEndpointUp(p *pod) endpointStatus {
+	w.t.Helper()
+	path := filepath.Join(w.felix.StatusDir(), statusFile(p))
+	var st endpointStatus
+	if err := eventually(15*time.Second, func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &st)
+	}); err != nil {
+		w.t.Fatalf("Felix never reported %s up: %v", p.name, err)
+	}
+	return st
+}
+
+// waitEndpointGone waits for Felix to drop p's status file.
+func (w *world) waitEndpointGone(p *pod) {
+	w.t.Helper()
+	path := filepath.Join(w.felix.StatusDir(), statusFile(p))
+	if err := eventually(15*time.Second, func() error {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("status file still there (%v)", err)
+		}
+		return nil
+	}); err != nil {
+		w.t.Fatalf("Felix kept endpoint %s: %v", p.name, err)
+	}
+}
+
+func eventually(timeout time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rules dumps the node's netfilter state as Felix programmed it, counters
+// stripped.
+func (w *world) rules() string {
+	w.t.Helper()
+	var out []byte
+	if err := w.cp.DoInNode(func() error {
+		var err error
+		if w.dual {
+			out, err = exec.Command("nft", "list", "ruleset").Output()
+		} else {
+			out, err = exec.Command("iptables-save").Output()
+		}
+		return err
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+	counters := regexp.MustCompile(`\[\d+:\d+\]|counter packets \d+ bytes \d+|^#.*$`)
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(counters.ReplaceAllString(l, ""))
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func (w *world) deletePod(name string, grace int64) {
+	w.t.Helper()
+	if err := w.cp.Admin.CoreV1().Pods(podNS).Delete(context.Background(), name,
+		metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) podObject(name string) *corev1.Pod {
+	w.t.Helper()
+	p, err := w.cp.Admin.CoreV1().Pods(podNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+// newPodNamed creates a pod whose app label differs from its name.
+func (w *world) newPodNamed(name, app string) *pod {
+	w.t.Helper()
+	p := w.newPod(name)
+	obj := w.podObject(name)
+	obj.Labels = map[string]string{"app": app}
+	if _, err := w.cp.Admin.CoreV1().Pods(podNS).Update(context.Background(), obj, metav1.UpdateOptions{}); err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+func splitLines(s string) []string { return strings.Split(s, "\n") }
+func joinLines(l []string) string  { return strings.Join(l, "\n") }
+
+// linkGone fails if a link of that name exists (in the caller's namespace).
+func linkGone(name string) error {
+	if _, err := netlink.LinkByName(name); err == nil {
+		return fmt.Errorf("link %s still exists", name)
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var (
+	calicoOnce sync.Once
+	calicoDir  string
+	calicoErr  error
+)
+
+// CalicoDir holds calico-felix, Calico's own `calico` CNI binary and crds/,
+// built from the pinned Calico release: $KDD_CNI_CALICO, else what
+// test/tools/calico/build.sh builds (cached under ~/.cache/kdd-cni).
+func CalicoDir() (string, error) {
+	calicoOnce.Do(func() {
+		if d := os.Getenv("KDD_CNI_CALICO"); d != "" {
+			calicoDir = d
+			return
+		}
+		cmd := exec.Command(filepath.Join(RepoRoot(), "test", "tools", "calico", "build.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			calicoErr = fmt.Errorf("failed to build Calico: %w", err)
+			return
+		}
+		calicoDir = strings.TrimSpace(string(out))
+	})
+	return calicoDir, calicoErr
+}
+
+// calicoObjects are what calico-node would create and Felix needs: the
+// datastore marked ready and the default tier.
+const calicoObjects = `apiVersion: crd.projectcalico.org/v1
+kind: ClusterInformation
+metadata: {name: default}
+spec: {datastoreReady: true}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: default}
+spec: {order: 1000000, defaultAction: Deny}
+`
+
+// InstallCalicoCRDs applies Calico's CRDs from the pinned release (server
+// side: the largest is too big for a last-applied annotation), then
+// ClusterInformation/default and Tier/default.
+func (cp *ControlPlane) InstallCalicoCRDs(ctx context.Context, calico string) error {
+	crds, err := filepath.Glob(filepath.Join(calico, "crds", "crd.projectcalico.org_*.yaml"))
+	if err != nil || len(crds) == 0 {
+		return fmt.Errorf("no Calico CRDs under %s: %v", calico, err)
+	}
+	for _, f := range crds {
+		if err := cp.ApplyManifest(ctx, f, false); err != nil {
+			return err
+		}
+	}
+	objs := filepath.Join(cp.Dir, "calico-objects.yaml")
+	if err := os.WriteFile(objs, []byte(calicoObjects), 0o644); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the CRDs take a moment to be served
+		err := cp.ApplyManifest(ctx, objs, false)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("failed to create Calico's default objects: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// FelixOptions configure one Felix.
+type FelixOptions struct {
+	// Node is Felix's hostname: the Node name the pods are bound to.
+	Node string
+	// IPv6 turns on Felix's IPv6 support.
+	IPv6 bool
+	// NFTables selects Felix's nftables dataplane (else iptables, nft backend).
+	NFTables bool
+	// StatusPrefix is where Felix writes endpoint-status/ (required).
+	StatusPrefix string
+	// HealthPort for /readiness on the node's loopback (default 9099).
+	HealthPort int
+	// Env is appended to the environment.
+	Env []string
+}
+
+// Felix is a running calico-felix.
+type Felix struct {
+	*Process
+	opts FelixOptions
+}
+
+// StartFelix runs calico-felix in KDD policy-only mode in the node
+// namespace, in a private mount namespace with a tmpfs over /var/lib (it
+// writes /var/lib/calico), and waits for it to report ready.
+func (cp *ControlPlane) StartFelix(ctx context.Context, calico string, o FelixOptions) (*Felix, error) {
+	if o.HealthPort == 0 {
+		o.HealthPort = 9099
+	}
+	mode, backend := "Disabled", "nft"
+	if o.NFTables {
+		mode = "Enabled"
+	}
+	env := append(os.Environ(),
+		"FELIX_DATASTORETYPE=kubernetes", "KUBECONFIG="+cp.AdminKubeconfig,
+		"FELIX_FELIXHOSTNAME="+o.Node, "USE_POD_CIDR=true", "FELIX_ROUTESOURCE=WorkloadIPs",
+		"FELIX_IPINIPENABLED=false", "FELIX_VXLANENABLED=false", "FELIX_WIREGUARDENABLED=false",
+		"FELIX_BPFENABLED=false", fmt.Sprintf("FELIX_IPV6SUPPORT=%t", o.IPv6),
+		"FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT", "FELIX_USAGEREPORTINGENABLED=false",
+		"FELIX_HEALTHENABLED=true", "FELIX_HEALTHHOST=127.0.0.1", fmt.Sprintf("FELIX_HEALTHPORT=%d", o.HealthPort),
+		"FELIX_NFTABLESMODE="+mode, "FELIX_IPTABLESBACKEND="+backend,
+		"FELIX_ENDPOINTSTATUSPATHPREFIX="+o.StatusPrefix, "FELIX_LOGSEVERITYSCREEN=info",
+		"FELIX_LOGFILEPATH=none", "FELIX_LOGSEVERITYSYS=none",
+		// A static build has no libbpf; this skips the BPF clean-up that needs it.
+		"FELIX_DebugSkipCTLBCleanup=true")
+	env = append(env, o.Env...)
+	script := `mount -t tmpfs kdd-felix /var/lib && exec "$0"`
+	cmd := exec.Command("/bin/sh", "-c", script, filepath.Join(calico, "calico-felix"))
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	p, err := startCmd(cp.launcher, cp.Dir, "felix-"+o.Node, cmd)
+	if err != nil {
+		return nil, err
+	}
+	cp.processes = append(cp.processes, p) // stopped with the control plane
+	f := &Felix{Process: p, opts: o}
+	url := fmt.Sprintf("http://127.0.0.1:%d/readiness", o.HealthPort)
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: cp.launcher.dial}}
+	err = waitFor(ctx, 60*time.Second, p, func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, fmt.Errorf("felix not ready: %w\n%s", err, p.tail(4000))
+	}
+	return f, nil
+}
+
+// StatusDir is where Felix writes one file per endpoint that is up.
+func (f *Felix) StatusDir() string { return filepath.Join(f.opts.StatusPrefix, "endpoint-status") }

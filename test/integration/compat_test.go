@@ -1,0 +1,313 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/policywait"
+)
+
+// runtimeAnnotations passes the pod's annotations as containerd and CRI-O
+// do for plugins declaring the io.kubernetes.cri.pod-annotations capability.
+func (e *env) runtimeAnnotations(a map[string]string) {
+	if a == nil {
+		a = map[string]string{}
+	}
+	e.extra["runtimeConfig"] = map[string]any{"io.kubernetes.cri.pod-annotations": a}
+}
+
+// annotate sets annotations on the Pod object (as admin).
+func (e *env) annotate(name string, a map[string]string) {
+	e.t.Helper()
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": a}})
+	if _, err := cluster.Admin.CoreV1().Pods(e.ns).Patch(context.Background(), name, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// recreateNode deletes the Node and creates it again (a new UID) with other
+// podCIDRs, as `kubectl delete node` followed by the kubelet re-registering
+// and the controller-manager allocating does.
+func (e *env) recreateNode(cidrs []string) {
+	e.t.Helper()
+	ctx := context.Background()
+	old, err := cluster.Admin.CoreV1().Nodes().Get(ctx, e.node, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cluster.Admin.CoreV1().Nodes().Delete(ctx, e.node, deleteNow()); err != nil {
+		e.t.Fatal(err)
+	}
+	n, err := cluster.CreateNode(ctx, e.node, cidrs...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if n.UID == old.UID {
+		e.t.Fatalf("node %s kept its UID", e.node)
+	}
+}
+
+func inAny(ip net.IP, cidrs []string) bool {
+	for _, c := range cidrs {
+		if _, n, err := net.ParseCIDR(c); err == nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNodeRecreatedBetweenADDs: the Node is re-created with new podCIDRs
+// between any two ADDs. No ADD fails, every address (and every lease) is in
+// the Node's current podCIDRs, with and without a requested IP, and each
+// ADD still makes exactly 2 requests.
+func TestNodeRecreatedBetweenADDs(t *testing.T) {
+	for _, fam := range []string{"v4", "dual"} {
+		t.Run(fam, func(t *testing.T) {
+			e := newEnv(t, podCIDRs(fam)...)
+			delete(e.ipam, "subnet")
+			e.ipam["ranges"] = rangesFor(fam)
+			e.runtimeAnnotations(nil)
+			warm := e.newPod("warm", false)
+			e.add(warm) // fills the podCIDR cache
+			var pods []*pod
+			for i := range 4 {
+				cidrs := podCIDRs(fam)
+				e.recreateNode(cidrs)
+				p := e.newPod(fmt.Sprintf("p%d", i), false)
+				if i%2 == 1 { // request an address in the new range
+					_, n, _ := net.ParseCIDR(cidrs[0])
+					ip := n.IP.To4()
+					p.extraArgs = fmt.Sprintf("IP=%d.%d.%d.%d", ip[0], ip[1], ip[2], 42)
+				}
+				before, err := cluster.RequestCounts(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.add(p)
+				after, err := cluster.RequestCounts(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := harnessDelta(before, after); total(d) != 2 || d["GET nodes"] != 1 || d["PATCH pods/status"] != 1 {
+					t.Errorf("ADD %d after re-creation made %v, want GET nodes + PATCH pods/status", i, d)
+				}
+				for _, ip := range p.ips() {
+					if !inAny(ip, cidrs) {
+						t.Errorf("ADD %d got %s, outside the Node's current podCIDRs %v", i, ip, cidrs)
+					}
+				}
+				if p.extraArgs != "" && p.ips()[0].String() != strings.TrimPrefix(p.extraArgs, "IP=") {
+					t.Errorf("ADD %d got %s, asked %s", i, p.ips()[0], p.extraArgs)
+				}
+				for ip, owner := range e.leases() {
+					if owner == p.containerID && !inAny(net.ParseIP(ip), cidrs) {
+						t.Errorf("ADD %d left lease %s outside %v", i, ip, cidrs)
+					}
+				}
+				if r := e.check(p); r.Err != nil {
+					t.Errorf("CHECK %d: %v", i, r.Err)
+				}
+				pods = append(pods, p)
+			}
+			for _, p := range append(pods, warm) {
+				ips := p.ips()
+				e.del(p)
+				e.assertGone(p, ips)
+			}
+			if l := e.leases(); len(l) != 0 {
+				t.Errorf("leases left: %v", l)
+			}
+		})
+	}
+}
+
+// TestPodAnnotations: Calico's pod annotations, from the runtime
+// (capability) and from the API (GET pod beside IPAM).
+func TestPodAnnotations(t *testing.T) {
+	const mac = "c2:00:5e:10:20:30"
+	for _, source := range []string{"runtime", "api"} {
+		t.Run("hwAddr from "+source, func(t *testing.T) {
+			e := newEnv(t, podCIDRs("dual")...)
+			delete(e.ipam, "subnet")
+			e.ipam["ranges"] = rangesFor("dual")
+			p := e.newPod("mac", false)
+			a := map[string]string{"cni.projectcalico.org/hwAddr": mac}
+			if source == "runtime" {
+				e.runtimeAnnotations(a)
+			} else {
+				e.annotate(p.name, a)
+			}
+			e.add(p)
+			if got := p.result.Interfaces[1].Mac; got != mac {
+				t.Errorf("result reports MAC %s, want %s", got, mac)
+			}
+			if err := p.netns.Do(func() error {
+				l, err := netlink.LinkByName("eth0")
+				if err == nil && l.Attrs().HardwareAddr.String() != mac {
+					err = fmt.Errorf("eth0 has MAC %s, want %s", l.Attrs().HardwareAddr, mac)
+				}
+				return err
+			}); err != nil {
+				t.Error(err)
+			}
+			if r := e.check(p); r.Err != nil {
+				t.Errorf("CHECK: %v", r.Err)
+			}
+			// CHECK notices a MAC changed behind our back.
+			if err := p.netns.Do(func() error {
+				l, err := netlink.LinkByName("eth0")
+				if err != nil {
+					return err
+				}
+				return netlink.LinkSetHardwareAddr(l, net.HardwareAddr{0xc2, 0, 0, 0, 0, 9})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if r := e.check(p); r.Err == nil || !strings.Contains(string(r.Stdout), "MAC") {
+				t.Errorf("CHECK after a MAC change: %v %s", r.Err, r.Stdout)
+			}
+			ips := p.ips()
+			e.del(p)
+			e.assertGone(p, ips)
+		})
+	}
+	refused := map[string]struct {
+		annot map[string]string
+		extra map[string]any
+		want  string
+	}{
+		"bad hwAddr":       {map[string]string{"cni.projectcalico.org/hwAddr": "zz:00"}, nil, "failed to parse MAC address"},
+		"multicast hwAddr": {map[string]string{"cni.projectcalico.org/hwAddr": "01:00:5e:00:00:01"}, nil, "unicast"},
+		"ipAddrs":          {map[string]string{"cni.projectcalico.org/ipAddrs": `["10.0.0.1"]`}, nil, "ipAddrs is not compatible with configured IPAM: host-local"},
+		"ipAddrsNoIpam": {map[string]string{"cni.projectcalico.org/ipAddrsNoIpam": `["10.0.0.1"]`},
+			map[string]any{"feature_control": map[string]any{"ip_addrs_no_ipam": true}}, "ipAddrsNoIpam is not compatible"},
+		"floatingIPs off":      {map[string]string{"cni.projectcalico.org/floatingIPs": `["1.2.3.4"]`}, nil, "not enabled: floating_ips"},
+		"bad source prefixes":  {map[string]string{"cni.projectcalico.org/allowedSourcePrefixes": `["10.0.0.0/33"]`}, nil, "allowedSourcePrefixes"},
+		"floatingIPs bad list": {map[string]string{"cni.projectcalico.org/floatingIPs": `1.2.3.4`}, map[string]any{"feature_control": map[string]any{"floating_ips": true}}, "JSON list"},
+	}
+	for name, tc := range refused {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, podCIDRs("v4")...)
+			for k, v := range tc.extra {
+				e.extra[k] = v
+			}
+			p := e.newPod("refused", false)
+			e.annotate(p.name, tc.annot)
+			r := e.call("ADD", p, e.conf())
+			if ce := cniErr(t, r); !strings.Contains(ce.Msg+ce.Details, tc.want) {
+				t.Errorf("error %q, want %q", ce.Msg, tc.want)
+			}
+			e.assertGone(p, nil)
+			if l := e.leases(); len(l) != 0 {
+				t.Errorf("leases left: %v", l)
+			}
+			if a := e.annotations(p.name); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != "" {
+				t.Errorf("annotations written for a refused ADD: %v", a)
+			}
+		})
+	}
+	t.Run("floatingIPs on", func(t *testing.T) {
+		e := newEnv(t, podCIDRs("v4")...)
+		e.extra["feature_control"] = map[string]any{"floating_ips": true}
+		p := e.newPod("fip", false)
+		e.annotate(p.name, map[string]string{"cni.projectcalico.org/floatingIPs": `["192.0.2.10"]`})
+		e.add(p)
+		e.del(p)
+	})
+}
+
+// TestAPIRequestsByAnnotationSource: with the runtime's annotations ADD
+// makes 2 requests; without them it also GETs the pod (3), in parallel.
+func TestAPIRequestsByAnnotationSource(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	count := func(p *pod) map[string]float64 {
+		before, err := cluster.RequestCounts(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.add(p)
+		after, err := cluster.RequestCounts(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return harnessDelta(before, after)
+	}
+	api := count(e.newPod("from-api", false))
+	if total(api) != 3 || api["GET pods"] != 1 || api["GET nodes"] != 1 || api["PATCH pods/status"] != 1 {
+		t.Errorf("ADD without runtime annotations made %v, want GET nodes + GET pods + PATCH pods/status", api)
+	}
+	e.runtimeAnnotations(map[string]string{})
+	rt := count(e.newPod("from-runtime", false))
+	if total(rt) != 2 || rt["GET pods"] != 0 {
+		t.Errorf("ADD with runtime annotations made %v, want GET nodes + PATCH pods/status", rt)
+	}
+}
+
+// TestPolicySetupWait: ADD waits for the endpoint's status file (written
+// here as Felix writes it) and returns as soon as it appears; without the
+// file it returns, successfully, after the timeout.
+func TestPolicySetupWait(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	dir := filepath.Join(t.TempDir(), "endpoint-status")
+	e.extra["policy_setup_timeout_seconds"] = 3
+	e.extra["endpoint_status_dir"] = dir
+	e.runtimeAnnotations(nil)
+
+	late := e.newPod("late", false)
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		_ = os.MkdirAll(dir, 0o755)
+		_ = os.WriteFile(filepath.Join(dir, policywait.StatusFile(e.ns, late.name, "eth0")), []byte(`{"status":"up"}`), 0o644)
+	}()
+	start := time.Now()
+	e.add(late)
+	if d := time.Since(start); d < 700*time.Millisecond || d > 2500*time.Millisecond {
+		t.Errorf("ADD returned after %s; want just after the status file appeared (700 ms), before the timeout", d)
+	}
+
+	never := e.newPod("never", false)
+	start = time.Now()
+	e.add(never)
+	if d := time.Since(start); d < 3*time.Second {
+		t.Errorf("ADD returned after %s without a status file, want the 3 s timeout", d)
+	}
+	if a := e.annotations(never.name); a["cni.projectcalico.org/podIP"] == "" {
+		t.Errorf("annotations missing after a timed-out wait: %v", a)
+	}
+	e.del(late)
+	e.del(never)
+}
+
+// TestReadinessGates: ADD waits for every gate to answer 200.
+func TestReadinessGates(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	var ln net.Listener
+	inNode(t, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err })
+	ready := make(chan struct{})
+	srv := &httpGate{ready: ready}
+	go srv.serve(ln)
+	t.Cleanup(func() { ln.Close() })
+	e.extra["readiness_gates"] = []string{"http://" + ln.Addr().String() + "/ready"}
+	p := e.newPod("gated", false)
+	go func() { time.Sleep(1 * time.Second); close(ready) }()
+	start := time.Now()
+	e.add(p)
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("ADD returned after %s, before the gate was ready", d)
+	}
+	if srv.hits.Load() < 2 {
+		t.Errorf("gate polled %d times", srv.hits.Load())
+	}
+	e.del(p)
+}
