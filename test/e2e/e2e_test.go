@@ -27,7 +27,7 @@ import (
 func pod(name, nodeName string) *corev1.Pod {
 	grace := int64(1)
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
 			NodeName: nodeName, TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{Name: "agent", Image: Image, ImagePullPolicy: corev1.PullNever, Command: []string{"/agent", "serve"}}},

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,7 +39,10 @@ type node struct {
 func (n *node) netDir() string { return filepath.Join(n.hostRoot, "etc/cni/net.d") }
 func (n *node) binDir() string { return filepath.Join(n.hostRoot, "opt/cni/bin") }
 
-func startNode(t *testing.T, name string) *node {
+func startNode(t *testing.T, name string) *node { return startNodeWith(t, name, nil) }
+
+// startNodeWith starts a node whose conflist carries extra netconf keys.
+func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 	dir, err := os.MkdirTemp("", "kddcni-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +51,7 @@ func startNode(t *testing.T, name string) *node {
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
 		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d", os.Getpid()), netnsAtStart: netnsNames()}
 	t.Cleanup(n.teardown)
-	n.installCNI()
+	n.installCNI(extra)
 	n.startContainerd()
 	n.startKubelet()
 	return n
@@ -55,7 +59,7 @@ func startNode(t *testing.T, name string) *node {
 
 // installCNI runs install-cni from the image tree with the manifests' RBAC
 // and its own (minting-only) identity, as the DaemonSet would.
-func (n *node) installCNI() {
+func (n *node) installCNI(extra map[string]any) {
 	ctx := context.Background()
 	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml"} {
 		if err := cp.ApplyManifest(ctx, harness.Manifest(m), false); err != nil {
@@ -73,6 +77,10 @@ func (n *node) installCNI() {
 	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`,
 		fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, n.leases), 1)
 	conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, n.stateDir), 1)
+	for k, v := range extra {
+		b, _ := json.Marshal(v)
+		conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`%q: %s, "datastore_type"`, k, b), 1)
+	}
 	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
 	cmd.Env = []string{
 		"CNI_HOST_ROOT=" + n.hostRoot, "CNI_BIN_SRC_DIR=" + filepath.Join(rootfs, "opt/cni/bin"),

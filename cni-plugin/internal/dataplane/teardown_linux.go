@@ -12,22 +12,48 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 )
 
+// Owned names a host veth and the alias that marks it as this sandbox's
+// (naming.HostVethAlias); empty when the pod is unknown.
+type Owned struct {
+	HostVeth string
+	Alias    string
+}
+
 // Teardown deletes the container interface (its host peer and host routes
 // go with it). A missing namespace or interface is success, and the whole
-// step is bounded by timeout. The host veth is not deleted by name: a newer
-// sandbox of the same pod may own that name now.
-func Teardown(netnsPath, ifName string, timeout time.Duration) error {
-	if netnsPath == "" {
-		return nil
-	}
+// step is bounded by timeout. Then the host veth is deleted by name only if
+// its alias says this sandbox created it: a newer sandbox of the same pod
+// may own that name now, and a namespace that is already gone may leave its
+// veth to the kernel's deferred clean-up, which can take seconds.
+func Teardown(netnsPath, ifName string, owned Owned, timeout time.Duration) error {
 	done := make(chan error, 1)
-	go func() { done <- deleteInNetNS(netnsPath, ifName) }()
+	go func() {
+		var err error
+		if netnsPath != "" {
+			err = deleteInNetNS(netnsPath, ifName)
+		}
+		done <- errors.Join(err, deleteOwnedHostVeth(owned))
+	}()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(timeout):
 		return fmt.Errorf("failed to delete %q in %s: timed out after %s", ifName, netnsPath, timeout)
 	}
+}
+
+func deleteOwnedHostVeth(o Owned) error {
+	if o.HostVeth == "" {
+		return nil
+	}
+	link, err := netlinksafe.LinkByName(o.HostVeth)
+	if err != nil || link.Attrs().Alias != o.Alias {
+		return nil // gone, or another sandbox's
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+		return fmt.Errorf("failed to delete host veth %q: %w", o.HostVeth, err)
+	}
+	return nil
 }
 
 func deleteInNetNS(netnsPath, ifName string) error {

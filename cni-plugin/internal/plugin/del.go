@@ -11,6 +11,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
 )
 
@@ -37,7 +38,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	t := time.Now()
 	cleared := make(chan error, 1)
 	go func() { cleared <- p.clearEndpoint(ctx, inv) }()
-	ifErr := dataplane.Teardown(args.Netns, args.IfName, teardownTimeout)
+	ifErr := dataplane.Teardown(args.Netns, args.IfName, p.ownedHostVeth(inv), teardownTimeout)
 	inv.step("teardown", &t)
 	epErr := <-cleared
 	if epErr == nil && inv.hasPod && journal.WasInterrupted(inv.conf.AddingDir(), args.ContainerID) {
@@ -47,6 +48,16 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	ipamErr := releaseCall(inv, args).Del(ctx)
 	inv.step("ipam", &t)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
+}
+
+// ownedHostVeth names the host veth this sandbox created, if the pod is known.
+func (p *Plugin) ownedHostVeth(inv *invocation) dataplane.Owned {
+	if !inv.hasPod {
+		return dataplane.Owned{}
+	}
+	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
+	return dataplane.Owned{HostVeth: naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
+		Alias: naming.HostVethAlias(inv.args.ContainerID, inv.args.IfName)}
 }
 
 // clearEndpoint blanks podIP/podIPs with one guarded JSON patch. When the

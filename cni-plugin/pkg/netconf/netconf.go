@@ -34,6 +34,7 @@ type NetConf struct {
 	Hostname             string `json:"hostname"` // deprecated alias of nodename
 
 	DatastoreType string     `json:"datastore_type"`
+	EtcdEndpoints string     `json:"etcd_endpoints"` // only to detect an etcd datastore, which is refused
 	Kubernetes    Kubernetes `json:"kubernetes"`
 	Policy        Policy     `json:"policy"`
 
@@ -214,8 +215,8 @@ func (c *NetConf) validate(env Env) error {
 }
 
 // Datastore is the effective datastore type: the netconf's, else the
-// DATASTORE_TYPE seed, else etcdv3 when ETCD_ENDPOINTS is set (as Calico
-// auto-detects), else kubernetes.
+// DATASTORE_TYPE seed, else etcdv3 when etcd_endpoints or ETCD_ENDPOINTS is
+// set (as Calico auto-detects), else kubernetes.
 func (c *NetConf) Datastore(env Env) string {
 	if c.DatastoreType != "" {
 		return strings.ToLower(c.DatastoreType)
@@ -223,7 +224,7 @@ func (c *NetConf) Datastore(env Env) string {
 	if v := env.seed("DATASTORE_TYPE"); v != "" {
 		return strings.ToLower(v)
 	}
-	if env.seed("ETCD_ENDPOINTS") != "" {
+	if c.EtcdEndpoints != "" || env.seed("ETCD_ENDPOINTS") != "" {
 		return "etcdv3"
 	}
 	return DatastoreKubernetes

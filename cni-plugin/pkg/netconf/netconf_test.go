@@ -48,6 +48,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		"malformed":      {`{"name":`, nil, "failed to parse network configuration"},
 		"etcd":           {`{"name":"n","datastore_type":"etcdv3","ipam":{"type":"host-local"}}`, nil, `unsupported datastore_type "etcdv3"`},
+		"etcd from conf": {`{"name":"n","etcd_endpoints":"http://x:2379","ipam":{"type":"host-local"}}`, nil, `unsupported datastore_type "etcdv3"`},
 		"etcd from env":  {`{"name":"n","ipam":{"type":"host-local"}}`, map[string]string{"ETCD_ENDPOINTS": "http://x"}, `unsupported datastore_type "etcdv3"`},
 		"env datastore":  {`{"name":"n","ipam":{"type":"host-local"}}`, map[string]string{"CALICO_DATASTORE_TYPE": "etcdv3"}, "unsupported datastore_type"},
 		"no ipam":        {`{"name":"n"}`, nil, "ipam.type is required"},

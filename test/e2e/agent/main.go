@@ -2,12 +2,16 @@
 // no arguments it waits for SIGTERM (the pod sandbox, "pause"); with
 // "serve" it answers HTTP on :8080 with its hostname and, on
 // /probe?addr=HOST:PORT, fetches that address and returns what it got (so a
-// test on the node can check pod-to-pod traffic without kubectl exec).
+// test on the node can check pod-to-pod traffic without kubectl exec). With
+// FIRST_PROBE=HOST:PORT it first tries that address once, before serving,
+// and reports the outcome on /first ("reached" or "blocked: …"): the pod's
+// very first packet.
 package main
 
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -23,7 +27,18 @@ func main() {
 		return
 	}
 	host, _ := os.Hostname()
+	first := "no probe"
+	if addr := os.Getenv("FIRST_PROBE"); addr != "" {
+		first = "reached"
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			first = "blocked: " + err.Error()
+		} else {
+			c.Close()
+		}
+	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("/first", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, first) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "hello from %s", host) })
 	client := &http.Client{Timeout: 3 * time.Second}
 	mux.HandleFunc("/probe", func(w http.ResponseWriter, r *http.Request) {
