@@ -167,7 +167,7 @@ func (n *node) assertNothingLeft(t *testing.T) {
 
 // httpGet fetches a URL from the node.
 func httpGet(url string) (string, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: cp.DialContext}}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: cp.DialContext, DisableKeepAlives: true}}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err

@@ -30,8 +30,12 @@ func TestFelixOnNode(t *testing.T) {
 	if err := cp.InstallCalicoCRDs(ctx, calico); err != nil {
 		t.Fatal(err)
 	}
+	// As in a cluster, Felix (calico-node) starts once its Node is registered.
 	const nodeName = "felix-node"
-	felix, err := cp.StartFelix(ctx, calico, harness.FelixOptions{Node: nodeName, StatusPrefix: t.TempDir()})
+	statusPrefix := t.TempDir()
+	n := startNodeWith(t, nodeName, map[string]any{
+		"policy_setup_timeout_seconds": 10, "endpoint_status_dir": filepath.Join(statusPrefix, "endpoint-status")})
+	felix, err := cp.StartFelix(ctx, calico, harness.FelixOptions{Node: nodeName, StatusPrefix: statusPrefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +45,6 @@ func TestFelixOnNode(t *testing.T) {
 		}
 		_ = felix.Stop(10 * time.Second)
 	})
-	n := startNodeWith(t, nodeName, map[string]any{
-		"policy_setup_timeout_seconds": 10, "endpoint_status_dir": felix.StatusDir()})
 	pods := []string{"pol-a", "pol-b", "pol-c"}
 	n.createPods(pods)
 	n.assertPodNetworks(t, pods)
@@ -58,7 +60,14 @@ func TestFelixOnNode(t *testing.T) {
 	expect := func(step string, open, closed [][2]string) {
 		t.Helper()
 		for _, p := range open {
-			n.waitFor(step+": "+p[0]+" reaches "+p[1], 20*time.Second, func() bool { return probe(p[0], p[1]) == nil })
+			var last error
+			n.waitFor(step+": "+p[0]+" reaches "+p[1], 20*time.Second, func() bool {
+				last = probe(p[0], p[1])
+				if last != nil {
+					t.Logf("%s: %v", step, last)
+				}
+				return last == nil
+			})
 		}
 		for _, p := range closed {
 			n.waitFor(step+": "+p[0]+" blocked from "+p[1], 20*time.Second, func() bool { return probe(p[0], p[1]) != nil })
@@ -105,8 +114,13 @@ func TestFelixOnNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.waitFor(name+" Ready", 60*time.Second, func() bool { return ready(getPod(t, name)) })
-			got, err := httpGet("http://" + getPod(t, name).Status.PodIP + ":8080/first")
-			if err != nil || !strings.HasPrefix(got, "blocked") {
+			var got string
+			var err error
+			n.waitFor(name+" serves", 20*time.Second, func() bool { // it probes before serving
+				got, err = httpGet("http://" + getPod(t, name).Status.PodIP + ":8080/first")
+				return err == nil
+			})
+			if !strings.HasPrefix(got, "blocked") {
 				t.Errorf("first packet of %s: %q %v (want blocked by the egress policy)", name, got, err)
 			}
 		}

@@ -62,6 +62,7 @@ type ControlPlane struct {
 	pki       *pki
 	launcher  *launcher
 	processes []*Process
+	onStop    []func() // run first by Stop (supervised processes)
 	tools     string
 	opts      Options
 }
@@ -284,6 +285,9 @@ func (cp *ControlPlane) Logs(n int) string {
 
 // Stop ends the processes (newest first), the namespace and the directory.
 func (cp *ControlPlane) Stop() error {
+	for _, fn := range cp.onStop {
+		fn()
+	}
 	var errs []error
 	for i := len(cp.processes) - 1; i >= 0; i-- {
 		errs = append(errs, cp.processes[i].stop(15*time.Second))

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -99,10 +100,19 @@ type FelixOptions struct {
 	Env []string
 }
 
-// Felix is a running calico-felix.
+// Felix is a running calico-felix. Like calico-node's supervisor, it
+// restarts Felix when Felix exits to reload its configuration (exit code
+// 129, e.g. when its Node appears after it started).
 type Felix struct {
-	*Process
-	opts FelixOptions
+	cp     *ControlPlane
+	calico string
+	opts   FelixOptions
+	mu     sync.Mutex
+	cur    *Process
+	done   bool
+	// Restarts counts configuration reloads.
+	Restarts   int
+	restartErr error
 }
 
 // StartFelix runs calico-felix in KDD policy-only mode in the node
@@ -112,36 +122,14 @@ func (cp *ControlPlane) StartFelix(ctx context.Context, calico string, o FelixOp
 	if o.HealthPort == 0 {
 		o.HealthPort = 9099
 	}
-	mode, backend := "Disabled", "nft"
-	if o.NFTables {
-		mode = "Enabled"
-	}
-	env := append(os.Environ(),
-		"FELIX_DATASTORETYPE=kubernetes", "KUBECONFIG="+cp.AdminKubeconfig,
-		"FELIX_FELIXHOSTNAME="+o.Node, "USE_POD_CIDR=true", "FELIX_ROUTESOURCE=WorkloadIPs",
-		"FELIX_IPINIPENABLED=false", "FELIX_VXLANENABLED=false", "FELIX_WIREGUARDENABLED=false",
-		"FELIX_BPFENABLED=false", fmt.Sprintf("FELIX_IPV6SUPPORT=%t", o.IPv6),
-		"FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT", "FELIX_USAGEREPORTINGENABLED=false",
-		"FELIX_HEALTHENABLED=true", "FELIX_HEALTHHOST=127.0.0.1", fmt.Sprintf("FELIX_HEALTHPORT=%d", o.HealthPort),
-		"FELIX_NFTABLESMODE="+mode, "FELIX_IPTABLESBACKEND="+backend,
-		"FELIX_ENDPOINTSTATUSPATHPREFIX="+o.StatusPrefix, "FELIX_LOGSEVERITYSCREEN=info",
-		"FELIX_LOGFILEPATH=none", "FELIX_LOGSEVERITYSYS=none",
-		// A static build has no libbpf; this skips the BPF clean-up that needs it.
-		"FELIX_DebugSkipCTLBCleanup=true")
-	env = append(env, o.Env...)
-	script := `mount -t tmpfs kdd-felix /var/lib && exec "$0"`
-	cmd := exec.Command("/bin/sh", "-c", script, filepath.Join(calico, "calico-felix"))
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	p, err := startCmd(cp.launcher, cp.Dir, "felix-"+o.Node, cmd)
-	if err != nil {
+	f := &Felix{cp: cp, calico: calico, opts: o}
+	if err := f.spawn(); err != nil {
 		return nil, err
 	}
-	cp.processes = append(cp.processes, p) // stopped with the control plane
-	f := &Felix{Process: p, opts: o}
+	cp.onStop = append(cp.onStop, func() { _ = f.Stop(15 * time.Second) })
 	url := fmt.Sprintf("http://127.0.0.1:%d/readiness", o.HealthPort)
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: cp.launcher.dial}}
-	err = waitFor(ctx, 60*time.Second, p, func() bool {
+	err := waitFor(ctx, 60*time.Second, f.process(), func() bool {
 		resp, err := client.Get(url)
 		if err != nil {
 			return false
@@ -150,10 +138,89 @@ func (cp *ControlPlane) StartFelix(ctx context.Context, calico string, o FelixOp
 		return resp.StatusCode == http.StatusOK
 	})
 	if err != nil {
-		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("felix not ready: %w\n%s", err, p.tail(4000))
+		_ = f.Stop(5 * time.Second)
+		return nil, fmt.Errorf("felix not ready: %w\n%s", err, f.Tail(4000))
 	}
 	return f, nil
+}
+
+func (f *Felix) env() []string {
+	o := f.opts
+	mode := "Disabled"
+	if o.NFTables {
+		mode = "Enabled"
+	}
+	env := append(os.Environ(),
+		"FELIX_DATASTORETYPE=kubernetes", "KUBECONFIG="+f.cp.AdminKubeconfig,
+		"FELIX_FELIXHOSTNAME="+o.Node, "USE_POD_CIDR=true", "FELIX_ROUTESOURCE=WorkloadIPs",
+		"FELIX_IPINIPENABLED=false", "FELIX_VXLANENABLED=false", "FELIX_WIREGUARDENABLED=false",
+		"FELIX_BPFENABLED=false", fmt.Sprintf("FELIX_IPV6SUPPORT=%t", o.IPv6),
+		"FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT", "FELIX_USAGEREPORTINGENABLED=false",
+		"FELIX_HEALTHENABLED=true", "FELIX_HEALTHHOST=127.0.0.1", fmt.Sprintf("FELIX_HEALTHPORT=%d", o.HealthPort),
+		"FELIX_NFTABLESMODE="+mode, "FELIX_IPTABLESBACKEND=nft",
+		"FELIX_ENDPOINTSTATUSPATHPREFIX="+o.StatusPrefix, "FELIX_LOGSEVERITYSCREEN=info",
+		"FELIX_LOGFILEPATH=none", "FELIX_LOGSEVERITYSYS=none",
+		// A static build has no libbpf; this skips the BPF clean-up that needs it.
+		"FELIX_DebugSkipCTLBCleanup=true")
+	return append(env, o.Env...)
+}
+
+// spawn starts one Felix process and restarts it when it exits with 129.
+func (f *Felix) spawn() error {
+	cmd := exec.Command("/bin/sh", "-c", `mount -t tmpfs kdd-felix /var/lib && exec "$0"`, filepath.Join(f.calico, "calico-felix"))
+	cmd.Env = f.env()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	p, err := startCmd(f.cp.launcher, f.cp.Dir, "felix-"+f.opts.Node, cmd)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.cur = p
+	stopped := f.done
+	f.mu.Unlock()
+	if stopped { // Stop ran while this restart was starting
+		return p.stop(5 * time.Second)
+	}
+	go func() {
+		<-p.exited
+		var exit *exec.ExitError
+		f.mu.Lock()
+		restart := !f.done && errors.As(p.waitErr, &exit) && exit.ExitCode() == 129
+		if restart {
+			f.Restarts++
+		}
+		f.mu.Unlock()
+		if restart {
+			if err := f.spawn(); err != nil {
+				f.mu.Lock()
+				f.restartErr = err
+				f.mu.Unlock()
+			}
+		}
+	}()
+	return nil
+}
+
+func (f *Felix) process() *Process {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cur
+}
+
+// Stop ends Felix for good.
+func (f *Felix) Stop(grace time.Duration) error {
+	f.mu.Lock()
+	f.done = true
+	p := f.cur
+	f.mu.Unlock()
+	return p.stop(grace)
+}
+
+// Tail is the end of Felix's log (all its runs).
+func (f *Felix) Tail(n int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprintf("%s\n(restarts: %d, last restart error: %v)", f.cur.tail(n), f.Restarts, f.restartErr)
 }
 
 // StatusDir is where Felix writes one file per endpoint that is up.

@@ -28,7 +28,7 @@ func startProcess(l *launcher, dir, name, bin string, args ...string) (*Process,
 // startCmd starts a prepared command (environment, SysProcAttr) as a Process.
 func startCmd(l *launcher, dir, name string, cmd *exec.Cmd) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}

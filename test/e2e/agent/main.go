@@ -40,7 +40,9 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/first", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, first) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "hello from %s", host) })
-	client := &http.Client{Timeout: 3 * time.Second}
+	// A new connection per probe: a kept-alive one would be an established
+	// flow, which NetworkPolicy changes do not cut.
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	mux.HandleFunc("/probe", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := client.Get("http://" + r.URL.Query().Get("addr") + "/")
 		if err != nil {
