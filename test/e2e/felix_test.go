@@ -74,7 +74,9 @@ func TestFelixOnNode(t *testing.T) {
 		}
 	}
 	policies := cp.Admin.NetworkingV1().NetworkPolicies(namespace)
-	sel := func(app string) metav1.LabelSelector { return metav1.LabelSelector{MatchLabels: map[string]string{"app": app}} }
+	sel := func(app string) metav1.LabelSelector {
+		return metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
 
 	expect("no policy", [][2]string{{"pol-b", "pol-a"}, {"pol-c", "pol-a"}}, nil)
 	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-a"}, Spec: networkingv1.NetworkPolicySpec{
