@@ -5,6 +5,7 @@ package integration
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
@@ -17,6 +18,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv(squatterEnv); v != "" {
+		veth, lockFile, _ := strings.Cut(v, ",")
+		squat(veth, lockFile)
+		return
+	}
 	os.Exit(harness.RunSuite(m, harness.Options{}, func(s *harness.Suite) error {
 		cluster, kubeconfig, binDir = s.CP, s.Kubeconfig, s.BinDir
 		return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,8 +33,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := awaitReadinessGates(inv); err != nil {
 		return inv.wrap(err)
 	}
-	ctx, cancel := withTimeout(addTimeout)
+	ctx, rollback, cancel := addContexts()
 	defer cancel()
+	inv.rollback = rollback
+	p.replayJournal(ctx, inv)
 
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {
@@ -59,7 +60,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	success := false
 	defer func() {
 		if !success {
-			inv.releaseIPAM(ctx, args)
+			inv.releaseIPAM(args)
 		}
 	}()
 	inv.step("ipam", &t)
@@ -75,7 +76,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	created, err := dataplane.Setup(pl, args.Netns)
 	inv.step("dataplane", &t)
 	if epErr := session.endpointWritten(); err != nil || epErr != nil {
-		return inv.wrap(p.undoAdd(ctx, inv, pl, created, err, epErr))
+		return inv.wrap(p.undoAdd(inv, pl, created, err, epErr))
 	}
 	inv.step("endpoint", &t)
 	success = true
@@ -98,7 +99,7 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 
 // undoAdd rolls back what the dataplane and the PATCH did when either
 // failed, and returns the error to report.
-func (p *Plugin) undoAdd(ctx context.Context, inv *invocation, pl plan.Plan, created dataplane.Result, setupErr, epErr error) error {
+func (p *Plugin) undoAdd(inv *invocation, pl plan.Plan, created dataplane.Result, setupErr, epErr error) error {
 	if setupErr == nil {
 		if err := dataplane.Remove(pl, created.HostIndex); err != nil {
 			inv.log.Warn("rollback: failed to remove interfaces", "err", err)
@@ -106,7 +107,7 @@ func (p *Plugin) undoAdd(ctx context.Context, inv *invocation, pl plan.Plan, cre
 		return epErr
 	}
 	if epErr == nil { // the annotations went out for a network that failed
-		if err := p.clearEndpoint(context.WithoutCancel(ctx), inv); err != nil {
+		if err := p.clearEndpoint(inv.rollback, inv); err != nil {
 			inv.log.Warn("rollback: failed to clear the annotations", "err", err)
 		}
 	}
@@ -120,7 +121,13 @@ func (p *Plugin) undoAdd(ctx context.Context, inv *invocation, pl plan.Plan, cre
 // podCIDRs, so no ADD fails and no address outside them is handed out.
 func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, fams podcidr.Families) (*types100.Result, error) {
 	add := func(conf []byte) (*types100.Result, error) {
-		return ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: inv.args}.Add(ctx)
+		r, err := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: inv.args}.Add(ctx)
+		if err != nil {
+			// It may have allocated before failing (or being killed at the
+			// deadline): host-local's DEL of an unknown container is a no-op.
+			inv.releaseIPAM(inv.args)
+		}
+		return r, err
 	}
 	if !fams.Any() {
 		return add(inv.args.StdinData)
@@ -140,7 +147,7 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 				return alloc, ipamErr
 			}
 			if ipamErr == nil {
-				if rerr := releaseCall(inv, inv.args).Del(ctx); rerr != nil {
+				if rerr := releaseCall(inv, inv.args).Del(inv.rollback); rerr != nil {
 					return nil, errors.Join(err, fmt.Errorf("failed to release an allocation from stale podCIDRs: %w", rerr))
 				}
 			}
@@ -184,12 +191,10 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC ne
 	})
 }
 
-// releaseIPAM is ADD's rollback of the allocation; it gets its own time
-// budget, since ADD may be failing because its own ran out.
-func (inv *invocation) releaseIPAM(ctx context.Context, args *skel.CmdArgs) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := releaseCall(inv, args).Del(ctx); err != nil {
+// releaseIPAM is ADD's rollback of the allocation, within the rollback part
+// of ADD's bound (the work part may be what ran out).
+func (inv *invocation) releaseIPAM(args *skel.CmdArgs) {
+	if err := releaseCall(inv, args).Del(inv.rollback); err != nil {
 		inv.log.Warn("rollback: failed to release IP addresses", "err", err)
 	}
 }

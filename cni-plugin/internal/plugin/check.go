@@ -18,6 +18,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 	defer func() { inv.end(err) }()
 	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
+	p.replayJournal(ctx, inv)
 
 	if inv.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")

@@ -29,6 +29,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	defer func() { inv.end(err) }()
 	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
+	p.replayJournal(ctx, inv)
 
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {

@@ -31,6 +31,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	}
 	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
+	p.replayJournal(ctx, inv)
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, func(id, ifName string) bool {

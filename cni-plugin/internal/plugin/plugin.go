@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	cniutils "github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
@@ -30,7 +33,8 @@ var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0
 // Time bounds. Every API request has its own (kube.DefaultTimeout); these
 // bound whole commands and the namespace step of DEL.
 const (
-	addTimeout      = 10 * time.Second // ADD fails within this when the datastore is slow
+	addTimeout      = 10 * time.Second // ADD ends within this, rollback included, when the datastore is slow
+	rollbackReserve = 3 * time.Second  // the part of addTimeout kept for undoing a failed ADD
 	delTimeout      = 25 * time.Second
 	teardownTimeout = 15 * time.Second
 	replayBudget    = 2 * time.Second // journal replay per invocation
@@ -51,9 +55,35 @@ func New() *Plugin {
 	}
 }
 
-// Funcs are the skel callbacks.
+// Funcs are the skel callbacks; their errors carry the CNI error codes.
 func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status, GC: p.GC}
+	coded := func(cmd func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error { return cniError(cmd(args)) }
+	}
+	return skel.CNIFuncs{Add: coded(p.Add), Del: coded(p.Del), Check: coded(p.Check), Status: p.Status, GC: coded(p.GC)}
+}
+
+// errInvalidConfig marks errors in the network configuration (code 7).
+var errInvalidConfig = errors.New("invalid network configuration")
+
+// cniError gives an error its CNI code: a code set where the error arose
+// is kept (with the full message); configuration errors are 7; datastore
+// failures that may pass (unreachable, timeouts, 5xx, 429, a token not yet
+// refreshed) are 11, "try again later"; the rest 999.
+func cniError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	switch {
+	case errors.As(err, &te) && te.Code != 0:
+		return &types.Error{Code: te.Code, Msg: err.Error(), Details: te.Details}
+	case errors.Is(err, errInvalidConfig):
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	case kube.Transient(err):
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	return types.NewError(types.ErrInternal, err.Error(), "")
 }
 
 // invocation is one command's parsed input.
@@ -63,6 +93,8 @@ type invocation struct {
 	id       netconf.Identity
 	hasPod   bool
 	log      *slog.Logger
+	// rollback bounds the undoing of a failed ADD (within the ADD's bound).
+	rollback context.Context
 	logClose io.Closer
 	start    time.Time
 }
@@ -70,14 +102,17 @@ type invocation struct {
 // begin parses the configuration and identity and opens the log. requirePod
 // makes missing K8S_POD_* arguments an error (ADD, CHECK); DEL tolerates them.
 func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*invocation, error) {
+	if err := checkRuntimeArgs(command, args); err != nil {
+		return nil, err
+	}
 	conf, err := netconf.Load(args.StdinData, p.Env)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 	}
 	id, err := netconf.ParseIdentity(args.Args, args.ContainerID, args.IfName)
 	hasPod := err == nil
 	if err != nil && (requirePod || !errors.Is(err, netconf.ErrNoPod)) {
-		return nil, err
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
 	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
 		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount})
@@ -87,14 +122,47 @@ func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*in
 	log = log.With("cmd", command, "containerID", args.ContainerID, "ifName", args.IfName,
 		"netns", args.Netns, "namespace", id.Namespace, "pod", id.Pod)
 	inv := &invocation{args: args, conf: conf, id: id, hasPod: hasPod, log: log, logClose: closer, start: time.Now()}
-	p.replayJournal(inv)
 	return inv, nil
+}
+
+// checkRuntimeArgs refuses what the runtime must never pass, before
+// anything is read or changed: container IDs and interface names that could
+// reach outside a file name or a link name, and the plugin's own network
+// namespace as the container's (DEL would then delete a node interface).
+func checkRuntimeArgs(command string, args *skel.CmdArgs) error {
+	if command == "GC" || command == "STATUS" {
+		return nil // no container
+	}
+	if err := cniutils.ValidateContainerID(args.ContainerID); err != nil {
+		return err
+	}
+	if args.IfName != "" {
+		if err := cniutils.ValidateInterfaceName(args.IfName); err != nil {
+			return err
+		}
+	}
+	if args.Netns == "" {
+		return nil
+	}
+	own, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("failed to read the plugin's own network namespace: %w", err)
+	}
+	target, err := os.Stat(args.Netns)
+	if err != nil {
+		return nil // gone or unreadable: each command handles that itself
+	}
+	if os.SameFile(own, target) {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			"invalid CNI_NETNS "+args.Netns+": it is the network namespace the plugin runs in, not a container's", "")
+	}
+	return nil
 }
 
 // replayJournal sends annotation clears that earlier DELs could not. It
 // costs one directory read when the journal is empty, never fails the
-// command, and is bounded in time.
-func (p *Plugin) replayJournal(inv *invocation) {
+// command, and is bounded in time within the command's own bound (ctx).
+func (p *Plugin) replayJournal(ctx context.Context, inv *invocation) {
 	pending, err := journal.Pending(inv.conf.JournalDir())
 	if err != nil || len(pending) == 0 {
 		return
@@ -103,7 +171,7 @@ func (p *Plugin) replayJournal(inv *invocation) {
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replayBudget)
+	ctx, cancel := context.WithTimeout(ctx, replayBudget)
 	defer cancel()
 	n, err := journal.Replay(ctx, inv.conf.JournalDir(), api, replayLimit)
 	inv.log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
@@ -115,7 +183,7 @@ func (p *Plugin) lockPod(ctx context.Context, inv *invocation) (*podlock.Lock, e
 		return nil, nil
 	}
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
-	return podlock.Acquire(ctx, naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod))
+	return podlock.Acquire(ctx, inv.conf.LockDir(), naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod))
 }
 
 // step logs how long a named step took (debug level), and restarts the clock.
@@ -141,6 +209,16 @@ func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
 
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// addContexts bound an ADD as a whole: rollback ends at the deadline, work
+// rollbackReserve before it, so undoing a failure always has time left and
+// never runs past the bound.
+func addContexts() (work, rollback context.Context, cancel func()) {
+	deadline := time.Now().Add(addTimeout)
+	rollback, cancelRollback := context.WithDeadline(context.Background(), deadline)
+	work, cancelWork := context.WithDeadline(rollback, deadline.Add(-rollbackReserve))
+	return work, rollback, func() { cancelWork(); cancelRollback() }
 }
 
 // wrap prefixes errors with the pod they concern.

@@ -38,12 +38,12 @@ func (c Call) run(ctx context.Context, command string, withResult bool) (*types1
 		Path:          c.Args.Path,
 	}
 	if !withResult {
-		if err := invoke.ExecPluginWithoutResult(ctx, path, c.Config, args, nil); err != nil {
+		if err := invoke.ExecPluginWithoutResult(ctx, path, c.Config, args, &boundedExec{}); err != nil {
 			return nil, fmt.Errorf("failed to run IPAM %s (%s): %w", command, c.Plugin, err)
 		}
 		return nil, nil
 	}
-	res, err := invoke.ExecPluginWithResult(ctx, path, c.Config, args, nil)
+	res, err := invoke.ExecPluginWithResult(ctx, path, c.Config, args, &boundedExec{})
 	if err != nil {
 		return nil, fmt.Errorf("failed to run IPAM %s (%s): %w", command, c.Plugin, err)
 	}

@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -123,6 +125,20 @@ var (
 	// ErrInvalid is 422: for a JSON patch, a failed "test" operation.
 	ErrInvalid = errors.New("unprocessable")
 )
+
+// Transient tells whether a request failed in a way that may pass if tried
+// again: no answer (connection refused, reset, timeout), 429, a 5xx, or 401
+// (the token may be refreshed meanwhile).
+func Transient(err error) bool {
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.Code == http.StatusTooManyRequests || api.Code >= 500 || api.Code == http.StatusUnauthorized
+	}
+	var netErr net.Error
+	var urlErr *url.Error
+	return errors.As(err, &netErr) || errors.As(err, &urlErr) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
 
 // Is maps status codes to the sentinels.
 func (e *APIError) Is(target error) bool {

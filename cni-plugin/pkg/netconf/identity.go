@@ -3,6 +3,7 @@ package netconf
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -39,8 +40,22 @@ func ParseIdentity(cniArgs, containerID, ifName string) (Identity, error) {
 	if id.Namespace == "" || id.Pod == "" {
 		return id, ErrNoPod
 	}
+	// They become API paths, file names and log fields: only what
+	// Kubernetes accepts as names may pass.
+	if !dns1123Label.MatchString(id.Namespace) || len(id.Namespace) > 63 {
+		return Identity{}, fmt.Errorf("invalid K8S_POD_NAMESPACE %q: not a Kubernetes namespace name", id.Namespace)
+	}
+	if !dns1123Subdomain.MatchString(id.Pod) || len(id.Pod) > 253 {
+		return Identity{}, fmt.Errorf("invalid K8S_POD_NAME %q: not a Kubernetes pod name", id.Pod)
+	}
 	return id, nil
 }
+
+// Kubernetes' name rules (RFC 1123 label for namespaces, subdomain for pods).
+var (
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
 
 // WithIgnoreUnknown prepends IgnoreUnknown=1 so plugins that parse CNI_ARGS
 // strictly (ours, host-local) accept keys they do not know.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -197,6 +198,9 @@ func (c *NetConf) validate(env Env) error {
 	if d := c.DeviceType; d != "" && d != "veth" {
 		return fmt.Errorf("unsupported device_type %q: only veth is supported", d)
 	}
+	if !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("invalid state_dir %q: must be an absolute path", c.StateDir)
+	}
 	if len(c.DataplaneOptions) > 0 {
 		return errors.New("unsupported dataplane_options: kdd-cni only drives the Linux dataplane")
 	}
@@ -270,6 +274,9 @@ func ValidAttachments(stdin []byte) (valid map[types.GCAttachment]bool, given bo
 
 // JournalDir holds pending annotation clears.
 func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }
+
+// LockDir holds the per-pod locks (root only).
+func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }
 
 // AddingDir holds the markers of running ADDs.
 func (c *NetConf) AddingDir() string { return c.StateDir + "/adding" }

@@ -61,6 +61,7 @@ func TestLoadErrors(t *testing.T) {
 		"policy wait <0": {`{"name":"n","policy_setup_timeout_seconds":-1,"ipam":{"type":"host-local"}}`, nil, "invalid policy_setup_timeout_seconds -1"},
 		"bad gate":       {`{"name":"n","readiness_gates":["not a url"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
 		"ftp gate":       {`{"name":"n","readiness_gates":["ftp://x/y"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
+		"relative state": {`{"name":"n","state_dir":"var/lib/x","ipam":{"type":"host-local"}}`, nil, "state_dir"},
 		"grpc dataplane": {`{"name":"n","dataplane_options":{"type":"grpc"},"ipam":{"type":"host-local"}}`, nil, "unsupported dataplane_options"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -150,6 +151,24 @@ func TestAPIAccess(t *testing.T) {
 	c.Kubernetes.Kubeconfig = "/netconf-wins"
 	if a := c.APIAccess(testEnv(map[string]string{"KUBECONFIG": "/kc"}, nil)); a.Kubeconfig != "/netconf-wins" {
 		t.Errorf("netconf must win over env: %+v", a)
+	}
+}
+
+func TestParseIdentityRejectsNonNames(t *testing.T) {
+	for _, args := range []string{
+		"K8S_POD_NAMESPACE=x/../../../../etc/cron.d;K8S_POD_NAME=p",
+		"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=../../etc/passwd",
+		"K8S_POD_NAMESPACE=Upper;K8S_POD_NAME=p",
+		"K8S_POD_NAMESPACE=ns;K8S_POD_NAME=a b",
+		"K8S_POD_NAMESPACE=ns.dots;K8S_POD_NAME=p",
+		"K8S_POD_NAMESPACE=" + strings.Repeat("a", 64) + ";K8S_POD_NAME=p",
+	} {
+		if _, err := ParseIdentity(args, "cid", "eth0"); err == nil || errors.Is(err, ErrNoPod) {
+			t.Errorf("%s: err = %v, want a name error", args, err)
+		}
+	}
+	if _, err := ParseIdentity("K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web-0.x", "cid", "eth0"); err != nil {
+		t.Errorf("valid names refused: %v", err)
 	}
 }
 

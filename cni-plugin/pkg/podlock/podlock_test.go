@@ -2,6 +2,8 @@ package podlock
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,35 +11,63 @@ import (
 )
 
 func TestMutualExclusion(t *testing.T) {
-	var inside, max atomic.Int32
+	dir := filepath.Join(t.TempDir(), "locks")
+	var inside, most atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := Acquire(context.Background(), "test-"+t.Name())
-			if err != nil {
-				t.Error(err)
-				return
+			for range 20 {
+				l, err := Acquire(context.Background(), dir, "cali123")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := inside.Add(1)
+				if n > most.Load() {
+					most.Store(n)
+				}
+				time.Sleep(100 * time.Microsecond)
+				inside.Add(-1)
+				l.Release()
 			}
-			n := inside.Add(1)
-			if n > max.Load() {
-				max.Store(n)
-			}
-			time.Sleep(2 * time.Millisecond)
-			inside.Add(-1)
-			l.Release()
 		}()
 	}
 	wg.Wait()
-	if max.Load() != 1 {
-		t.Errorf("%d holders at once", max.Load())
+	if most.Load() != 1 {
+		t.Errorf("%d holders at once", most.Load())
 	}
-	held, _ := Acquire(context.Background(), "busy-"+t.Name())
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("lock files left: %v", entries)
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("lock directory mode %v (%v), want 0700", st.Mode().Perm(), err)
+	}
+	held, err := Acquire(context.Background(), dir, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer held.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := Acquire(ctx, "busy-"+t.Name()); err == nil {
+	if _, err := Acquire(ctx, dir, "busy"); err == nil {
 		t.Error("acquired a held lock")
+	}
+}
+
+func TestTightensDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "locks")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Acquire(context.Background(), dir, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v, want 0700", st.Mode().Perm())
 	}
 }

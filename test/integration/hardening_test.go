@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// squatterEnv makes the test binary a lock squatter (see squat).
+const squatterEnv = "KDD_CNI_TEST_SQUATTER"
+
+// squat is what an unprivileged process on the node (a hostNetwork pod)
+// can do against a pod's lock: bind the abstract socket the lock used to be,
+// and open + flock the lock file. It reports what it got, then holds on.
+func squat(veth, lockFile string) {
+	var got []string
+	if l, err := net.Listen("unix", "@kdd-cni/lock/"+veth); err == nil {
+		defer l.Close()
+		got = append(got, "abstract socket bound")
+	}
+	if f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			got = append(got, "lock file locked")
+		}
+	} else {
+		got = append(got, "lock file: "+err.Error())
+	}
+	os.Stdout.WriteString(strings.Join(got, "; ") + "\n")
+	time.Sleep(time.Minute)
+}
+
+// TestLockCannotBeSquatted: an unprivileged process in the node's network
+// namespace cannot take a pod's lock, so ADD and DEL proceed at once.
+func TestLockCannotBeSquatted(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	p := e.newPod("squatted", false)
+	dir, err := os.MkdirTemp("", "kddcni-squatter-") // reachable by uid 65534
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "squatter")
+	copyFile(t, os.Args[0], bin)
+	lockFile := filepath.Join(e.dataDir, "state", "locks", p.hostVeth)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{squatterEnv + "=" + p.hostVeth + "," + lockFile}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line := make([]byte, 256)
+	n, _ := io.ReadAtLeast(out, line, 1)
+	t.Logf("squatter (uid 65534): %s", strings.TrimSpace(string(line[:n])))
+
+	start := time.Now()
+	e.add(p)
+	e.del(p)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("ADD + DEL took %s with a squatter on the node", d)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOwnNetnsRefused: CNI_NETNS naming the namespace the plugin runs in
+// is refused (code 4) before anything changes; the node's uplink survives.
+func TestOwnNetnsRefused(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	for _, netns := range []string{"/proc/self/ns/net", cluster.Node.Path} {
+		for _, cmd := range []string{"ADD", "DEL", "CHECK"} {
+			c := cniCall(e, &pod{name: "p", containerID: "c1"}, cmd, e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=p")
+			c.Netns, c.IfName = netns, "uplink0"
+			r := cluster.RunCNI(context.Background(), c)
+			ce := cniErr(t, r)
+			if ce.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(ce.Msg, "network namespace the plugin runs in") {
+				t.Errorf("%s with CNI_NETNS=%s: %+v", cmd, netns, ce)
+			}
+		}
+	}
+	inNode(t, func() error {
+		_, err := netlink.LinkByName("uplink0")
+		return err
+	})
+}
+
+// TestNamesCannotEscape: pod names, namespaces, container IDs and
+// interface names that are not what Kubernetes and CNI allow are refused
+// before any file is written; a relative state_dir is a config error.
+func TestNamesCannotEscape(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	outside := t.TempDir()
+	// The datastore is unreachable, so DEL would journal its clear.
+	e.extra["kubernetes"] = map[string]any{"k8s_api_root": "https://127.0.0.1:1", "kubeconfig": kubeconfig}
+	escape := "x/../../../../../../../../" + strings.TrimPrefix(outside, "/") + "/cron.d"
+	for name, tc := range map[string]struct{ args, containerID, ifName string }{
+		"namespace":    {"K8S_POD_NAMESPACE=" + escape + ";K8S_POD_NAME=p", "c1", "eth0"},
+		"pod":          {"K8S_POD_NAMESPACE=" + e.ns + ";K8S_POD_NAME=../../../" + outside, "c1", "eth0"},
+		"container ID": {"K8S_POD_NAMESPACE=" + e.ns + ";K8S_POD_NAME=p", "../../../../" + outside + "/x", "eth0"},
+		"interface":    {"K8S_POD_NAMESPACE=" + e.ns + ";K8S_POD_NAME=p", "c1", "../x"},
+	} {
+		for _, cmd := range []string{"ADD", "DEL"} {
+			p := e.sandbox("p")
+			p.containerID = tc.containerID
+			c := cniCall(e, p, cmd, e.conf(), tc.args)
+			c.IfName = tc.ifName
+			if r := cluster.RunCNI(context.Background(), c); r.Err == nil {
+				t.Errorf("%s %s: accepted", name, cmd)
+			}
+		}
+	}
+	entries, _ := os.ReadDir(outside)
+	if len(entries) != 0 {
+		t.Errorf("files written outside state_dir: %v", entries)
+	}
+	e.extra["state_dir"] = "relative/state"
+	r := e.call("ADD", e.newPod("rel", false), e.conf())
+	if ce := cniErr(t, r); ce.Code != types.ErrInvalidNetworkConfig || !strings.Contains(ce.Msg, "state_dir") {
+		t.Errorf("relative state_dir: %+v", ce)
+	}
+}
