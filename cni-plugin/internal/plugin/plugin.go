@@ -88,11 +88,11 @@ func cniError(err error) error {
 
 // invocation is one command's parsed input.
 type invocation struct {
-	args     *skel.CmdArgs
-	conf     *netconf.NetConf
-	id       netconf.Identity
-	hasPod   bool
-	log      *slog.Logger
+	args   *skel.CmdArgs
+	conf   *netconf.NetConf
+	id     netconf.Identity
+	hasPod bool
+	log    *slog.Logger
 	// rollback bounds the undoing of a failed ADD (within the ADD's bound).
 	rollback context.Context
 	logClose io.Closer
