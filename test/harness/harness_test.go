@@ -205,3 +205,40 @@ func nodeWithPodCIDR(name, cidr string) *corev1.Node {
 	n.Spec.PodCIDR = cidr
 	return n
 }
+
+// TestRootOnlyTestsFailUnderCI: run as an unprivileged user, a root-only
+// test skips on a developer's machine but fails under CI=true, so a CI run
+// can never pass with the real-parts suites silently skipped.
+func TestRootOnlyTestsFailUnderCI(t *testing.T) {
+	RequireRoot(t)
+	dir, err := os.MkdirTemp("", "kddcni-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "harness.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(ci string) (string, error) {
+		cmd := exec.Command(bin, "-test.run", "^TestControlPlaneAndCNIIdentity$", "-test.v")
+		cmd.Env = []string{"CI=" + ci, "HOME=" + dir}
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("false"); err != nil || !strings.Contains(out, "SKIP") {
+		t.Errorf("without CI the root-only test must skip: %v\n%s", err, out)
+	}
+	if out, err := run("true"); err == nil || !strings.Contains(out, "a skip would hide it") {
+		t.Errorf("under CI=true the root-only test must fail: %v\n%s", err, out)
+	}
+}

@@ -9,12 +9,19 @@ import (
 )
 
 // RequireRoot skips an integration test when not running as root.
+// Under CI=true a skip would hide a suite that never ran: it fails instead.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
+		if InCI() {
+			t.Fatal("this test needs root (network namespaces) and CI=true: a skip would hide it")
+		}
 		t.Skip("integration test skipped: needs root for network namespaces (run `sudo make test`)")
 	}
 }
+
+// InCI tells whether the tests run under CI (CI=true).
+func InCI() bool { return os.Getenv("CI") == "true" }
 
 // StartT starts a control plane for a test and stops it when the test ends,
 // printing the process logs if the test failed.
