@@ -108,7 +108,7 @@ func get(args []string, out io.Writer) (int, error) {
 var (
 	required = []kube.ResourceAccess{
 		{Verb: "get", Resource: "pods"}, {Verb: "get", Resource: "nodes"},
-		{Verb: "get", Resource: "namespaces"}, {Verb: "patch", Resource: "pods", Subresource: "status"},
+		{Verb: "patch", Resource: "pods", Subresource: "status"},
 	}
 	excessive = []kube.ResourceAccess{
 		{Verb: "list", Resource: "pods"}, {Verb: "patch", Resource: "pods"},

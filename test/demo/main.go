@@ -75,7 +75,7 @@ func run() error {
 	}
 	defer os.RemoveAll(work)
 	step("applying the manifests' RBAC: the CNI identity and install-cni's (may only mint the CNI token)")
-	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml"} {
+	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml"} {
 		if err := cp.ApplyManifest(ctx, harness.Manifest(m), false); err != nil {
 			return err
 		}

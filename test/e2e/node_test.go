@@ -51,9 +51,13 @@ func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
 		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d", os.Getpid()), netnsAtStart: netnsNames()}
 	t.Cleanup(n.teardown)
-	n.installCNI(extra)
+	// As with the DaemonSet: the kubelet registers the Node (NotReady, no
+	// CNI yet), install-cni binds the CNI token to that Node and installs,
+	// and the node turns Ready.
 	n.startContainerd()
 	n.startKubelet()
+	n.installCNI(extra)
+	n.waitReady()
 	return n
 }
 
@@ -61,7 +65,7 @@ func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 // and its own (minting-only) identity, as the DaemonSet would.
 func (n *node) installCNI(extra map[string]any) {
 	ctx := context.Background()
-	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml"} {
+	for _, m := range []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml"} {
 		if err := cp.ApplyManifest(ctx, harness.Manifest(m), false); err != nil {
 			n.t.Fatal(err)
 		}
@@ -195,9 +199,17 @@ imageGCLowThresholdPercent: 99
 		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+harness.NodeIP.IP.String(), "--v=1"); err != nil {
 		n.t.Fatal(err)
 	}
-	n.waitFor("node Ready with a podCIDR", 90*time.Second, func() bool {
+	n.waitFor("node registered with a podCIDR", 90*time.Second, func() bool {
 		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
-		if err != nil || len(nd.Spec.PodCIDRs) == 0 {
+		return err == nil && len(nd.Spec.PodCIDRs) > 0
+	})
+}
+
+// waitReady waits for the kubelet to report the node Ready (the CNI is in place).
+func (n *node) waitReady() {
+	n.waitFor("node Ready", 90*time.Second, func() bool {
+		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
+		if err != nil {
 			return false
 		}
 		for _, c := range nd.Status.Conditions {
@@ -245,6 +257,7 @@ func (n *node) restartKubelet() {
 		n.t.Fatal(err)
 	}
 	n.startKubelet()
+	n.waitReady()
 }
 
 // teardown removes everything, also after a failure: pods (so the kubelet

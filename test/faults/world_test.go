@@ -171,7 +171,7 @@ func (w *world) checkNothingOf(sb *sandbox) {
 		}
 	}
 	for _, l := range w.caliLinks() {
-		if id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias); id == sb.id {
+		if _, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias); id == sb.id {
 			w.addLeaks++
 			w.t.Errorf("failed ADD of %s left link %s", sb.id, l.Attrs().Name)
 		}
@@ -359,7 +359,7 @@ func (w *world) check() figures {
 	}
 	seen := map[string]bool{}
 	for _, l := range w.caliLinks() {
-		id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias)
+		_, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias)
 		sb := liveIDs[id]
 		if sb == nil || naming.HostVeth("cali", namespace, sb.pod) != l.Attrs().Name {
 			f.StrayLinks++

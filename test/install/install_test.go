@@ -218,6 +218,34 @@ func TestBadEnvironmentWritesNothing(t *testing.T) {
 	}
 }
 
+// A template that does not render, or install-cni credentials that do not
+// load, are found before anything is written: no binary either.
+func TestBadTemplateOrCredentialsWriteNothing(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.template")
+	if err := os.WriteFile(bad, []byte(`{"name":"k8s-pod-network","plugins":[{"type":"calico","mtu":__LOG_LEVEL__}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, env := range map[string]map[string]string{
+		"template":    {"CNI_NETWORK_CONFIG_FILE": bad},
+		"credentials": {"KUBECONFIG": "/nonexistent/kubeconfig"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHost(t)
+			for k, v := range env {
+				h.env[k] = v
+			}
+			out, err := h.install()
+			if err == nil {
+				t.Fatalf("install-cni accepted a bad %s:\n%s", name, out)
+			}
+			entries, _ := os.ReadDir(h.root)
+			if len(entries) != 0 {
+				t.Errorf("files written despite a bad %s: %v\n%s", name, entries, out)
+			}
+		})
+	}
+}
+
 // Readers never see a partial conflist or kubeconfig, and the installed
 // binary stays executable, while install-cni rewrites everything in a loop.
 func TestAtomicWrites(t *testing.T) {

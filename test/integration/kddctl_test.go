@@ -70,7 +70,7 @@ func TestKddctl(t *testing.T) {
 
 	// check: the CNI identity has exactly what it needs; admin has more.
 	out, code = kddctl(t, "check", "--kubeconfig", kubeconfig)
-	if code != 0 || strings.Contains(out, "FAIL") || strings.Contains(out, "WARN") || strings.Count(out, "OK") != 5 {
+	if code != 0 || strings.Contains(out, "FAIL") || strings.Contains(out, "WARN") || strings.Count(out, "OK") != 4 {
 		t.Errorf("check as the CNI identity (%d):\n%s", code, out)
 	}
 	out, code = kddctl(t, "check", "--kubeconfig", admin)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 func (e *env) statusOrGC(cmd string, body map[string]any) cniResult {
@@ -121,4 +123,30 @@ func TestGCReclaimsLeaks(t *testing.T) {
 	}
 	e.del(pods["keep1"])
 	e.del(pods["keep2"])
+}
+
+// TestGCOnlyItsOwnNetwork: two networks use the calico plugin on one node;
+// GC for one never touches the other's host veths or leases.
+func TestGCOnlyItsOwnNetwork(t *testing.T) {
+	a := newEnv(t, podCIDRs("v4")...)
+	b := newEnv(t, podCIDRs("v4")...)
+	b.extra["name"] = "other-net"
+	pa, pb := a.newPod("on-a", false), b.newPod("on-b", false)
+	a.add(pa)
+	b.add(pb)
+	if r := a.statusOrGC("GC", map[string]any{"cni.dev/valid-attachments": []types.GCAttachment{}}); r.Err != nil {
+		t.Fatalf("GC: %v", r.Err)
+	}
+	a.assertGone(pa, pa.ips())
+	if !linkExists(t, pb.hostVeth) {
+		t.Fatal("GC of one network removed another network's host veth")
+	}
+	if l := harness.HostLocalLeases(b.dataDir, "other-net"); len(l) != 1 {
+		t.Errorf("other network's leases after GC: %v", l)
+	}
+	if r := b.check(pb); r.Err != nil {
+		t.Errorf("other network's pod broken by GC: %v", r.Err)
+	}
+	b.del(pb)
+	b.assertGone(pb, pb.ips())
 }

@@ -12,10 +12,10 @@ import (
 )
 
 // RemoveOrphanHostVeths deletes host veths named with prefix that kdd-cni
-// created (their alias names the owning attachment) and whose attachment
-// valid rejects. Links without kdd-cni's alias are never touched. It returns
-// the names it removed.
-func RemoveOrphanHostVeths(prefix string, valid func(containerID, ifName string) bool) ([]string, error) {
+// created for network (their alias names it and the owning attachment) and
+// whose attachment valid rejects. Links without kdd-cni's alias, or of
+// another network, are never touched. It returns the names it removed.
+func RemoveOrphanHostVeths(prefix, network string, valid func(containerID, ifName string) bool) ([]string, error) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to list links: %w", err)
@@ -27,8 +27,8 @@ func RemoveOrphanHostVeths(prefix string, valid func(containerID, ifName string)
 		if !strings.HasPrefix(a.Name, prefix) || l.Type() != "veth" {
 			continue
 		}
-		id, ifName, ours := naming.ParseHostVethAlias(a.Alias)
-		if !ours || valid(id, ifName) {
+		net, id, ifName, ours := naming.ParseHostVethAlias(a.Alias)
+		if !ours || net != network || valid(id, ifName) {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {

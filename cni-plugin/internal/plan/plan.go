@@ -22,6 +22,9 @@ var (
 	GatewayV6 = net.ParseIP("fe80::ecee:eeff:feee:eeee")
 )
 
+// maxAlias is the kernel's limit on an interface alias (IFALIASZ - 1).
+const maxAlias = 255
+
 // Input is what a plan is built from.
 type Input struct {
 	HostVeth string
@@ -76,6 +79,9 @@ func Build(in Input) (Plan, error) {
 		MTU: in.MTU, NumQueues: max(in.NumQueues, 1)}
 	if len(in.IPs) == 0 {
 		return p, errors.New("failed to plan the pod network: IPAM returned no IP addresses")
+	}
+	if len(in.HostAlias) > maxAlias {
+		return p, fmt.Errorf("failed to plan the pod network: host veth alias %q is longer than %d bytes (network name too long?)", in.HostAlias, maxAlias)
 	}
 	for _, ipc := range in.IPs {
 		if ip4 := ipc.Address.IP.To4(); ip4 != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/podopts"
 	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
@@ -98,20 +99,27 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 }
 
 // undoAdd rolls back what the dataplane and the PATCH did when either
-// failed, and returns the error to report.
+// failed, and returns both errors. A PATCH that got no definitive answer
+// (timeout, dropped connection, 5xx) may still land after this ADD has
+// failed: a deferred clear, guarded by this sandbox's container ID, undoes
+// it then.
 func (p *Plugin) undoAdd(inv *invocation, pl plan.Plan, created dataplane.Result, setupErr, epErr error) error {
 	if setupErr == nil {
 		if err := dataplane.Remove(pl, created.HostIndex); err != nil {
 			inv.log.Warn("rollback: failed to remove interfaces", "err", err)
 		}
-		return epErr
 	}
-	if epErr == nil { // the annotations went out for a network that failed
+	switch {
+	case epErr == nil: // the annotations went out for a network that failed
 		if err := p.clearEndpoint(inv.rollback, inv); err != nil {
 			inv.log.Warn("rollback: failed to clear the annotations", "err", err)
 		}
+	case !kube.Definitive(epErr):
+		if err := p.deferClear(inv, "ADD's annotation PATCH got no definitive answer"); err != nil {
+			inv.log.Warn("rollback: failed to journal a deferred clear", "err", err)
+		}
 	}
-	return setupErr
+	return errors.Join(setupErr, epErr)
 }
 
 // allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
@@ -179,7 +187,7 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC ne
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	return plan.Build(plan.Input{
 		HostVeth:             naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
-		HostAlias:            naming.HostVethAlias(inv.args.ContainerID, inv.args.IfName),
+		HostAlias:            naming.HostVethAlias(inv.conf.Name, inv.args.ContainerID, inv.args.IfName),
 		IfName:               inv.args.IfName,
 		ContainerMAC:         containerMAC,
 		MTU:                  mtu,

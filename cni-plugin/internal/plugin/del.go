@@ -43,7 +43,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	inv.step("teardown", &t)
 	epErr := <-cleared
 	if epErr == nil && inv.hasPod && journal.WasInterrupted(inv.conf.AddingDir(), args.ContainerID) {
-		epErr = p.deferClear(inv)
+		epErr = p.deferClear(inv, "ADD interrupted")
 	}
 	inv.step("endpoint", &t)
 	ipamErr := releaseCall(inv, args).Del(ctx)
@@ -58,7 +58,7 @@ func (p *Plugin) ownedHostVeth(inv *invocation) dataplane.Owned {
 	}
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	return dataplane.Owned{HostVeth: naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
-		Alias: naming.HostVethAlias(inv.args.ContainerID, inv.args.IfName)}
+		Alias: naming.HostVethAlias(inv.conf.Name, inv.args.ContainerID, inv.args.IfName)}
 }
 
 // clearEndpoint blanks podIP/podIPs with one guarded JSON patch. When the
@@ -86,14 +86,15 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 	return nil
 }
 
-// deferClear journals a second, deferred clear for a sandbox whose ADD was
-// killed: its annotation PATCH may still land after this DEL's clear.
-func (p *Plugin) deferClear(inv *invocation) error {
-	inv.log.Info("the ADD of this sandbox was interrupted; journaling a deferred annotation clear")
+// deferClear journals a deferred clear for a sandbox whose annotation PATCH
+// may still land (its ADD was killed, or the PATCH got no answer): replayed
+// once due, guarded by the container ID, it undoes a late landing.
+func (p *Plugin) deferClear(inv *invocation, reason string) error {
+	inv.log.Info("journaling a deferred annotation clear", "reason", reason)
 	now := time.Now()
 	return journal.Record(inv.conf.JournalDir(), journal.Entry{
 		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
-		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: "ADD interrupted",
+		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: reason,
 	})
 }
 

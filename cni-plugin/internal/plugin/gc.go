@@ -34,7 +34,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	p.replayJournal(ctx, inv)
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
-	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, func(id, ifName string) bool {
+	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, inv.conf.Name, func(id, ifName string) bool {
 		return valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
 	})
 	liveIDs := map[string]bool{}

@@ -20,6 +20,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
 	defer func() { inv.end(err) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.APITimeout)
 	defer cancel()
+	p.replayJournal(ctx, inv)
 	if err := datastore.Ready(ctx, p.Env, inv.conf, args.StdinData, p.APITimeout); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "kdd-cni is not ready: "+err.Error(), "")
 	}

@@ -8,12 +8,22 @@ import (
 	"time"
 )
 
+// BoundObject is the object a token is bound to: the token dies with it.
+type BoundObject struct {
+	Kind, Name, UID string
+}
+
 // CreateToken mints a token for a service account with the TokenRequest
-// API and returns it with its expiry.
-func (c *Client) CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration) (string, time.Time, error) {
+// API and returns it with its expiry. A token bound to a Node carries the
+// node's name (user extra authentication.kubernetes.io/node-name) and is
+// refused once that Node object is gone.
+func (c *Client) CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, bound *BoundObject) (string, time.Time, error) {
+	spec := map[string]any{"expirationSeconds": int64(ttl / time.Second)}
+	if bound != nil {
+		spec["boundObjectRef"] = map[string]string{"apiVersion": "v1", "kind": bound.Kind, "name": bound.Name, "uid": bound.UID}
+	}
 	body, err := json.Marshal(map[string]any{
-		"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-		"spec": map[string]any{"expirationSeconds": int64(ttl / time.Second)},
+		"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec,
 	})
 	if err != nil {
 		return "", time.Time{}, err
@@ -32,6 +42,20 @@ func (c *Client) CreateToken(ctx context.Context, namespace, serviceAccount stri
 		return "", time.Time{}, fmt.Errorf("token request for %s/%s returned no token", namespace, serviceAccount)
 	}
 	return tr.Status.Token, tr.Status.ExpirationTimestamp, nil
+}
+
+// NodeUID reads a Node's UID (a quorum read: a re-created Node must not be
+// answered from a cache).
+func (c *Client) NodeUID(ctx context.Context, node string) (string, error) {
+	var n struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
+		return "", fmt.Errorf("failed to read node %q: %w", node, err)
+	}
+	return n.Metadata.UID, nil
 }
 
 // ListPods lists the pods of a namespace ("" for all), following pages.

@@ -140,6 +140,14 @@ func Transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// Definitive tells whether a failed request certainly changed nothing: the
+// API server answered with a 4xx. Without an answer, or with a 5xx, a write
+// may have been applied, or may still be.
+func Definitive(err error) bool {
+	var api *APIError
+	return errors.As(err, &api) && api.Code >= 400 && api.Code < 500
+}
+
 // Is maps status codes to the sentinels.
 func (e *APIError) Is(target error) bool {
 	switch target {

@@ -40,18 +40,19 @@ func WorkloadEndpoint(node, pod, endpoint string) string {
 const aliasPrefix = "kdd-cni/"
 
 // HostVethAlias is the interface alias set on a host veth: it records the
-// attachment (container ID and interface) that owns it.
-func HostVethAlias(containerID, ifName string) string {
-	return aliasPrefix + containerID + "/" + ifName
+// network and the attachment (container ID and interface) that own it, so
+// GC for one network never touches another's links.
+func HostVethAlias(network, containerID, ifName string) string {
+	return aliasPrefix + network + "/" + containerID + "/" + ifName
 }
 
 // ParseHostVethAlias reverses HostVethAlias; ok is false for links kdd-cni
-// did not create.
-func ParseHostVethAlias(alias string) (containerID, ifName string, ok bool) {
+// did not create (or created before aliases named the network).
+func ParseHostVethAlias(alias string) (network, containerID, ifName string, ok bool) {
 	rest, found := strings.CutPrefix(alias, aliasPrefix)
-	i := strings.LastIndexByte(rest, '/')
-	if !found || i <= 0 || i == len(rest)-1 {
-		return "", "", false
+	parts := strings.Split(rest, "/")
+	if !found || len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
 	}
-	return rest[:i], rest[i+1:], true
+	return parts[0], parts[1], parts[2], true
 }

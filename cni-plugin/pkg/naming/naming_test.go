@@ -32,12 +32,12 @@ func TestWorkloadEndpoint(t *testing.T) {
 }
 
 func TestHostVethAlias(t *testing.T) {
-	a := HostVethAlias("abc123", "eth0")
-	if id, ifn, ok := ParseHostVethAlias(a); !ok || id != "abc123" || ifn != "eth0" {
-		t.Errorf("round trip of %q: %q %q %v", a, id, ifn, ok)
+	a := HostVethAlias("k8s-pod-network", "abc123", "eth0")
+	if net, id, ifn, ok := ParseHostVethAlias(a); !ok || net != "k8s-pod-network" || id != "abc123" || ifn != "eth0" {
+		t.Errorf("round trip of %q: %q %q %q %v", a, net, id, ifn, ok)
 	}
-	for _, bad := range []string{"", "something else", "kdd-cni/", "kdd-cni/abc", "kdd-cni/abc/"} {
-		if _, _, ok := ParseHostVethAlias(bad); ok {
+	for _, bad := range []string{"", "other", "kdd-cni/", "kdd-cni/abc123/eth0", "kdd-cni//abc/eth0", "kdd-cni/n/abc/", "kdd-cni/n/a/b/c"} {
+		if _, _, _, ok := ParseHostVethAlias(bad); ok {
 			t.Errorf("%q parsed as ours", bad)
 		}
 	}

@@ -14,13 +14,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
 )
 
 // API is what install-cni needs from the API server.
 type API interface {
-	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration) (string, time.Time, error)
+	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, bound *kube.BoundObject) (string, time.Time, error)
+	NodeUID(ctx context.Context, node string) (string, error)
 	Server() string
 	CAData() []byte
 }
@@ -34,6 +36,8 @@ type Installer struct {
 	// RefreshEvery, if set, overrides the expiry-based schedule
 	// (CNI_TOKEN_REFRESH_INTERVAL).
 	RefreshEvery time.Duration
+	// boundUID is the UID of the Node the current token is bound to.
+	boundUID string
 }
 
 // notInstalled are image files that are not CNI plugins.
@@ -42,6 +46,9 @@ var notInstalled = map[string]bool{"install-cni": true, "kddctl": true}
 // Run installs once and, in sidecar mode (SLEEP=true), keeps the token
 // fresh until ctx is done.
 func (in *Installer) Run(ctx context.Context) error {
+	if err := in.Validate(); err != nil {
+		return err
+	}
 	if err := in.InstallBinaries(); err != nil {
 		return err
 	}
@@ -57,6 +64,25 @@ func (in *Installer) Run(ctx context.Context) error {
 		return nil
 	}
 	return in.keepFresh(ctx, expiry)
+}
+
+// Validate proves, before anything is written, that the conflist template
+// renders to valid JSON and that install-cni's own API credentials load: a
+// bad value must not leave the host with new binaries and no config.
+func (in *Installer) Validate() error {
+	api, err := in.NewAPI()
+	if err != nil {
+		return fmt.Errorf("failed to load install-cni's API credentials: %w", err)
+	}
+	server := in.Cfg.Server()
+	if server == "" {
+		server = api.Server()
+	}
+	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), "validation-token")
+	if err == nil {
+		_, err = render.WithVersion(conflist, in.Cfg.ConfVersion)
+	}
+	return err
 }
 
 // InstallBinaries copies every plugin of the image to each writable bin dir.
@@ -111,10 +137,19 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	token, expiry, err := api.CreateToken(ctx, in.Cfg.Namespace, in.Cfg.ServiceAccount, in.Cfg.TokenTTL)
+	// The token is bound to this node's Node object: it carries the node's
+	// name (the admission policy lets it patch only pods on this node) and
+	// dies with the Node.
+	uid, err := api.NodeUID(ctx, in.Cfg.NodeName)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("failed to bind the CNI token to its Node: %w", err)
+	}
+	token, expiry, err := api.CreateToken(ctx, in.Cfg.Namespace, in.Cfg.ServiceAccount, in.Cfg.TokenTTL,
+		&kube.BoundObject{Kind: "Node", Name: in.Cfg.NodeName, UID: uid})
 	if err != nil {
 		return time.Time{}, err
 	}
+	in.boundUID = uid
 	server := in.Cfg.Server()
 	if server == "" {
 		server = api.Server()

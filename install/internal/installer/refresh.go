@@ -27,9 +27,13 @@ func Backoff(n int) time.Duration {
 	return min(d, time.Minute)
 }
 
-// keepFresh re-mints the token on schedule, and at once when the
-// installer's own service-account token changes (e.g. signing-key
-// rotation), retrying with backoff. A failed refresh leaves the previous
+// nodeCheckEvery is how often the sidecar checks that the Node its token is
+// bound to is still the node's (a re-created Node kills the token).
+const nodeCheckEvery = 15 * time.Second
+
+// keepFresh re-mints the token on schedule, at once when the installer's
+// own service-account token changes (e.g. signing-key rotation), and when
+// the node's Node object was re-created, retrying with backoff. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole.
 func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 	issued := time.Now()
@@ -38,6 +42,7 @@ func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 	failures := 0
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
+	nodeCheck := time.Now().Add(nodeCheckEvery)
 	for {
 		reason := ""
 		select {
@@ -49,6 +54,11 @@ func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 				own, reason = d, "own service-account token changed"
 			} else if !time.Now().Before(next) {
 				reason = "scheduled"
+			} else if time.Now().After(nodeCheck) {
+				nodeCheck = time.Now().Add(nodeCheckEvery)
+				if in.nodeRecreated(ctx) {
+					reason = "node re-created"
+				}
 			}
 		}
 		if reason == "" {
@@ -65,6 +75,19 @@ func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
 		next = in.schedule(issued, expiry)
 		in.Log.Info("refreshed the CNI token", "reason", reason, "expiry", expiry, "next", next)
 	}
+}
+
+// nodeRecreated tells whether the node's Node object is not the one the
+// current token is bound to (an unreadable Node says nothing).
+func (in *Installer) nodeRecreated(ctx context.Context) bool {
+	api, err := in.NewAPI()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	uid, err := api.NodeUID(ctx, in.Cfg.NodeName)
+	return err == nil && uid != in.boundUID
 }
 
 // replayJournal sends the annotation clears DELs journaled while the

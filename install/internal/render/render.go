@@ -82,19 +82,23 @@ func WithVersion(conflist []byte, version string) ([]byte, error) {
 	return json.MarshalIndent(m, "", "  ")
 }
 
-// Conflist replaces every placeholder and validates the JSON. An unknown
+// Conflist replaces every placeholder and validates the JSON. Values are
+// substituted as JSON string contents (quotes, backslashes and control
+// characters escaped), so a value can never add keys or end the document:
+// in a bare position (`"mtu": __CNI_MTU__`) anything but a number or a
+// literal makes the result invalid JSON and the render fails. An unknown
 // placeholder is an error, never left in the file.
 func Conflist(template string, values map[string]string, token string) ([]byte, error) {
 	var unknown []string
 	out := placeholder.ReplaceAllStringFunc(template, func(p string) string {
 		if p == "__SERVICEACCOUNT_TOKEN__" {
-			return token
+			return jsonEscape(token)
 		}
 		v, ok := values[p]
 		if !ok {
 			unknown = append(unknown, p)
 		}
-		return v
+		return jsonEscape(v)
 	})
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
@@ -113,6 +117,12 @@ func Conflist(template string, values map[string]string, token string) ([]byte, 
 		return nil, errors.New("failed to render the conflist: it needs a name and plugins (or a type)")
 	}
 	return []byte(out), nil
+}
+
+// jsonEscape is s as the contents of a JSON string.
+func jsonEscape(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b[1 : len(b)-1])
 }
 
 // Kubeconfig is the CNI plugin's kubeconfig: one cluster, one token user.

@@ -92,3 +92,28 @@ func TestWithVersion(t *testing.T) {
 		t.Error("empty version must leave the conflist alone")
 	}
 }
+
+// A value can never inject keys: KUBERNETES_NODE_NAME carrying a quote
+// stays the nodename, the datastore stays kubernetes.
+func TestConflistEscapesValues(t *testing.T) {
+	c := cfg(t)
+	c.NodeName = `evil","datastore_type":"etcdv3","x":"`
+	out, err := Conflist(`{"name":"n","plugins":[{"type":"calico","datastore_type":"kubernetes","nodename":"__KUBERNETES_NODE_NAME__"}]}`, Values(c, ""), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatal(err)
+	}
+	if p := v.Plugins[0]; p["datastore_type"] != "kubernetes" || p["nodename"] != c.NodeName || len(p) != 3 {
+		t.Errorf("injection: %s", out)
+	}
+	// In a bare position a string cannot become JSON.
+	c.LogLevel = `1, "datastore_type": "etcdv3"`
+	if _, err := Conflist(`{"name":"n","type":"calico","n":__LOG_LEVEL__}`, Values(c, ""), ""); err == nil {
+		t.Error("a bare placeholder accepted a value that is not a JSON literal")
+	}
+}
