@@ -52,11 +52,19 @@ func TestFaultInjection(t *testing.T) {
 	harness.RequireRoot(t)
 	cycles := 150
 	if v := os.Getenv("KDD_FAULT_CYCLES"); v != "" {
-		cycles, _ = strconv.Atoi(v)
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("invalid KDD_FAULT_CYCLES=%q: want a positive integer", v)
+		}
+		cycles = n
 	}
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("KDD_FAULT_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("invalid KDD_FAULT_SEED=%q: want an unsigned integer", v)
+		}
+		seed = n
 	}
 	t.Logf("seed %d (KDD_FAULT_SEED), %d cycles (KDD_FAULT_CYCLES)", seed, cycles)
 	ctx := context.Background()
@@ -98,8 +106,7 @@ func TestFaultInjection(t *testing.T) {
 		proxy.Set(pickFault(w.rng))
 		w.cycle()
 	}
-	w.heal(proxy)
-	w.report("phase 1: proxy faults", w.check(), proxy)
+	w.report("phase 1: proxy faults", w.settle(proxy), proxy)
 
 	// Phase 2: the apiserver stopped, then restarted.
 	if err := suite.CP.StopAPIServer(); err != nil {
@@ -111,8 +118,7 @@ func TestFaultInjection(t *testing.T) {
 	if err := suite.CP.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.heal(proxy)
-	w.report("phase 2: apiserver stopped and restarted", w.check(), proxy)
+	w.report("phase 2: apiserver stopped and restarted", w.settle(proxy), proxy)
 
 	// Phase 3: a revoked token (its service account deleted).
 	revoked := revokedKubeconfig(t, proxy.URL)
@@ -121,16 +127,14 @@ func TestFaultInjection(t *testing.T) {
 		w.cycle()
 	}
 	w.kubeconfig = viaProxy
-	w.heal(proxy)
-	w.report("phase 3: revoked token", w.check(), proxy)
+	w.report("phase 3: revoked token", w.settle(proxy), proxy)
 
 	// Finally: every sandbox deleted, nothing may remain.
 	for pod, sb := range w.live {
 		w.delUntilDone(sb, false)
 		delete(w.live, pod)
 	}
-	w.heal(proxy)
-	w.report("end: all sandboxes deleted", w.check(), proxy)
+	w.report("end: all sandboxes deleted", w.settle(proxy), proxy)
 }
 
 // revokedKubeconfig is a working CNI identity whose service account is then

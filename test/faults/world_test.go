@@ -54,6 +54,20 @@ type world struct {
 	delFailed  int // DELs that failed under a datastore fault: must stay 0
 	addLeaks   int // failed ADDs that left a lease or link behind: must stay 0
 	maxAdd     time.Duration
+	slowAdds   int // ADDs beyond their bound: must stay 0
+	badChecks  int // CHECKs of a live sandbox that failed: must stay 0
+}
+
+// addBound is ADD's bound (10 s, rollback included) plus process start-up.
+const addBound = 10500 * time.Millisecond
+
+// timedAdd checks ADD's bound on every ADD.
+func (w *world) timedAdd(sb *sandbox, r result) {
+	w.maxAdd = max(w.maxAdd, r.elapsed)
+	if r.elapsed > addBound && !r.killed {
+		w.slowAdds++
+		w.t.Errorf("ADD of %s took %s, beyond its bound", sb.id, r.elapsed)
+	}
 }
 
 type opStats struct{ ok, failed, killed int }
@@ -136,7 +150,7 @@ func (w *world) add(sb *sandbox, kill bool) bool {
 		killAfter = time.Duration(w.rng.IntN(40)) * time.Millisecond
 	}
 	r := w.exec("ADD", sb, w.netnsPath(sb), killAfter, w.conf())
-	w.maxAdd = max(w.maxAdd, r.elapsed)
+	w.timedAdd(sb, r)
 	switch {
 	case r.killed:
 		w.stat("ADD").killed++
@@ -244,9 +258,14 @@ func (w *world) cycle() {
 		delete(w.live, pod)
 	case r < 0.85: // duplicate DEL of a dead sandbox (stale)
 		w.del(&sandbox{pod: pod, id: fmt.Sprintf("dead%05d", w.rng.IntN(w.seq+1))}, false)
-	default: // CHECK with the datastore in whatever state
-		w.exec("CHECK", cur, w.netnsPath(cur), 0, w.withPrev(cur))
-		w.stat("CHECK").ok++
+	default: // CHECK with the datastore in whatever state: it reads none
+		if r := w.exec("CHECK", cur, w.netnsPath(cur), 0, w.withPrev(cur)); r.err != nil {
+			w.stat("CHECK").failed++
+			w.badChecks++
+			w.t.Errorf("CHECK of live sandbox %s failed: %v %s", cur.id, r.err, r.stdout)
+		} else {
+			w.stat("CHECK").ok++
+		}
 	}
 }
 
@@ -278,6 +297,7 @@ func (w *world) concurrentAdds(pod string) {
 			r := w.exec("ADD", sb, w.netnsPath(sb), 0, w.conf())
 			mu.Lock()
 			defer mu.Unlock()
+			w.timedAdd(sb, r)
 			if r.err == nil {
 				var res struct {
 					IPs []struct {
@@ -330,9 +350,12 @@ func (w *world) caliLinks() []netlink.Link {
 	return out
 }
 
-// figures are the invariant counts; all must be 0.
+// figures are the invariant counts, taken before any GC; all must be 0.
+// GCLeases and GCLinks are what the runtime's GC then still found to
+// collect: 0 too, since every leak must be prevented by DEL itself.
 type figures struct {
 	LeakedLeases, MissingLeases, StrayLinks, MissingLinks, StrayRoutes, BadAnnotations, Journal int
+	GCLeases, GCLinks                                                                          int
 }
 
 // check compares the kernel, host-local and the apiserver with the model.
@@ -414,11 +437,18 @@ func (w *world) check() figures {
 	return f
 }
 
-// heal clears faults, replays the journal (any invocation does) and runs
-// GC with the live sandboxes, as a runtime does periodically.
-func (w *world) heal(proxy *harness.FaultProxy) {
+// settle clears faults and lets the journal replay (deferred clears
+// become due; STATUS, like any invocation, replays), then counts every
+// invariant before anything heals, and only then runs GC with the live
+// sandboxes, as a runtime does periodically, counting what it collected.
+func (w *world) settle(proxy *harness.FaultProxy) figures {
 	proxy.Set(harness.Fault{})
 	time.Sleep(2500 * time.Millisecond) // deferred clears become due
+	if r := w.exec("STATUS", &sandbox{}, "", 0, w.conf()); r.err != nil {
+		w.t.Errorf("STATUS after clearing the faults: %v %s", r.err, r.stdout)
+	}
+	f := w.check()
+	leases, links := len(w.leases()), len(w.caliLinks())
 	var valid []map[string]string
 	for _, sb := range w.live {
 		valid = append(valid, map[string]string{"containerID": sb.id, "ifname": "eth0"})
@@ -430,9 +460,11 @@ func (w *world) heal(proxy *harness.FaultProxy) {
 	if r := w.exec("GC", &sandbox{}, "", 0, b); r.err != nil {
 		w.t.Errorf("GC: %v %s", r.err, r.stdout)
 	}
-	if r := w.exec("STATUS", &sandbox{}, "", 0, w.conf()); r.err != nil {
-		w.t.Errorf("STATUS after healing: %v %s", r.err, r.stdout)
+	f.GCLeases, f.GCLinks = leases-len(w.leases()), links-len(w.caliLinks())
+	if f.GCLeases != 0 || f.GCLinks != 0 {
+		w.t.Errorf("GC had to collect %d leases and %d links that DEL should have released", f.GCLeases, f.GCLinks)
 	}
+	return f
 }
 
 func (w *world) report(phase string, f figures, proxy *harness.FaultProxy) {
@@ -448,9 +480,10 @@ func (w *world) report(phase string, f figures, proxy *harness.FaultProxy) {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d |\n", k, s.ok, s.failed, s.killed)
 	}
 	fmt.Fprintf(&b, "faults met by API requests: %v\n", proxy.Counts())
-	fmt.Fprintf(&b, "invariants: leaked leases %d, missing leases %d, stray cali links %d, missing links %d, stray host routes %d, "+
-		"pods with wrong annotations %d, journal left %d, DEL failures %d, failed-ADD leftovers %d, panics %d; slowest ADD %s\n",
+	fmt.Fprintf(&b, "invariants before GC: leaked leases %d, missing leases %d, stray cali links %d, missing links %d, stray host routes %d, "+
+		"pods with wrong annotations %d, journal left %d, DEL failures %d, failed-ADD leftovers %d, failed CHECKs %d, ADDs beyond the bound %d, panics %d; slowest ADD %s\n"+
+		"collected afterwards by GC: leases %d, links %d\n",
 		f.LeakedLeases, f.MissingLeases, f.StrayLinks, f.MissingLinks, f.StrayRoutes, f.BadAnnotations, f.Journal,
-		w.delFailed, w.addLeaks, w.panics, w.maxAdd.Round(time.Millisecond))
+		w.delFailed, w.addLeaks, w.badChecks, w.slowAdds, w.panics, w.maxAdd.Round(time.Millisecond), f.GCLeases, f.GCLinks)
 	w.t.Log(b.String())
 }

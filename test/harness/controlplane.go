@@ -198,6 +198,11 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, tools string, opts O
 		"--allow-privileged=true",
 		"--cert-dir=" + filepath.Join(d, "apiserver-certs"),
 		"--disable-admission-plugins=ServiceAccount",
+		"--audit-policy-file=" + filepath.Join(d, "audit-policy.yaml"),
+		"--audit-log-path=" + cp.auditLog(), "--audit-log-mode=blocking",
+	}
+	if err := os.WriteFile(filepath.Join(d, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+		return err
 	}
 	p, err := startProcess(cp.launcher, d, "kube-apiserver", filepath.Join(tools, "kube-apiserver"),
 		append(args, opts.ExtraAPIServerArgs...)...)

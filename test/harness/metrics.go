@@ -4,9 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"time"
 )
 
 var requestTotal = regexp.MustCompile(`^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$`)
@@ -61,4 +67,75 @@ func matchResource(key, resource string) bool {
 	_, res, _ := bytes.Cut([]byte(key), []byte(" "))
 	base, _, _ := bytes.Cut(res, []byte("/"))
 	return string(base) == resource
+}
+
+// CNIUser is the CNI identity's user name (conf/manifests/rbac-cni.yaml).
+const CNIUser = "system:serviceaccount:kube-system:kdd-cni-plugin"
+
+// auditPolicy records every request of the CNI identity, resource or not,
+// once (when its response is complete), and nothing else.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    users: ["` + CNIUser + `"]
+  - level: None
+`
+
+func (cp *ControlPlane) auditLog() string { return filepath.Join(cp.Dir, "audit.log") }
+
+// AuditMark is where the audit log ends now; AuditedSince reads after it.
+func (cp *ControlPlane) AuditMark() int64 {
+	st, err := os.Stat(cp.auditLog())
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// AuditedSince lists every request user made after mark, as the apiserver
+// audited them: "VERB resource[/subresource]" or "VERB /non/resource/url"
+// (verbs upper-case, e.g. "PATCH pods/status", "GET /version").
+func (cp *ControlPlane) AuditedSince(mark int64, user string) ([]string, error) {
+	time.Sleep(300 * time.Millisecond) // the last event is written just after its response
+	f, err := os.Open(cp.auditLog())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(mark, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			Verb       string `json:"verb"`
+			RequestURI string `json:"requestURI"`
+			User       struct {
+				Username string `json:"username"`
+			} `json:"user"`
+			ObjectRef *struct {
+				Resource    string `json:"resource"`
+				Subresource string `json:"subresource"`
+			} `json:"objectRef"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("failed to parse audit event: %w", err)
+		}
+		if ev.User.Username != user {
+			continue
+		}
+		what := ev.RequestURI
+		if ev.ObjectRef != nil {
+			what = ev.ObjectRef.Resource
+			if ev.ObjectRef.Subresource != "" {
+				what += "/" + ev.ObjectRef.Subresource
+			}
+		}
+		out = append(out, strings.ToUpper(ev.Verb)+" "+what)
+	}
+	return out, sc.Err()
 }

@@ -90,17 +90,8 @@ func TestNodeRecreatedBetweenADDs(t *testing.T) {
 					ip := n.IP.To4()
 					p.extraArgs = fmt.Sprintf("IP=%d.%d.%d.%d", ip[0], ip[1], ip[2], 42)
 				}
-				before, err := cluster.RequestCounts(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				e.add(p)
-				after, err := cluster.RequestCounts(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d := harnessDelta(before, after); total(d) != 2 || d["GET nodes"] != 1 || d["PATCH pods/status"] != 1 {
-					t.Errorf("ADD %d after re-creation made %v, want GET nodes + PATCH pods/status", i, d)
+				if got := requestsOf(t, func() { e.add(p) }); got != "GET nodes, PATCH pods/status" {
+					t.Errorf("ADD %d after re-creation made %s, want GET nodes + PATCH pods/status", i, got)
 				}
 				for _, ip := range p.ips() {
 					if !inAny(ip, cidrs) {
@@ -231,26 +222,12 @@ func TestPodAnnotations(t *testing.T) {
 // makes 2 requests; without them it also GETs the pod (3), in parallel.
 func TestAPIRequestsByAnnotationSource(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
-	count := func(p *pod) map[string]float64 {
-		before, err := cluster.RequestCounts(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.add(p)
-		after, err := cluster.RequestCounts(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return harnessDelta(before, after)
-	}
-	api := count(e.newPod("from-api", false))
-	if total(api) != 3 || api["GET pods"] != 1 || api["GET nodes"] != 1 || api["PATCH pods/status"] != 1 {
-		t.Errorf("ADD without runtime annotations made %v, want GET nodes + GET pods + PATCH pods/status", api)
+	if got := requestsOf(t, func() { e.add(e.newPod("from-api", false)) }); got != "GET nodes, GET pods, PATCH pods/status" {
+		t.Errorf("ADD without runtime annotations made %s, want GET nodes, GET pods, PATCH pods/status", got)
 	}
 	e.runtimeAnnotations(map[string]string{})
-	rt := count(e.newPod("from-runtime", false))
-	if total(rt) != 2 || rt["GET pods"] != 0 {
-		t.Errorf("ADD with runtime annotations made %v, want GET nodes + PATCH pods/status", rt)
+	if got := requestsOf(t, func() { e.add(e.newPod("from-runtime", false)) }); got != "GET nodes, PATCH pods/status" {
+		t.Errorf("ADD with runtime annotations made %s, want GET nodes, PATCH pods/status", got)
 	}
 }
 

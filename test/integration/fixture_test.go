@@ -291,10 +291,5 @@ func deleteNow() metav1.DeleteOptions {
 	return metav1.DeleteOptions{GracePeriodSeconds: &zero}
 }
 
-// harnessDelta counts the requests a command can make (pods, nodes,
-// namespaces, Calico CRDs), ignoring the apiserver's own housekeeping.
-func harnessDelta(before, after map[string]float64) map[string]float64 {
-	return harness.CountDelta(before, after, "pods", "nodes", "namespaces", "clusterinformations")
-}
 
 func t0ctx() context.Context { return context.Background() }
