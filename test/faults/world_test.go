@@ -355,7 +355,7 @@ func (w *world) caliLinks() []netlink.Link {
 // collect: 0 too, since every leak must be prevented by DEL itself.
 type figures struct {
 	LeakedLeases, MissingLeases, StrayLinks, MissingLinks, StrayRoutes, BadAnnotations, Journal int
-	GCLeases, GCLinks                                                                          int
+	GCLeases, GCLinks                                                                           int
 }
 
 // check compares the kernel, host-local and the apiserver with the model.

@@ -291,5 +291,4 @@ func deleteNow() metav1.DeleteOptions {
 	return metav1.DeleteOptions{GracePeriodSeconds: &zero}
 }
 
-
 func t0ctx() context.Context { return context.Background() }
