@@ -443,7 +443,7 @@ func (w *world) check() figures {
 // sandboxes, as a runtime does periodically, counting what it collected.
 func (w *world) settle(proxy *harness.FaultProxy) figures {
 	proxy.Set(harness.Fault{})
-	time.Sleep(2500 * time.Millisecond) // deferred clears become due
+	time.Sleep(3500 * time.Millisecond) // deferred clears and reasserts become due
 	if r := w.exec("STATUS", &sandbox{}, "", 0, w.conf()); r.err != nil {
 		w.t.Errorf("STATUS after clearing the faults: %v %s", r.err, r.stdout)
 	}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,6 +27,11 @@ type Fault struct {
 	Drop   bool          // close the connection without an answer
 	Hang   bool          // never answer (until the client gives up)
 	Rate   float64       // probability in (0,1]; 0 = every request
+	// Method limits the fault to requests of that method ("" = all).
+	Method string
+	// Detach forwards a delayed request even if its client is gone (as a
+	// request stuck in the network would still reach the server later).
+	Detach bool
 }
 
 func (f Fault) String() string {
@@ -79,7 +85,7 @@ func (cp *ControlPlane) StartFaultProxy(port int) (*FaultProxy, error) {
 	p.fault.Store(&Fault{})
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := *p.fault.Load()
-		if f.Rate > 0 && rand.Float64() >= f.Rate {
+		if (f.Rate > 0 && rand.Float64() >= f.Rate) || (f.Method != "" && f.Method != r.Method) {
 			f = Fault{}
 		}
 		p.mu.Lock()
@@ -102,6 +108,13 @@ func (cp *ControlPlane) StartFaultProxy(port int) (*FaultProxy, error) {
 			w.WriteHeader(f.Status)
 			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected fault %d","code":%d}`, f.Status, f.Status)
 			return
+		case f.Delay != 0 && f.Detach:
+			body, _ := io.ReadAll(r.Body)
+			time.Sleep(f.Delay)
+			late := r.Clone(context.WithoutCancel(r.Context()))
+			late.Body = io.NopCloser(bytes.NewReader(body))
+			rp.ServeHTTP(discardingWriter{h: http.Header{}}, late)
+			return
 		case f.Delay != 0:
 			select {
 			case <-time.After(f.Delay):
@@ -114,6 +127,13 @@ func (cp *ControlPlane) StartFaultProxy(port int) (*FaultProxy, error) {
 	go func() { _ = p.srv.ServeTLS(ln, "", "") }()
 	return p, nil
 }
+
+// discardingWriter takes a response nobody waits for any more.
+type discardingWriter struct{ h http.Header }
+
+func (d discardingWriter) Header() http.Header         { return d.h }
+func (d discardingWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d discardingWriter) WriteHeader(int)             {}
 
 // Set changes the fault for the next requests.
 func (p *FaultProxy) Set(f Fault) { p.fault.Store(&f) }

@@ -1,14 +1,19 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 func (e *env) journal() []string {
@@ -117,4 +122,63 @@ func TestJournalReplayKeepsGuard(t *testing.T) {
 		t.Errorf("guarded-out entry not forgotten: %d", n)
 	}
 	e.del(newer)
+}
+
+// TestLatePatchOfKilledSandbox reproduces the interleaving: sandbox A's ADD
+// is killed while its annotation PATCH is still on its way (held in the
+// network, delivered later); the runtime DELs A and starts B, whose ADD
+// succeeds; then A's PATCH lands over B's annotations. Once the deferred
+// entries are due, a replay must leave B's annotations in place.
+func TestLatePatchOfKilledSandbox(t *testing.T) {
+	proxy, err := cluster.StartFaultProxy(17443)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	via, err := cluster.KubeconfigVia(kubeconfig, proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, podCIDRs("v4")...)
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": via}
+	e.runtimeAnnotations(nil)
+	a := e.newPod("web", false)
+
+	proxy.Set(harness.Fault{Method: "PATCH", Delay: 2 * time.Second, Detach: true})
+	c := cniCall(e, a, "ADD", e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=web")
+	cmd := exec.Command(c.Binary)
+	cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+c.ContainerID, "CNI_NETNS="+c.Netns,
+		"CNI_IFNAME=eth0", "CNI_ARGS="+c.Args, "CNI_PATH="+c.Path)
+	cmd.Stdin = bytes.NewReader(c.Config)
+	start := time.Now()
+	if err := cluster.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // A is waiting for its PATCH
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	proxy.Set(harness.Fault{})
+
+	e.del(a) // the runtime cleans up the failed sandbox
+	b := e.sandbox("web")
+	e.add(b)
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("B's ADD finished after A's PATCH landed (%s): no interleaving", time.Since(start))
+	}
+	time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
+	if got := e.annotations("web")["cni.projectcalico.org/containerID"]; got != a.containerID {
+		t.Fatalf("A's late PATCH did not land (containerID %q): no interleaving to test", got)
+	}
+	time.Sleep(3500 * time.Millisecond) // deferred entries become due
+	if r := e.statusOrGC("STATUS", nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	want := b.ips()[0].String() + "/32"
+	if got := e.annotations("web"); got["cni.projectcalico.org/containerID"] != b.containerID || got["cni.projectcalico.org/podIP"] != want {
+		t.Errorf("after the replay the live sandbox's annotations are %v, want containerID %s podIP %s", got, b.containerID, want)
+	}
+	if n := len(e.journal()); n != 0 {
+		t.Errorf("journal entries left: %d", n)
+	}
+	e.del(b)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -44,7 +46,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
-	if err := journal.MarkAdding(inv.conf.AddingDir(), args.ContainerID); err != nil {
+	inFlight := journal.InFlight(inv.conf.AddingDir(), inv.conf.JournalDir(), inv.id.Namespace, inv.id.Pod, args.ContainerID)
+	if err := journal.MarkAdding(inv.conf.AddingDir(), inv.id.Namespace, inv.id.Pod, args.ContainerID); err != nil {
 		return inv.wrap(fmt.Errorf("failed to mark the ADD in %s: %w", inv.conf.AddingDir(), err))
 	}
 	defer journal.DoneAdding(inv.conf.AddingDir(), args.ContainerID)
@@ -81,9 +84,30 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	inv.step("endpoint", &t)
 	success = true
+	if len(inFlight) > 0 {
+		p.journalReassert(inv, pl.Addresses, inFlight)
+	}
 	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
 	waitForPolicy(inv)
 	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
+}
+
+// journalReassert guards this sandbox's annotations against the late PATCH
+// of an older sandbox of the pod that died mid-ADD: once that PATCH has
+// surely landed, a replay restores ours if it overwrote them.
+func (p *Plugin) journalReassert(inv *invocation, addrs []net.IPNet, olderSandboxes []string) {
+	cidrs := make([]string, len(addrs))
+	for i, a := range addrs {
+		cidrs[i] = a.String()
+	}
+	now := time.Now()
+	err := journal.Record(inv.conf.JournalDir(), journal.Entry{
+		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+		Recorded: now, NotBefore: now.Add(3 * time.Second), Reason: "older sandbox's PATCH may land late",
+		Reassert: &journal.Reassert{PodIP: cidrs[0], PodIPs: strings.Join(cidrs, ","), Guards: olderSandboxes},
+	})
+	inv.log.Info("an older sandbox of this pod may still write its annotations; journaled a reassert",
+		"older", fmt.Sprint(olderSandboxes), "err", err)
 }
 
 // podOptions applies Calico's pod annotations: the runtime's copy (the

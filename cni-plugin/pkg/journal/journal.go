@@ -33,11 +33,29 @@ type Entry struct {
 	// NotBefore defers the replay (e.g. until a killed ADD's PATCH, still
 	// in flight, has surely landed).
 	NotBefore time.Time `json:"notBefore,omitempty"`
+	// Reassert, when set, makes this entry restore ContainerID's
+	// annotations instead of clearing them (see Reassert).
+	Reassert *Reassert `json:"reassert,omitempty"`
+}
+
+// Reassert restores a live sandbox's annotations if the PATCH of an older
+// sandbox of the same pod (one of Guards), in flight when that sandbox's
+// ADD died, landed over them. Guarded: it changes nothing unless the
+// annotations name one of Guards.
+type Reassert struct {
+	PodIP  string   `json:"podIP"`
+	PodIPs string   `json:"podIPs"`
+	Guards []string `json:"guards"`
 }
 
 func (e Entry) file() string {
-	// Names are DNS labels and container IDs hex: safe in a file name.
-	return e.Namespace + "_" + e.Pod + "_" + e.ContainerID + ".json"
+	// Names are validated Kubernetes names and CNI container IDs: safe in
+	// a file name.
+	kind := ""
+	if e.Reassert != nil {
+		kind = "_reassert"
+	}
+	return e.Namespace + "_" + e.Pod + "_" + e.ContainerID + kind + ".json"
 }
 
 // Record writes an entry to dir atomically (temp file, fsync, rename).
@@ -169,7 +187,50 @@ func Replay(ctx context.Context, dir string, api API, limit int) (done int, err 
 	return done, nil
 }
 
+// settle replays one pod's entries: the clears first, then the reasserts
+// (which undo a late PATCH of an older sandbox, cleared or not).
 func settle(ctx context.Context, api API, group []Entry) error {
+	var clears []Entry
+	for _, e := range group {
+		if e.Reassert == nil {
+			clears = append(clears, e)
+		}
+	}
+	if len(clears) > 0 {
+		if err := settleClears(ctx, api, clears); err != nil {
+			return err
+		}
+	}
+	for _, e := range group {
+		if e.Reassert != nil {
+			if err := reassert(ctx, api, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// reassert applies a Reassert entry: one guarded PATCH per guard until one
+// applies (422: the annotations do not name that guard).
+func reassert(ctx context.Context, api API, e Entry) error {
+	for _, g := range e.Reassert.Guards {
+		patch, err := wep.ReassertPatch(g, e.Reassert.PodIP, e.Reassert.PodIPs, e.ContainerID)
+		if err != nil {
+			return err
+		}
+		err = api.PatchPodStatus(ctx, e.Namespace, e.Pod, kube.JSONPatch, patch)
+		switch {
+		case err == nil, errors.Is(err, kube.ErrNotFound):
+			return nil
+		case !errors.Is(err, kube.ErrInvalid):
+			return err
+		}
+	}
+	return nil
+}
+
+func settleClears(ctx context.Context, api API, group []Entry) error {
 	e := group[0]
 	if len(group) == 1 {
 		return Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
@@ -190,6 +251,33 @@ func settle(ctx context.Context, api API, group []Entry) error {
 	return nil // no pending clear concerns the sandbox that owns the annotations
 }
 
+// InFlight lists the other sandboxes of a pod whose annotation PATCH may
+// still land: an ADD marker left by a killed ADD, or a pending journal
+// entry (a deferred clear). An ADD that finds any journals a Reassert.
+func InFlight(addingDir, journalDir, namespace, pod, self string) []string {
+	seen := map[string]bool{self: true}
+	var out []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	des, _ := os.ReadDir(addingDir)
+	for _, d := range des {
+		if b, err := os.ReadFile(filepath.Join(addingDir, d.Name())); err == nil && string(b) == namespace+"/"+pod {
+			add(d.Name())
+		}
+	}
+	entries, _ := Pending(journalDir)
+	for _, e := range entries {
+		if e.Namespace == namespace && e.Pod == pod && e.Reassert == nil {
+			add(e.ContainerID)
+		}
+	}
+	return out
+}
+
 // Sandboxes whose ADD is running are marked on the node. A marker that
 // outlives its ADD means the ADD was killed, possibly with its annotation
 // PATCH still in flight: the DEL of that sandbox then journals a deferred
@@ -197,12 +285,12 @@ func settle(ctx context.Context, api API, group []Entry) error {
 
 func markerPath(dir, containerID string) string { return filepath.Join(dir, containerID) }
 
-// MarkAdding records that an ADD of containerID is running.
-func MarkAdding(dir, containerID string) error {
+// MarkAdding records that an ADD of containerID (of namespace/pod) is running.
+func MarkAdding(dir, namespace, pod, containerID string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(markerPath(dir, containerID), nil, 0o600)
+	return os.WriteFile(markerPath(dir, containerID), []byte(namespace+"/"+pod), 0o600)
 }
 
 // DoneAdding removes the marker.

@@ -40,6 +40,27 @@ func AddPatch(ips []net.IPNet, containerID string) ([]byte, error) {
 	})
 }
 
+// ReassertPatch restores a sandbox's annotations only if containerID names
+// guard (an older sandbox whose late PATCH landed over them).
+func ReassertPatch(guard, podIP, podIPs, containerID string) ([]byte, error) {
+	type op struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value string `json:"value"`
+	}
+	return json.Marshal([]op{
+		{"test", annotationPath(AnnotationContainerID), guard},
+		{"add", annotationPath(AnnotationPodIP), podIP},
+		{"add", annotationPath(AnnotationPodIPs), podIPs},
+		{"add", annotationPath(AnnotationContainerID), containerID},
+	})
+}
+
+// annotationPath is an annotation's JSON pointer.
+func annotationPath(key string) string {
+	return "/metadata/annotations/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
+}
+
 // ReleasePatch is the JSON patch DEL sends: it blanks podIP and podIPs (as
 // Calico does, keeping containerID) only if containerID still names this
 // sandbox. The "test" makes the guard atomic in one request: the apiserver
