@@ -55,6 +55,8 @@ type world struct {
 	addLeaks   int // failed ADDs that left a lease or link behind: must stay 0
 	maxAdd     time.Duration
 	slowAdds   int // ADDs beyond their bound: must stay 0
+	history    map[string][]string // per sandbox: its commands and outcomes, for diagnosis
+	historyMu  sync.Mutex
 	badChecks  int // CHECKs of a live sandbox that failed: must stay 0
 }
 
@@ -110,21 +112,38 @@ func (w *world) exec(cmd string, sb *sandbox, netnsPath string, killAfter time.D
 	if err := suite.CP.StartCmd(c); err != nil {
 		w.t.Fatal(err)
 	}
-	var killed bool
 	if killAfter > 0 {
-		timer := time.AfterFunc(killAfter, func() { killed = c.Process.Signal(syscall.SIGKILL) == nil })
+		timer := time.AfterFunc(killAfter, func() { _ = c.Process.Signal(syscall.SIGKILL) })
 		defer timer.Stop()
 	}
 	err := c.Wait()
 	r := result{err: err, stdout: out.Bytes(), elapsed: time.Since(start)}
+	w.record(sb.id, cmd, killAfter, r, &out)
 	if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-		r.killed = killed || true
+		r.killed = true
 	}
 	if bytes.Contains(errb.Bytes(), []byte("panic:")) || bytes.Contains(out.Bytes(), []byte("goroutine ")) {
 		w.panics++
 		w.t.Errorf("plugin panicked: %s %s", out.String(), errb.String())
 	}
 	return r
+}
+
+// record notes a command's outcome in the sandbox's history.
+func (w *world) record(id, cmd string, killAfter time.Duration, r result, out *bytes.Buffer) {
+	if w.history == nil {
+		w.history = map[string][]string{}
+	}
+	outcome := "ok"
+	if r.err != nil {
+		outcome = "err " + strings.TrimSpace(out.String())
+		if len(outcome) > 160 {
+			outcome = outcome[:160]
+		}
+	}
+	w.historyMu.Lock()
+	defer w.historyMu.Unlock()
+	w.history[id] = append(w.history[id], fmt.Sprintf("%s(kill %s, %s): %s", cmd, killAfter, r.elapsed.Round(time.Millisecond), outcome))
 }
 
 func (w *world) newSandbox(pod string) *sandbox {
@@ -241,8 +260,10 @@ func (w *world) cycle() {
 				w.delUntilDone(cur, false) // the old sandbox's (stale) DEL
 			}
 		}
-	case cur == nil && r < 0.85: // ADD killed at a random point
-		w.add(w.newSandbox(pod), true)
+	case cur == nil && r < 0.85: // ADD killed at a random point (it may finish first)
+		if sb := w.newSandbox(pod); w.add(sb, true) {
+			w.live[pod] = sb
+		}
 	case cur == nil: // concurrent ADDs of the same pod
 		w.concurrentAdds(pod)
 	case r < 0.55: // DEL
@@ -325,13 +346,33 @@ func (w *world) concurrentAdds(pod string) {
 		w.delUntilDone(b, false)
 		return
 	}
+	// The pod's network is the one the kernel has: the sandbox whose ADD
+	// ran last under the pod lock owns the host veth (its alias). The one
+	// whose process exited last may be the other, on a busy machine.
 	winner := order[len(order)-1]
+	if owner := w.vethOwner(pod); owner == a.id && okA {
+		winner = a
+	} else if owner == b.id && okB {
+		winner = b
+	}
 	for _, sb := range []*sandbox{a, b} {
 		if sb != winner {
 			w.delUntilDone(sb, false)
 		}
 	}
 	w.live[pod] = winner
+}
+
+// vethOwner is the container ID in the pod's host veth alias ("" if none).
+func (w *world) vethOwner(pod string) string {
+	name := naming.HostVeth("cali", namespace, pod)
+	for _, l := range w.caliLinks() {
+		if l.Attrs().Name == name {
+			_, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias)
+			return id
+		}
+	}
+	return ""
 }
 
 func (w *world) leases() map[string]string { return harness.HostLocalLeases(w.dataDir, networkName) }
@@ -370,7 +411,7 @@ func (w *world) check() figures {
 	for ip, id := range leases {
 		if liveIDs[id] == nil {
 			f.LeakedLeases++
-			w.t.Errorf("leaked lease %s of %s", ip, id)
+			w.t.Errorf("leaked lease %s of %s; its history: %v", ip, id, w.history[id])
 		}
 		held[id]++
 	}

@@ -55,8 +55,8 @@ func TestControlPlaneAndCNIIdentity(t *testing.T) {
 	if _, err := cni.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{}); err != nil {
 		t.Errorf("get node as CNI: %v", err)
 	}
-	if _, err := cni.CoreV1().Namespaces().Get(ctx, "ns1", metav1.GetOptions{}); err != nil {
-		t.Errorf("get namespace as CNI: %v", err)
+	if _, err := cni.CoreV1().Namespaces().Get(ctx, "ns1", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("get namespace as CNI (the plugin never reads namespaces): %v, want forbidden", err)
 	}
 	patch := []byte(`{"metadata":{"annotations":{"kdd-cni.test/x":"1"}}}`)
 	if _, err := cni.CoreV1().Pods("ns1").Patch(ctx, "pod1", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {

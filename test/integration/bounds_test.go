@@ -55,12 +55,11 @@ func TestFailedIPAMAddLeavesNoLease(t *testing.T) {
 	}
 }
 
-// TestAddBoundAndCodes: with the API server hanging, ADD ends within its
-// bound (10 s, rollback included), says "try again later" (11), and leaves
-// nothing; a bad configuration is 7, a bad CNI_ARGS 4, an unsupported
-// version 1 (the spec's "incompatible CNI version").
-func TestAddBoundAndCodes(t *testing.T) {
-	proxy, err := cluster.StartFaultProxy(16443)
+// faultProxy starts a fault proxy on port for the test, and returns it
+// with a CNI kubeconfig that goes through it.
+func faultProxy(t *testing.T, port int) (*harness.FaultProxy, string) {
+	t.Helper()
+	proxy, err := cluster.StartFaultProxy(port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +68,15 @@ func TestAddBoundAndCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return proxy, via
+}
+
+// TestAddBoundAndCodes: with the API server hanging, ADD ends within its
+// bound (10 s, rollback included), says "try again later" (11), and leaves
+// nothing; a bad configuration is 7, a bad CNI_ARGS 4, an unsupported
+// version 1 (the spec's "incompatible CNI version").
+func TestAddBoundAndCodes(t *testing.T) {
+	proxy, via := faultProxy(t, 16443)
 	for _, f := range []harness.Fault{{Hang: true}, {Status: 503}, {Drop: true}} {
 		t.Run(f.String(), func(t *testing.T) {
 			e := newEnv(t, podCIDRs("v4")...)

@@ -130,15 +130,7 @@ func TestJournalReplayKeepsGuard(t *testing.T) {
 // succeeds; then A's PATCH lands over B's annotations. Once the deferred
 // entries are due, a replay must leave B's annotations in place.
 func TestLatePatchOfKilledSandbox(t *testing.T) {
-	proxy, err := cluster.StartFaultProxy(17443)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	via, err := cluster.KubeconfigVia(kubeconfig, proxy.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, via := faultProxy(t, 17443)
 	e := newEnv(t, podCIDRs("v4")...)
 	e.extra["kubernetes"] = map[string]any{"kubeconfig": via}
 	e.runtimeAnnotations(nil)

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -50,10 +51,16 @@ func deleteOwnedHostVeth(o Owned) error {
 	if err != nil || link.Attrs().Alias != o.Alias {
 		return nil // gone, or another sandbox's
 	}
-	if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+	if err := netlink.LinkDel(link); err != nil && !gone(err) {
 		return fmt.Errorf("failed to delete host veth %q: %w", o.HostVeth, err)
 	}
 	return nil
+}
+
+// gone tells whether a link operation failed because the link no longer
+// exists (deleted meanwhile, e.g. with its peer or its namespace).
+func gone(err error) bool {
+	return errors.As(err, &netlink.LinkNotFoundError{}) || errors.Is(err, syscall.ENODEV)
 }
 
 func deleteInNetNS(netnsPath, ifName string) error {
@@ -65,7 +72,7 @@ func deleteInNetNS(netnsPath, ifName string) error {
 		if err != nil {
 			return fmt.Errorf("failed to look up %q: %w", ifName, err)
 		}
-		if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+		if err := netlink.LinkDel(link); err != nil && !gone(err) {
 			return fmt.Errorf("failed to delete %q: %w", ifName, err)
 		}
 		return nil
@@ -86,7 +93,7 @@ func Remove(p plan.Plan, hostIndex int) error {
 	if err != nil || link.Attrs().Name != p.HostVeth {
 		return nil // already gone
 	}
-	if err := netlink.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+	if err := netlink.LinkDel(link); err != nil && !gone(err) {
 		return fmt.Errorf("failed to delete host veth %q: %w", p.HostVeth, err)
 	}
 	return nil

@@ -18,7 +18,9 @@ import (
 // it: the plugin runs in its own process group, the whole group is killed
 // when ctx ends, and output pipes held open by a straggler are cut after
 // a second. (The library's executor kills only the plugin itself and then
-// waits for every process that inherited its stdout.)
+// waits for every process that inherited its stdout.) The plugin also dies
+// with kdd-cni (Pdeathsig): a host-local orphaned by a killed ADD would
+// otherwise allocate after the runtime's DEL had released, and leak.
 type boundedExec struct {
 	invoke.RawExec
 	version.PluginDecoder
@@ -28,7 +30,7 @@ func (*boundedExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []b
 	var stdout, stderr bytes.Buffer
 	c := exec.CommandContext(ctx, pluginPath)
 	c.Env, c.Stdin, c.Stdout, c.Stderr = environ, bytes.NewReader(stdin), &stdout, &stderr
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	c.WaitDelay = time.Second
 	err := c.Run()

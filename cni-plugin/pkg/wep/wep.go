@@ -43,17 +43,19 @@ func AddPatch(ips []net.IPNet, containerID string) ([]byte, error) {
 // ReassertPatch restores a sandbox's annotations only if containerID names
 // guard (an older sandbox whose late PATCH landed over them).
 func ReassertPatch(guard, podIP, podIPs, containerID string) ([]byte, error) {
-	type op struct {
-		Op    string `json:"op"`
-		Path  string `json:"path"`
-		Value string `json:"value"`
-	}
-	return json.Marshal([]op{
+	return json.Marshal([]patchOp{
 		{"test", annotationPath(AnnotationContainerID), guard},
 		{"add", annotationPath(AnnotationPodIP), podIP},
 		{"add", annotationPath(AnnotationPodIPs), podIPs},
 		{"add", annotationPath(AnnotationContainerID), containerID},
 	})
+}
+
+// patchOp is one JSON patch operation.
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
 }
 
 // annotationPath is an annotation's JSON pointer.
@@ -66,17 +68,9 @@ func annotationPath(key string) string {
 // sandbox. The "test" makes the guard atomic in one request: the apiserver
 // answers 422 and changes nothing when a newer sandbox owns the annotations.
 func ReleasePatch(containerID string) ([]byte, error) {
-	path := func(key string) string {
-		return "/metadata/annotations/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
-	}
-	type op struct {
-		Op    string `json:"op"`
-		Path  string `json:"path"`
-		Value string `json:"value"`
-	}
-	return json.Marshal([]op{
-		{"test", path(AnnotationContainerID), containerID},
-		{"add", path(AnnotationPodIP), ""},
-		{"add", path(AnnotationPodIPs), ""},
+	return json.Marshal([]patchOp{
+		{"test", annotationPath(AnnotationContainerID), containerID},
+		{"add", annotationPath(AnnotationPodIP), ""},
+		{"add", annotationPath(AnnotationPodIPs), ""},
 	})
 }
