@@ -54,7 +54,7 @@ type world struct {
 	delFailed  int // DELs that failed under a datastore fault: must stay 0
 	addLeaks   int // failed ADDs that left a lease or link behind: must stay 0
 	maxAdd     time.Duration
-	slowAdds   int // ADDs beyond their bound: must stay 0
+	slowAdds   int                 // ADDs beyond their bound: must stay 0
 	history    map[string][]string // per sandbox: its commands and outcomes, for diagnosis
 	historyMu  sync.Mutex
 	badChecks  int // CHECKs of a live sandbox that failed: must stay 0
