@@ -8,38 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
-
-var (
-	calicoOnce sync.Once
-	calicoDir  string
-	calicoErr  error
-)
-
-// CalicoDir holds calico-felix, Calico's own `calico` CNI binary and crds/,
-// built from the pinned Calico release: $KDD_CNI_CALICO, else what
-// test/tools/calico/build.sh builds (cached under ~/.cache/kdd-cni).
-func CalicoDir() (string, error) {
-	calicoOnce.Do(func() {
-		if d := os.Getenv("KDD_CNI_CALICO"); d != "" {
-			calicoDir = d
-			return
-		}
-		cmd := exec.Command(filepath.Join(RepoRoot(), "test", "tools", "calico", "build.sh"))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			calicoErr = fmt.Errorf("failed to build Calico: %w", err)
-			return
-		}
-		calicoDir = strings.TrimSpace(string(out))
-	})
-	return calicoDir, calicoErr
-}
 
 // calicoObjects are what calico-node would create and Felix needs: the
 // datastore marked ready and the default tier.
