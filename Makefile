@@ -5,7 +5,7 @@ export GOFLAGS := -buildvcs=false
 MODULE   := github.com/kdd-cni/kdd-cni
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := $(CURDIR)/bin
-LDFLAGS  := -s -w -X $(MODULE)/cni-plugin/pkg/buildinfo.Version=$(VERSION)
+LDFLAGS  := -s -w -X $(MODULE)/internal/buildinfo.Version=$(VERSION)
 GOBUILD  := CGO_ENABLED=0 go build -trimpath
 # Third-party CNI plugins and cnitool, built from the versions pinned in go.mod.
 CNI_PLUGINS := github.com/containernetworking/plugins/plugins
@@ -23,8 +23,8 @@ ROOTFS     := $(CURDIR)/build/rootfs
 IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 
 # go test -fuzz targets (package:Target); make test runs each for FUZZTIME.
-FUZZ_TARGETS := ./cni-plugin/pkg/netconf:FuzzLoad ./cni-plugin/pkg/netconf:FuzzParseIdentity \
-                ./ipam/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
+FUZZ_TARGETS := ./internal/netconf:FuzzLoad ./internal/netconf:FuzzParseIdentity \
+                ./internal/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
 .PHONY: calico e2e bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
@@ -67,10 +67,11 @@ deps:
 
 vet:
 	go vet ./...
-	@test -z "$$(gofmt -l cni-plugin ipam install kddctl test)" || { gofmt -l cni-plugin ipam install kddctl test; echo "gofmt needed"; exit 1; }
+	cd test/bench && go vet ./...
+	@test -z "$$(gofmt -l internal cni-plugin ipam install kddctl test)" || { gofmt -l internal cni-plugin ipam install kddctl test; echo "gofmt needed"; exit 1; }
 
 test-unit:
-	$(GOTEST) ./cni-plugin/... ./ipam/... ./install/... ./kddctl/...
+	$(GOTEST) ./internal/... ./cni-plugin/... ./ipam/... ./install/... ./kddctl/...
 
 # Integration tests run as root against a real etcd + kube-apiserver in network
 # namespaces; without root they skip with a message.
@@ -110,7 +111,7 @@ e2e: deps build image-rootfs
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/bench -out $(CURDIR)/results
+	cd test/bench && KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$($(CURDIR)/test/tools/build.sh) go run . -out $(CURDIR)/results
 
 # The long fault-injection run (docs/reliability.md); make test runs a short one.
 FAULT_CYCLES ?= 1000

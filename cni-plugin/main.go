@@ -11,7 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plugin"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
 )
 
 // Namespace switches apply to one OS thread: keep main on its thread. The

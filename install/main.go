@@ -12,11 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/installer"
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/logging"
 )
 
 func main() {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
 	"github.com/kdd-cni/kdd-cni/ipam/internal/shim"
 )
 

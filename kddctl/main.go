@@ -18,11 +18,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/kddctl/internal/view"
 )
 
@@ -67,7 +66,7 @@ func client(kubeconfig string) (*kube.Client, error) {
 	if ds := conf.Datastore(env); ds != netconf.DatastoreKubernetes {
 		return nil, fmt.Errorf("unsupported DATASTORE_TYPE %q: kddctl only reads the Kubernetes datastore", ds)
 	}
-	return datastore.NewClient(env, conf, 10*time.Second)
+	return kube.New(conf.APIAccess(env, 10*time.Second))
 }
 
 func get(args []string, out io.Writer) (int, error) {

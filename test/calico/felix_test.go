@@ -15,7 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/policywait"
+	"github.com/kdd-cni/kdd-cni/internal/policywait"
 )
 
 const serverPort = 8080

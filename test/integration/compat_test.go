@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/policywait"
+	"github.com/kdd-cni/kdd-cni/internal/policywait"
 )
 
 // runtimeAnnotations passes the pod's annotations as containerd and CRI-O

@@ -8,7 +8,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
 // RemoveOrphanHostVeths deletes host veths named with prefix that kdd-cni

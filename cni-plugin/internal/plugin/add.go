@@ -14,13 +14,12 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/podopts"
-	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
+	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/podopts"
 )
 
 // Add: config → readiness gates → podCIDRs + pod annotations → IPAM → plan
@@ -168,13 +167,13 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 	if err != nil {
 		return nil, err
 	}
-	if cached, ok := datastore.CachedPodCIDRs(inv.conf.StateDir, inv.conf.PodCIDRNode(nodename)); ok {
+	if cached, ok := podcidr.Cached(inv.conf.StateDir, inv.conf.PodCIDRNode(nodename)); ok {
 		if conf, err := podcidr.Rewrite(inv.args.StdinData, cached.CIDRs); err == nil {
 			alloc, ipamErr := add(conf)
 			current, err := s.nodeCIDRs()
 			if err == nil && current.CIDRs == cached.CIDRs {
 				if current.UID != cached.UID {
-					_ = datastore.StorePodCIDRs(inv.conf.StateDir, current)
+					_ = podcidr.Store(inv.conf.StateDir, current)
 				}
 				return alloc, ipamErr
 			}
@@ -194,7 +193,7 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 	if err != nil {
 		return nil, err
 	}
-	_ = datastore.StorePodCIDRs(inv.conf.StateDir, current)
+	_ = podcidr.Store(inv.conf.StateDir, current)
 	conf, err := podcidr.Rewrite(inv.args.StdinData, current.CIDRs)
 	if err != nil {
 		return nil, err

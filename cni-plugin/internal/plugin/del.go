@@ -9,10 +9,10 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
+	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // Del: clear the WorkloadEndpoint (if this sandbox still owns it), while

@@ -8,10 +8,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
+	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 // GC (CNI 1.1): release every lease of this network and remove every host

@@ -18,13 +18,12 @@ import (
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/podlock"
+	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/logging"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/podlock"
 )
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -204,7 +203,7 @@ func (inv *invocation) end(err error) {
 
 // api builds the API client from the netconf and environment seeds.
 func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
-	return datastore.NewClient(p.Env, conf, p.APITimeout)
+	return kube.New(conf.APIAccess(p.Env, p.APITimeout))
 }
 
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // TestDatastore is `calico -t`: with the network configuration on stdin, it
@@ -45,7 +45,7 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, _, cidrs, err := datastore.ReadNode(ctx, p.Env, conf, api)
+	node, _, cidrs, err := podcidr.ReadNode(ctx, p.Env, conf, api)
 	if err != nil {
 		return err
 	}

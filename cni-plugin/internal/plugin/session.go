@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
 // apiSession does an ADD's API work beside its kernel work: building the
@@ -19,10 +19,10 @@ type apiSession struct {
 	api   *kube.Client
 	err   error
 
-	node     chan result[datastore.NodeCIDRs]
+	node     chan result[podcidr.NodeCIDRs]
 	annot    chan result[map[string]string]
 	patched  chan error
-	nodeDone *result[datastore.NodeCIDRs]
+	nodeDone *result[podcidr.NodeCIDRs]
 }
 
 type result[T any] struct {
@@ -33,7 +33,7 @@ type result[T any] struct {
 // openSession starts building the client and, when asked, GETs the Node
 // and the Pod. annotations non-nil (passed by the runtime) spares the GET.
 func (p *Plugin) openSession(ctx context.Context, inv *invocation, needNode bool, annotations map[string]string) *apiSession {
-	s := &apiSession{ready: make(chan struct{}), node: make(chan result[datastore.NodeCIDRs], 1),
+	s := &apiSession{ready: make(chan struct{}), node: make(chan result[podcidr.NodeCIDRs], 1),
 		annot: make(chan result[map[string]string], 1)}
 	go func() {
 		s.api, s.err = p.api(inv.conf)
@@ -43,11 +43,11 @@ func (p *Plugin) openSession(ctx context.Context, inv *invocation, needNode bool
 		go func() {
 			<-s.ready
 			if s.err != nil {
-				s.node <- result[datastore.NodeCIDRs]{err: s.err}
+				s.node <- result[podcidr.NodeCIDRs]{err: s.err}
 				return
 			}
-			c, err := datastore.NodePodCIDRs(ctx, p.Env, inv.conf, s.api)
-			s.node <- result[datastore.NodeCIDRs]{v: c, err: err}
+			c, err := podcidr.NodePodCIDRs(ctx, p.Env, inv.conf, s.api)
+			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}
 		}()
 	}
 	if annotations != nil {
@@ -71,7 +71,7 @@ func (p *Plugin) openSession(ctx context.Context, inv *invocation, needNode bool
 }
 
 // nodeCIDRs waits for the Node's podCIDRs (only when the session was asked).
-func (s *apiSession) nodeCIDRs() (datastore.NodeCIDRs, error) {
+func (s *apiSession) nodeCIDRs() (podcidr.NodeCIDRs, error) {
 	if s.nodeDone == nil {
 		r := <-s.node
 		s.nodeDone = &r

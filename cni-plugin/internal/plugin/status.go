@@ -6,7 +6,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // Status (CNI 1.1): ready when the API server answers with the configured
@@ -21,7 +21,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.APITimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
-	if err := datastore.Ready(ctx, p.Env, inv.conf, args.StdinData, p.APITimeout); err != nil {
+	if err := podcidr.Ready(ctx, p.Env, inv.conf, args.StdinData, p.APITimeout); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "kdd-cni is not ready: "+err.Error(), "")
 	}
 	return nil

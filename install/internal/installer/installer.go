@@ -14,9 +14,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 // API is what install-cni needs from the API server.

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/journal"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
+	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at

@@ -15,12 +15,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/datastore"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/ipamexec"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/logging"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
-	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/logging"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // Delegate is the IPAM plugin that does the allocating.
@@ -90,11 +89,11 @@ func (s *Shim) resolve(ctx context.Context, conf *netconf.NetConf, stdin []byte)
 		return nil, err
 	}
 	if fams.Any() {
-		api, err := datastore.NewClient(s.Env, conf, s.APITimeout)
+		api, err := kube.New(conf.APIAccess(s.Env, s.APITimeout))
 		if err != nil {
 			return nil, err
 		}
-		cidrs, err := datastore.NodePodCIDRs(ctx, s.Env, conf, api)
+		cidrs, err := podcidr.NodePodCIDRs(ctx, s.Env, conf, api)
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +146,7 @@ func (s *Shim) Status(args *skel.CmdArgs) error {
 	defer closer.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.APITimeout)
 	defer cancel()
-	if err := datastore.Ready(ctx, s.Env, conf, args.StdinData, s.APITimeout); err != nil {
+	if err := podcidr.Ready(ctx, s.Env, conf, args.StdinData, s.APITimeout); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "podcidr is not ready: "+err.Error(), "")
 	}
 	return nil

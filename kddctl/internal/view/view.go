@@ -14,8 +14,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/naming"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
 // WorkloadEndpoint mirrors projectcalico.org/v3 WorkloadEndpoint.

@@ -8,7 +8,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 func pod(ns, name, node string, hostNet bool, ann map[string]string, statusIPs ...string) kube.Pod {

@@ -7,6 +7,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 // Env is the plugin's view of its process environment and files.
@@ -30,20 +34,10 @@ func (e Env) seed(name string) string {
 	return e.Getenv("CALICO_" + name)
 }
 
-// KubeAccess says how to reach the API server.
-type KubeAccess struct {
-	Kubeconfig  string
-	Server      string
-	Token       string
-	CertFile    string
-	KeyFile     string
-	CAFile      string
-	InsecureTLS bool
-}
-
 // APIAccess merges the netconf over the environment seeds: the netconf wins,
-// as in Calico (which exports netconf keys into the environment).
-func (c *NetConf) APIAccess(env Env) KubeAccess {
+// as in Calico (which exports netconf keys into the environment). timeout
+// bounds each request.
+func (c *NetConf) APIAccess(env Env, timeout time.Duration) kube.Access {
 	first := func(vals ...string) string {
 		for _, v := range vals {
 			if v != "" {
@@ -57,7 +51,8 @@ func (c *NetConf) APIAccess(env Env) KubeAccess {
 		policyRoot = policyRoot[:i]
 	}
 	insecure, _ := strconv.ParseBool(env.seed("K8S_INSECURE_SKIP_TLS_VERIFY"))
-	return KubeAccess{
+	return kube.Access{
+		UserAgent: buildinfo.String("kdd-cni"), Timeout: timeout,
 		Kubeconfig:  first(c.Kubernetes.Kubeconfig, env.seed("KUBECONFIG")),
 		Server:      first(c.Kubernetes.APIRoot, policyRoot, env.seed("K8S_API_ENDPOINT")),
 		Token:       first(c.Policy.AuthToken, env.seed("K8S_TOKEN"), env.seed("K8S_API_TOKEN")),

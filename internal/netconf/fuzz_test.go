@@ -3,6 +3,7 @@ package netconf
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzLoad: any input gives a config or an error, never a panic, and a
@@ -22,7 +23,7 @@ func FuzzLoad(f *testing.F) {
 		}
 		_, _ = c.EffectiveMTU(env)
 		_, _ = c.ResolveNodename(env)
-		_ = c.APIAccess(env)
+		_ = c.APIAccess(env, time.Second)
 		_, _ = LoadForIPAM(data, env)
 		_, _, _ = ValidAttachments(data)
 	})

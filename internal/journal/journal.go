@@ -19,8 +19,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/wep"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
 // Entry is one pending annotation clear.

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testEnv(vars map[string]string, files map[string]string) Env {
@@ -144,12 +145,12 @@ func TestEffectiveMTU(t *testing.T) {
 
 func TestAPIAccess(t *testing.T) {
 	c, _ := Load([]byte(`{"name":"n","ipam":{"type":"host-local"},"policy":{"k8s_api_root":"https://1.2.3.4:6443/api/v1/"}}`), testEnv(nil, nil))
-	a := c.APIAccess(testEnv(map[string]string{"KUBECONFIG": "/kc", "K8S_TOKEN": "t", "CALICO_K8S_CA_FILE": "/ca"}, nil))
+	a := c.APIAccess(testEnv(map[string]string{"KUBECONFIG": "/kc", "K8S_TOKEN": "t", "CALICO_K8S_CA_FILE": "/ca"}, nil), time.Second)
 	if a.Kubeconfig != "/kc" || a.Server != "https://1.2.3.4:6443" || a.Token != "t" || a.CAFile != "/ca" {
 		t.Errorf("%+v", a)
 	}
 	c.Kubernetes.Kubeconfig = "/netconf-wins"
-	if a := c.APIAccess(testEnv(map[string]string{"KUBECONFIG": "/kc"}, nil)); a.Kubeconfig != "/netconf-wins" {
+	if a := c.APIAccess(testEnv(map[string]string{"KUBECONFIG": "/kc"}, nil), time.Second); a.Kubeconfig != "/netconf-wins" {
 		t.Errorf("netconf must win over env: %+v", a)
 	}
 }

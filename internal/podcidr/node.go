@@ -1,8 +1,8 @@
-// Package datastore connects a kdd-cni binary to its datastore, the
-// Kubernetes API, as a netconf and the environment seeds describe, and
-// answers whether it is ready for pods (CNI STATUS). Shared by `calico` and
-// the `podcidr` IPAM shim.
-package datastore
+package podcidr
+
+// The node's podCIDRs from the API server, their cache on the node, and
+// whether the node is ready for pods (CNI STATUS). Shared by `calico` and
+// the `podcidr` IPAM shim. (The rewrite in podcidr.go stays pure.)
 
 import (
 	"context"
@@ -13,27 +13,15 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/buildinfo"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/kube"
-	"github.com/kdd-cni/kdd-cni/cni-plugin/pkg/netconf"
-	"github.com/kdd-cni/kdd-cni/ipam/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
-
-// NewClient builds the API client from the netconf over the environment seeds.
-func NewClient(env netconf.Env, conf *netconf.NetConf, timeout time.Duration) (*kube.Client, error) {
-	a := conf.APIAccess(env)
-	return kube.New(kube.Access{
-		Kubeconfig: a.Kubeconfig, Server: a.Server, Token: a.Token,
-		CertFile: a.CertFile, KeyFile: a.KeyFile, CAFile: a.CAFile, InsecureTLS: a.InsecureTLS,
-		UserAgent: buildinfo.String("kdd-cni"), Timeout: timeout,
-	})
-}
 
 // NodeCIDRs are one Node object's podCIDRs, by family.
 type NodeCIDRs struct {
-	Node  string        `json:"node"`
-	UID   string        `json:"uid"`
-	CIDRs podcidr.CIDRs `json:"cidrs"`
+	Node  string `json:"node"`
+	UID   string `json:"uid"`
+	CIDRs CIDRs  `json:"cidrs"`
 }
 
 // ReadNode resolves this node's name and reads its UID and spec.podCIDRs.
@@ -56,7 +44,7 @@ func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, a
 	if err != nil {
 		return NodeCIDRs{}, err
 	}
-	byFamily, err := podcidr.ByFamily(node, cidrs)
+	byFamily, err := ByFamily(node, cidrs)
 	return NodeCIDRs{Node: node, UID: uid, CIDRs: byFamily}, err
 }
 
@@ -64,11 +52,11 @@ func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, a
 // answer the configured identity, or the node lacks a podCIDR family that
 // the configuration (stdin) names. nil means ready.
 func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []byte, timeout time.Duration) error {
-	fams, err := podcidr.Symbols(stdin)
+	fams, err := Symbols(stdin)
 	if err != nil {
 		return err
 	}
-	api, err := NewClient(env, conf, timeout)
+	api, err := kube.New(conf.APIAccess(env, timeout))
 	if err != nil {
 		return err
 	}
@@ -76,7 +64,7 @@ func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []
 	if err != nil || !fams.Any() {
 		return err
 	}
-	byFamily, err := podcidr.ByFamily(node, cidrs)
+	byFamily, err := ByFamily(node, cidrs)
 	if err != nil {
 		return err
 	}
@@ -92,8 +80,8 @@ func cachePath(stateDir, node string) string {
 	return filepath.Join(stateDir, "podcidrs", node+".json")
 }
 
-// CachedPodCIDRs reads the cache; ok is false when there is none.
-func CachedPodCIDRs(stateDir, node string) (NodeCIDRs, bool) {
+// Cached reads the cache; ok is false when there is none.
+func Cached(stateDir, node string) (NodeCIDRs, bool) {
 	var c NodeCIDRs
 	b, err := os.ReadFile(cachePath(stateDir, node))
 	if err != nil || json.Unmarshal(b, &c) != nil || c.Node != node || c.UID == "" || (c.CIDRs.V4 == "" && c.CIDRs.V6 == "") {
@@ -102,8 +90,8 @@ func CachedPodCIDRs(stateDir, node string) (NodeCIDRs, bool) {
 	return c, true
 }
 
-// StorePodCIDRs writes the cache atomically.
-func StorePodCIDRs(stateDir string, c NodeCIDRs) error {
+// Store writes the cache atomically.
+func Store(stateDir string, c NodeCIDRs) error {
 	path := cachePath(stateDir, c.Node)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
