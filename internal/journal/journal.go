@@ -7,8 +7,6 @@ package journal
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
@@ -58,7 +57,7 @@ func (e Entry) file() string {
 	return e.Namespace + "_" + e.Pod + "_" + e.ContainerID + kind + ".json"
 }
 
-// Record writes an entry to dir atomically (temp file, fsync, rename).
+// Record writes an entry to dir atomically.
 func Record(dir string, e Entry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("failed to create journal %s: %w", dir, err)
@@ -67,22 +66,7 @@ func Record(dir string, e Entry) error {
 	if err != nil {
 		return err
 	}
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	tmp := filepath.Join(dir, ".tmp-"+hex.EncodeToString(suffix))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("failed to write journal entry: %w", err)
-	}
-	_, werr := f.Write(b)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("failed to write journal entry: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, e.file())); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(filepath.Join(dir, e.file()), b, 0o600); err != nil {
 		return fmt.Errorf("failed to write journal entry: %w", err)
 	}
 	return nil

@@ -2,70 +2,14 @@ package installer
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 )
-
-// writeAtomic writes data to path so that readers see either the old or
-// the new file, never a partial one: temp file in the same directory,
-// fsync, chmod, rename, fsync of the directory.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	return replaceAtomic(path, mode, func(f *os.File) error {
-		_, err := f.Write(data)
-		return err
-	})
-}
-
-func replaceAtomic(path string, mode os.FileMode, fill func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(suffix))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("failed to create %s: %w", tmp, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = fill(f); err != nil {
-		return fmt.Errorf("failed to write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("failed to sync %s: %w", tmp, err)
-	}
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("failed to chmod %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("failed to close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("failed to rename %s to %s: %w", tmp, path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("failed to sync directory %s: %w", dir, err)
-	}
-	return nil
-}
 
 // copyFile installs src at dst atomically (safe while the old dst runs),
 // skipping identical files, and verifies the result. It reports whether it
@@ -87,7 +31,7 @@ func copyFile(src, dst string) (bool, error) {
 		return false, err
 	}
 	defer in.Close()
-	if err := replaceAtomic(dst, fi.Mode().Perm(), func(f *os.File) error {
+	if err := atomicfile.Replace(dst, fi.Mode().Perm(), func(f *os.File) error {
 		_, err := io.Copy(f, in)
 		return err
 	}); err != nil {

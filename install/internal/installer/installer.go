@@ -16,6 +16,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
+	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
@@ -159,7 +160,7 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("failed to create %s: %w", netDir, err)
 	}
 	kc := render.Kubeconfig(server, api.CAData(), in.Cfg.SkipTLSVerify, token)
-	if err := writeAtomic(filepath.Join(netDir, config.KubeconfigName), kc, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(netDir, config.KubeconfigName), kc, 0o600); err != nil {
 		return time.Time{}, err
 	}
 	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), token)
@@ -169,7 +170,7 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion); err != nil {
 		return time.Time{}, err
 	}
-	if err := writeAtomic(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
 		return time.Time{}, err
 	}
 	return expiry, nil
