@@ -118,10 +118,7 @@ func (e *APIError) Error() string {
 
 // Sentinels callers branch on, matched with errors.Is.
 var (
-	ErrNotFound     = errors.New("not found")
-	ErrUnauthorized = errors.New("unauthorized")
-	ErrForbidden    = errors.New("forbidden")
-	ErrConflict     = errors.New("conflict")
+	ErrNotFound = errors.New("not found")
 	// ErrInvalid is 422: for a JSON patch, a failed "test" operation.
 	ErrInvalid = errors.New("unprocessable")
 )
@@ -153,12 +150,6 @@ func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.Code == http.StatusNotFound
-	case ErrUnauthorized:
-		return e.Code == http.StatusUnauthorized
-	case ErrForbidden:
-		return e.Code == http.StatusForbidden
-	case ErrConflict:
-		return e.Code == http.StatusConflict
 	case ErrInvalid:
 		return e.Code == http.StatusUnprocessableEntity
 	}

@@ -26,7 +26,7 @@ func TestErrorMapping(t *testing.T) {
 		_, _ = w.Write([]byte(`{"kind":"Status","message":"the message"}`))
 	}))
 	defer srv.Close()
-	for path, want := range map[string]error{"/404": ErrNotFound, "/401": ErrUnauthorized, "/403": ErrForbidden, "/409": ErrConflict, "/422": ErrInvalid} {
+	for path, want := range map[string]error{"/404": ErrNotFound, "/422": ErrInvalid} {
 		c, err := New(Access{Server: srv.URL + path, Token: "x"})
 		if err != nil {
 			t.Fatal(err)

@@ -36,7 +36,7 @@ func FuzzParseIdentity(f *testing.F) {
 	f.Add("IgnoreUnknown=1;K8S_POD_NAME=p")
 	f.Add("=;;a==b;K8S_POD_NAMESPACE=")
 	f.Fuzz(func(t *testing.T, args string) {
-		id, err := ParseIdentity(args, "cid", "eth0")
+		id, err := ParseIdentity(args)
 		if err == nil && (id.Namespace == "" || id.Pod == "") {
 			t.Fatalf("identity without pod accepted: %+v", id)
 		}

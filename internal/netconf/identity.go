@@ -20,18 +20,16 @@ type K8sArgs struct {
 
 // Identity names the pod an invocation is for.
 type Identity struct {
-	Namespace   string
-	Pod         string
-	ContainerID string
-	IfName      string
+	Namespace string
+	Pod       string
 }
 
 // ErrNoPod marks CNI_ARGS without K8S_POD_NAMESPACE and K8S_POD_NAME.
 var ErrNoPod = errors.New("CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME")
 
 // ParseIdentity reads the pod from CNI_ARGS (unknown keys are ignored).
-func ParseIdentity(cniArgs, containerID, ifName string) (Identity, error) {
-	id := Identity{ContainerID: containerID, IfName: ifName}
+func ParseIdentity(cniArgs string) (Identity, error) {
+	var id Identity
 	var a K8sArgs
 	if err := types.LoadArgs(WithIgnoreUnknown(cniArgs), &a); err != nil {
 		return id, fmt.Errorf("failed to parse CNI_ARGS: %w", err)

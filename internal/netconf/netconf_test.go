@@ -164,24 +164,24 @@ func TestParseIdentityRejectsNonNames(t *testing.T) {
 		"K8S_POD_NAMESPACE=ns.dots;K8S_POD_NAME=p",
 		"K8S_POD_NAMESPACE=" + strings.Repeat("a", 64) + ";K8S_POD_NAME=p",
 	} {
-		if _, err := ParseIdentity(args, "cid", "eth0"); err == nil || errors.Is(err, ErrNoPod) {
+		if _, err := ParseIdentity(args); err == nil || errors.Is(err, ErrNoPod) {
 			t.Errorf("%s: err = %v, want a name error", args, err)
 		}
 	}
-	if _, err := ParseIdentity("K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web-0.x", "cid", "eth0"); err != nil {
+	if _, err := ParseIdentity("K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web-0.x"); err != nil {
 		t.Errorf("valid names refused: %v", err)
 	}
 }
 
 func TestParseIdentity(t *testing.T) {
-	id, err := ParseIdentity("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u;SOMETHING=x", "cid", "eth0")
-	if err != nil || id.Namespace != "ns" || id.Pod != "p" || id.ContainerID != "cid" {
+	id, err := ParseIdentity("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u;SOMETHING=x")
+	if err != nil || id.Namespace != "ns" || id.Pod != "p" {
 		t.Fatalf("%+v %v", id, err)
 	}
-	if _, err := ParseIdentity("K8S_POD_NAME=p", "cid", "eth0"); !errors.Is(err, ErrNoPod) {
+	if _, err := ParseIdentity("K8S_POD_NAME=p"); !errors.Is(err, ErrNoPod) {
 		t.Errorf("missing namespace: %v", err)
 	}
-	if _, err := ParseIdentity("garbage", "cid", "eth0"); err == nil {
+	if _, err := ParseIdentity("garbage"); err == nil {
 		t.Errorf("malformed CNI_ARGS accepted")
 	}
 	if got := WithIgnoreUnknown("IgnoreUnknown=1;A=b"); got != "IgnoreUnknown=1;A=b" {

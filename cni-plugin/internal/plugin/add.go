@@ -178,7 +178,7 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 				return alloc, ipamErr
 			}
 			if ipamErr == nil {
-				if rerr := releaseCall(inv, inv.args).Del(inv.rollback); rerr != nil {
+				if rerr := leaseCall(inv).Del(inv.rollback); rerr != nil {
 					return nil, errors.Join(err, fmt.Errorf("failed to release an allocation from stale podCIDRs: %w", rerr))
 				}
 			}
@@ -225,7 +225,7 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC ne
 // releaseIPAM is ADD's rollback of the allocation, within the rollback part
 // of ADD's bound (the work part may be what ran out).
 func (inv *invocation) releaseIPAM(args *skel.CmdArgs) {
-	if err := releaseCall(inv, args).Del(inv.rollback); err != nil {
+	if err := leaseCall(inv).Del(inv.rollback); err != nil {
 		inv.log.Warn("rollback: failed to release IP addresses", "err", err)
 	}
 }

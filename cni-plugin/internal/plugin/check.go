@@ -16,7 +16,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { inv.end(err) }()
-	ctx, cancel := withTimeout(delTimeout)
+	ctx, cancel := withTimeout(checkTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
 
@@ -27,7 +27,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := releaseCall(inv, args).Check(ctx); err != nil {
+	if err := leaseCall(inv).Check(ctx); err != nil {
 		return inv.wrap(err)
 	}
 	mac, err := plan.ContainerMAC(inv.conf.PrevResult, args.IfName, args.Netns)

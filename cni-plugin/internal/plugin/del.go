@@ -46,7 +46,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		epErr = p.deferClear(inv, "ADD interrupted")
 	}
 	inv.step("endpoint", &t)
-	ipamErr := releaseCall(inv, args).Del(ctx)
+	ipamErr := leaseCall(inv).Del(ctx)
 	inv.step("ipam", &t)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
 }
@@ -98,10 +98,12 @@ func (p *Plugin) deferClear(inv *invocation, reason string) error {
 	})
 }
 
-// releaseCall is the IPAM call that frees this container's addresses. The
-// podCIDR symbols become non-overlapping placeholders: host-local releases by
-// container ID and interface, so no API call is needed.
-func releaseCall(inv *invocation, args *skel.CmdArgs) ipamexec.Call {
+// leaseCall is the IPAM call for this container's existing lease (DEL,
+// CHECK, GC, rollback). The podCIDR symbols become non-overlapping
+// placeholders: host-local finds leases by container ID and interface, so
+// no API call is needed.
+func leaseCall(inv *invocation) ipamexec.Call {
+	args := inv.args
 	conf := args.StdinData
 	if fams, err := podcidr.Symbols(conf); err == nil && fams.Any() {
 		if rewritten, err := podcidr.RewriteForRelease(conf); err == nil {

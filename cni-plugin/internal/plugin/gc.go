@@ -29,7 +29,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		inv.log.Info("no cni.dev/valid-attachments given; nothing to collect")
 		return err
 	}
-	ctx, cancel := withTimeout(delTimeout)
+	ctx, cancel := withTimeout(gcTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
@@ -47,7 +47,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 }
 
 func (p *Plugin) collectLeases(ctx context.Context, inv *invocation, valid map[types.GCAttachment]bool) ([]types.GCAttachment, error) {
-	call := releaseCall(inv, inv.args)
+	call := leaseCall(inv)
 	if inv.conf.IPAM.Type != "host-local" {
 		return nil, call.GC(ctx) // another IPAM plugin collects its own
 	}

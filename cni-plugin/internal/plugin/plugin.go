@@ -35,6 +35,8 @@ const (
 	addTimeout      = 10 * time.Second // ADD ends within this, rollback included, when the datastore is slow
 	rollbackReserve = 3 * time.Second  // the part of addTimeout kept for undoing a failed ADD
 	delTimeout      = 25 * time.Second
+	checkTimeout    = 25 * time.Second
+	gcTimeout       = 25 * time.Second
 	teardownTimeout = 15 * time.Second
 	replayBudget    = 2 * time.Second // journal replay per invocation
 	replayLimit     = 8
@@ -108,7 +110,7 @@ func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*in
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
 	}
-	id, err := netconf.ParseIdentity(args.Args, args.ContainerID, args.IfName)
+	id, err := netconf.ParseIdentity(args.Args)
 	hasPod := err == nil
 	if err != nil && (requirePod || !errors.Is(err, netconf.ErrNoPod)) {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")

@@ -63,9 +63,6 @@ func hostPort(server string) (string, string, bool) {
 	return strings.Trim(rest[:i], "[]"), rest[i+1:], true
 }
 
-// UsesToken reports whether the template embeds the CNI token (then the
-// conflist must be rewritten when the token is refreshed).
-func UsesToken(template string) bool { return strings.Contains(template, "__SERVICEACCOUNT_TOKEN__") }
 
 // WithVersion sets the conflist's cniVersion (empty: unchanged).
 func WithVersion(conflist []byte, version string) ([]byte, error) {

@@ -49,9 +49,6 @@ func TestConflist(t *testing.T) {
 	if p.Nodename != "node-1" || p.MTU != 1450 || p.Kubernetes.Kubeconfig != "/etc/cni/net.d/calico-kubeconfig" || p.Policy.Token != "tok" {
 		t.Errorf("%s", out)
 	}
-	if !UsesToken(tmpl) || UsesToken("{}") {
-		t.Error("UsesToken")
-	}
 }
 
 func TestConflistErrors(t *testing.T) {
