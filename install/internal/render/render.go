@@ -63,7 +63,6 @@ func hostPort(server string) (string, string, bool) {
 	return strings.Trim(rest[:i], "[]"), rest[i+1:], true
 }
 
-
 // WithVersion sets the conflist's cniVersion (empty: unchanged).
 func WithVersion(conflist []byte, version string) ([]byte, error) {
 	if version == "" {
