@@ -42,7 +42,7 @@ func checkHostSide(p plan.Plan) (netlink.Link, error) {
 	if p.MTU > 0 && a.MTU != p.MTU {
 		return nil, fmt.Errorf("host veth %q has MTU %d, want %d", p.HostVeth, a.MTU, p.MTU)
 	}
-	for _, addr := range p.Addresses {
+	for _, addr := range p.HostRoutes {
 		owner, err := routeOwner(addr)
 		if err != nil {
 			return nil, fmt.Errorf("host route to %s: %w", addr.String(), err)
@@ -140,9 +140,6 @@ func checkRoutes(p plan.Plan, link netlink.Link) error {
 			}
 			return d.String() == dst.String() && r.Gw.Equal(gw)
 		})
-	}
-	if p.HasIPv4 && !has(net.IPNet{IP: plan.GatewayV4, Mask: net.CIDRMask(32, 32)}, nil) {
-		return fmt.Errorf("container interface %q lacks the link route to %s", p.IfName, plan.GatewayV4)
 	}
 	for _, r := range p.Routes {
 		if !has(r.Dst, r.GW) {

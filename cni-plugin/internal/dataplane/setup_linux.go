@@ -150,17 +150,13 @@ func setupContainerIf(p plan.Plan) (string, error) {
 			return "", fmt.Errorf("failed to add address %s to %q: %w", a.String(), p.IfName, err)
 		}
 	}
-	if p.HasIPv4 {
-		// The gateway is reachable through this link-scope /32; proxy ARP on
-		// the host veth answers for it.
-		gw := &net.IPNet{IP: plan.GatewayV4, Mask: net.CIDRMask(32, 32)}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
-			return "", fmt.Errorf("failed to add route to %s on %q: %w", gw, p.IfName, err)
-		}
-	}
 	for _, r := range p.Routes {
 		dst := r.Dst
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: r.GW}); err != nil {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: r.GW}
+		if r.LinkScope {
+			route.Scope = netlink.SCOPE_LINK
+		}
+		if err := netlink.RouteAdd(route); err != nil {
 			return "", fmt.Errorf("failed to add route %s via %s on %q: %w", dst.String(), r.GW, p.IfName, err)
 		}
 	}
@@ -175,7 +171,7 @@ func addHostRoutes(p plan.Plan, index int) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range p.Addresses {
+	for _, a := range p.HostRoutes {
 		dst := a
 		err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Scope: netlink.SCOPE_LINK})
 		if err == nil {

@@ -42,10 +42,12 @@ type Input struct {
 	AllowIPForwarding    bool
 }
 
-// Route is a route inside the pod.
+// Route is a route inside the pod: via GW, or, with LinkScope, straight
+// out of the interface (the route that makes the IPv4 gateway reachable).
 type Route struct {
-	Dst net.IPNet
-	GW  net.IP
+	Dst       net.IPNet
+	GW        net.IP
+	LinkScope bool
 }
 
 // Sysctl is one /proc/sys setting; Optional ones only warn on failure.
@@ -68,7 +70,13 @@ type Plan struct {
 	// Addresses are the pod IPs as /32 and /128.
 	Addresses        []net.IPNet
 	HasIPv4, HasIPv6 bool
-	Routes           []Route
+	// Routes are the pod's, in the order they are added: for IPv4 first the
+	// link-scope route to the gateway (proxy ARP on the host veth answers
+	// for it), then the routes via the gateways.
+	Routes []Route
+	// HostRoutes are the node's routes to the pod: each address, scope
+	// link, through the host veth.
+	HostRoutes []net.IPNet
 	HostSysctls      []Sysctl
 	ContainerSysctls []Sysctl
 }
@@ -91,6 +99,10 @@ func Build(in Input) (Plan, error) {
 			p.HasIPv6 = true
 			p.Addresses = append(p.Addresses, net.IPNet{IP: ipc.Address.IP, Mask: net.CIDRMask(128, 128)})
 		}
+	}
+	p.HostRoutes = p.Addresses
+	if p.HasIPv4 {
+		p.Routes = append(p.Routes, Route{Dst: net.IPNet{IP: GatewayV4, Mask: net.CIDRMask(32, 32)}, LinkScope: true})
 	}
 	dsts := in.Routes
 	if len(dsts) == 0 || in.IncludeDefaultRoutes {

@@ -19,6 +19,10 @@ func ipc(cidr, gw string) *types100.IPConfig {
 func routeStrings(p Plan) []string {
 	var s []string
 	for _, r := range p.Routes {
+		if r.LinkScope {
+			s = append(s, r.Dst.String()+" scope link")
+			continue
+		}
 		s = append(s, r.Dst.String()+" via "+r.GW.String())
 	}
 	return s
@@ -36,8 +40,11 @@ func TestBuildDualStackDefaults(t *testing.T) {
 	if got := p.Addresses[0].String() + " " + p.Addresses[1].String(); got != "10.244.1.5/32 fd00::5/128" {
 		t.Errorf("addresses %s", got)
 	}
-	if got := strings.Join(routeStrings(p), ","); got != "0.0.0.0/0 via 169.254.1.1,::/0 via fe80::ecee:eeff:feee:eeee" {
+	if got := strings.Join(routeStrings(p), ","); got != "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1,::/0 via fe80::ecee:eeff:feee:eeee" {
 		t.Errorf("routes %s", got)
+	}
+	if got := p.HostRoutes[0].String() + " " + p.HostRoutes[1].String(); got != "10.244.1.5/32 fd00::5/128" {
+		t.Errorf("host routes %s", got)
 	}
 	keys := map[string]string{}
 	for _, s := range p.HostSysctls {
@@ -67,10 +74,10 @@ func TestBuildRoutes(t *testing.T) {
 		in   Input
 		want string
 	}{
-		"v4 only drops v6 default": {Input{IPs: v4}, "0.0.0.0/0 via 169.254.1.1"},
-		"custom routes":            {Input{IPs: v4, Routes: []string{"10.96.0.0/12", "fd00::/8"}}, "10.96.0.0/12 via 169.254.1.1"},
-		"custom + defaults":        {Input{IPs: v4, Routes: []string{"10.96.0.0/12"}, IncludeDefaultRoutes: true}, "10.96.0.0/12 via 169.254.1.1,0.0.0.0/0 via 169.254.1.1"},
-		"duplicate default":        {Input{IPs: v4, Routes: []string{"0.0.0.0/0"}, IncludeDefaultRoutes: true}, "0.0.0.0/0 via 169.254.1.1"},
+		"v4 only drops v6 default": {Input{IPs: v4}, "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1"},
+		"custom routes":            {Input{IPs: v4, Routes: []string{"10.96.0.0/12", "fd00::/8"}}, "169.254.1.1/32 scope link,10.96.0.0/12 via 169.254.1.1"},
+		"custom + defaults":        {Input{IPs: v4, Routes: []string{"10.96.0.0/12"}, IncludeDefaultRoutes: true}, "169.254.1.1/32 scope link,10.96.0.0/12 via 169.254.1.1,0.0.0.0/0 via 169.254.1.1"},
+		"duplicate default":        {Input{IPs: v4, Routes: []string{"0.0.0.0/0"}, IncludeDefaultRoutes: true}, "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1"},
 		"v6 only":                  {Input{IPs: []*types100.IPConfig{ipc("fd00::2/64", "")}}, "::/0 via fe80::ecee:eeff:feee:eeee"},
 	} {
 		p, err := Build(tc.in)
