@@ -76,7 +76,7 @@ type Plan struct {
 	Routes []Route
 	// HostRoutes are the node's routes to the pod: each address, scope
 	// link, through the host veth.
-	HostRoutes []net.IPNet
+	HostRoutes       []net.IPNet
 	HostSysctls      []Sysctl
 	ContainerSysctls []Sysctl
 }
