@@ -22,10 +22,10 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/podopts"
 )
 
-// Add: config → readiness gates → podCIDRs + pod annotations → IPAM → plan
-// → dataplane + WorkloadEndpoint → wait for policy → result. The API work
-// runs beside the kernel work (apiSession); every step after IPAM is undone
-// if a later one fails.
+// Add: readiness gates → lock → IPAM (podCIDRs and pod annotations read
+// beside it) → plan → dataplane + WorkloadEndpoint → wait for policy →
+// result. Each acquisition pushes its undo; all are undone, within ADD's
+// bound, unless ADD succeeds.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	inv, err := p.begin("ADD", args, true)
 	if err != nil {
@@ -39,56 +39,101 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	defer cancel()
 	inv.rollback = rollback
 	p.replayJournal(ctx, inv)
-
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
-	inFlight := journal.InFlight(inv.conf.AddingDir(), inv.conf.JournalDir(), inv.id.Namespace, inv.id.Pod, args.ContainerID)
-	if err := journal.MarkAdding(inv.conf.AddingDir(), inv.id.Namespace, inv.id.Pod, args.ContainerID); err != nil {
-		return inv.wrap(fmt.Errorf("failed to mark the ADD in %s: %w", inv.conf.AddingDir(), err))
+	inFlight, err := markAdding(inv)
+	if err != nil {
+		return inv.wrap(err)
 	}
 	defer journal.DoneAdding(inv.conf.AddingDir(), args.ContainerID)
-	t := inv.start
-	fams, err := podcidr.Symbols(args.StdinData)
-	if err != nil {
-		return err
-	}
-	session := p.openSession(ctx, inv, fams.Any(), inv.conf.RuntimeConfig.PodAnnotations)
-	alloc, err := p.allocate(ctx, inv, session, fams)
-	if err != nil {
-		return inv.wrap(err)
-	}
-	success := false
+
+	undo := &undoStack{log: inv.log}
 	defer func() {
-		if !success {
-			inv.releaseIPAM(args)
+		if err != nil {
+			undo.run()
 		}
 	}()
+	t := inv.start
+	session, alloc, err := p.ipam(ctx, inv, undo)
+	if err != nil {
+		return inv.wrap(err)
+	}
 	inv.step("ipam", &t)
-	opts, err := podOptions(inv, session)
+	pl, err := p.planFor(inv, session, alloc)
 	if err != nil {
 		return inv.wrap(err)
 	}
-	pl, err := p.plan(inv, alloc.IPs, opts.ContainerMAC)
+	created, err := p.network(ctx, inv, session, pl, undo)
+	inv.step("dataplane+endpoint", &t)
 	if err != nil {
 		return inv.wrap(err)
 	}
-	session.startEndpointWrite(ctx, inv, pl.Addresses)
-	created, err := dataplane.Setup(pl, args.Netns)
-	inv.step("dataplane", &t)
-	if epErr := session.endpointWritten(); err != nil || epErr != nil {
-		return inv.wrap(p.undoAdd(inv, pl, created, err, epErr))
-	}
-	inv.step("endpoint", &t)
-	success = true
 	if len(inFlight) > 0 {
 		p.journalReassert(inv, pl.Addresses, inFlight)
 	}
 	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
 	waitForPolicy(inv)
 	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
+}
+
+// markAdding marks the ADD on the node (a mark a killed ADD leaves behind),
+// and lists the other sandboxes of the pod whose PATCH may still land.
+func markAdding(inv *invocation) ([]string, error) {
+	c := inv.conf
+	inFlight := journal.InFlight(c.AddingDir(), c.JournalDir(), inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
+	if err := journal.MarkAdding(c.AddingDir(), inv.id.Namespace, inv.id.Pod, inv.args.ContainerID); err != nil {
+		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", c.AddingDir(), err)
+	}
+	return inFlight, nil
+}
+
+// ipam starts the API work (node podCIDRs, pod annotations) and allocates.
+func (p *Plugin) ipam(ctx context.Context, inv *invocation, undo *undoStack) (*apiSession, *types100.Result, error) {
+	fams, err := podcidr.Symbols(inv.args.StdinData)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
+	}
+	session := p.openSession(ctx, inv, fams.Any(), inv.conf.RuntimeConfig.PodAnnotations)
+	alloc, err := p.allocate(ctx, inv, session, fams)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo.push("release the IP addresses", func() error { return leaseCall(inv).Del(inv.rollback) })
+	return session, alloc, nil
+}
+
+// planFor applies the pod's annotations and plans its network.
+func (p *Plugin) planFor(inv *invocation, s *apiSession, alloc *types100.Result) (plan.Plan, error) {
+	opts, err := podOptions(inv, s)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	return p.plan(inv, alloc.IPs, opts.ContainerMAC)
+}
+
+// network sets up the dataplane while the WorkloadEndpoint PATCH is on its
+// way, and pushes the undo of each. A PATCH that got no definitive answer
+// (timeout, dropped connection, 5xx) may still land after ADD has failed:
+// its undo is a deferred clear, guarded by this sandbox's container ID.
+func (p *Plugin) network(ctx context.Context, inv *invocation, s *apiSession, pl plan.Plan, undo *undoStack) (dataplane.Result, error) {
+	s.startEndpointWrite(ctx, inv, pl.Addresses)
+	created, setupErr := dataplane.Setup(pl, inv.args.Netns)
+	if setupErr == nil {
+		undo.push("remove the interfaces", func() error { return dataplane.Remove(pl, created.HostIndex) })
+	}
+	epErr := s.endpointWritten()
+	switch {
+	case epErr == nil:
+		undo.push("clear the annotations", func() error { return p.clearEndpoint(inv.rollback, inv) })
+	case !kube.Definitive(epErr):
+		undo.push("journal a deferred clear", func() error {
+			return p.deferClear(inv, "ADD's annotation PATCH got no definitive answer")
+		})
+	}
+	return created, errors.Join(setupErr, epErr)
 }
 
 // journalReassert guards this sandbox's annotations against the late PATCH
@@ -121,30 +166,6 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 		IPAddrsNoIpam: inv.conf.FeatureControl.IPAddrsNoIpam, FloatingIPs: inv.conf.FeatureControl.FloatingIPs})
 }
 
-// undoAdd rolls back what the dataplane and the PATCH did when either
-// failed, and returns both errors. A PATCH that got no definitive answer
-// (timeout, dropped connection, 5xx) may still land after this ADD has
-// failed: a deferred clear, guarded by this sandbox's container ID, undoes
-// it then.
-func (p *Plugin) undoAdd(inv *invocation, pl plan.Plan, created dataplane.Result, setupErr, epErr error) error {
-	if setupErr == nil {
-		if err := dataplane.Remove(pl, created.HostIndex); err != nil {
-			inv.log.Warn("rollback: failed to remove interfaces", "err", err)
-		}
-	}
-	switch {
-	case epErr == nil: // the annotations went out for a network that failed
-		if err := p.clearEndpoint(inv.rollback, inv); err != nil {
-			inv.log.Warn("rollback: failed to clear the annotations", "err", err)
-		}
-	case !kube.Definitive(epErr):
-		if err := p.deferClear(inv, "ADD's annotation PATCH got no definitive answer"); err != nil {
-			inv.log.Warn("rollback: failed to journal a deferred clear", "err", err)
-		}
-	}
-	return errors.Join(setupErr, epErr)
-}
-
 // allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
 // once while the Node is read; the allocation is kept only if the Node's
 // podCIDRs are the cached ones. Otherwise (the Node was re-created with
@@ -156,7 +177,9 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 		if err != nil {
 			// It may have allocated before failing (or being killed at the
 			// deadline): host-local's DEL of an unknown container is a no-op.
-			inv.releaseIPAM(inv.args)
+			if rerr := leaseCall(inv).Del(inv.rollback); rerr != nil {
+				inv.log.Warn("rollback: failed to release IP addresses", "err", rerr)
+			}
 		}
 		return r, err
 	}
@@ -220,12 +243,4 @@ func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC ne
 		IncludeDefaultRoutes: inv.conf.IncludeDefaultRoutes,
 		AllowIPForwarding:    inv.conf.ContainerSettings.AllowIPForwarding,
 	})
-}
-
-// releaseIPAM is ADD's rollback of the allocation, within the rollback part
-// of ADD's bound (the work part may be what ran out).
-func (inv *invocation) releaseIPAM(args *skel.CmdArgs) {
-	if err := leaseCall(inv).Del(inv.rollback); err != nil {
-		inv.log.Warn("rollback: failed to release IP addresses", "err", err)
-	}
 }
