@@ -115,20 +115,6 @@ type API interface {
 	GetPod(ctx context.Context, namespace, name string) (*kube.Pod, error)
 }
 
-// Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422
-// (another sandbox owns the annotations) mean there is nothing to clear.
-func Clear(ctx context.Context, api API, namespace, pod, containerID string) error {
-	patch, err := wep.ReleasePatch(containerID)
-	if err != nil {
-		return err
-	}
-	err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
-	if err == nil || errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrInvalid) {
-		return nil
-	}
-	return err
-}
-
 // Replay settles the pending clears of up to limit pods (oldest first) and
 // forgets them. A pod with one entry costs one guarded PATCH. A pod with
 // several (an outage that outlived many sandboxes) costs a GET to see which
@@ -187,28 +173,10 @@ func settle(ctx context.Context, api API, group []Entry) error {
 	}
 	for _, e := range group {
 		if e.Reassert != nil {
-			if err := reassert(ctx, api, e); err != nil {
+			r := e.Reassert
+			if err := wep.Reassert(ctx, api, e.Namespace, e.Pod, r.PodIP, r.PodIPs, e.ContainerID, r.Guards); err != nil {
 				return err
 			}
-		}
-	}
-	return nil
-}
-
-// reassert applies a Reassert entry: one guarded PATCH per guard until one
-// applies (422: the annotations do not name that guard).
-func reassert(ctx context.Context, api API, e Entry) error {
-	for _, g := range e.Reassert.Guards {
-		patch, err := wep.ReassertPatch(g, e.Reassert.PodIP, e.Reassert.PodIPs, e.ContainerID)
-		if err != nil {
-			return err
-		}
-		err = api.PatchPodStatus(ctx, e.Namespace, e.Pod, kube.JSONPatch, patch)
-		switch {
-		case err == nil, errors.Is(err, kube.ErrNotFound):
-			return nil
-		case !errors.Is(err, kube.ErrInvalid):
-			return err
 		}
 	}
 	return nil
@@ -217,7 +185,7 @@ func reassert(ctx context.Context, api API, e Entry) error {
 func settleClears(ctx context.Context, api API, group []Entry) error {
 	e := group[0]
 	if len(group) == 1 {
-		return Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+		return wep.Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
 	}
 	pod, err := api.GetPod(ctx, e.Namespace, e.Pod)
 	if errors.Is(err, kube.ErrNotFound) {
@@ -229,69 +197,21 @@ func settleClears(ctx context.Context, api API, group []Entry) error {
 	owner := pod.Metadata.Annotations[wep.AnnotationContainerID]
 	for _, e := range group {
 		if e.ContainerID == owner {
-			return Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+			return wep.Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
 		}
 	}
 	return nil // no pending clear concerns the sandbox that owns the annotations
 }
 
-// InFlight lists the other sandboxes of a pod whose annotation PATCH may
-// still land: an ADD marker left by a killed ADD, or a pending journal
-// entry (a deferred clear). An ADD that finds any journals a Reassert.
-func InFlight(addingDir, journalDir, namespace, pod, self string) []string {
-	seen := map[string]bool{self: true}
+// PendingFor lists the container IDs of other sandboxes of a pod with a
+// pending clear: their annotation PATCH may still land.
+func PendingFor(dir, namespace, pod, self string) []string {
+	entries, _ := Pending(dir)
 	var out []string
-	add := func(id string) {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	des, _ := os.ReadDir(addingDir)
-	for _, d := range des {
-		if b, err := os.ReadFile(filepath.Join(addingDir, d.Name())); err == nil && string(b) == namespace+"/"+pod {
-			add(d.Name())
-		}
-	}
-	entries, _ := Pending(journalDir)
 	for _, e := range entries {
-		if e.Namespace == namespace && e.Pod == pod && e.Reassert == nil {
-			add(e.ContainerID)
+		if e.Namespace == namespace && e.Pod == pod && e.Reassert == nil && e.ContainerID != self {
+			out = append(out, e.ContainerID)
 		}
 	}
 	return out
-}
-
-// Sandboxes whose ADD is running are marked on the node. A marker that
-// outlives its ADD means the ADD was killed, possibly with its annotation
-// PATCH still in flight: the DEL of that sandbox then journals a deferred
-// clear, so a PATCH that lands after the DEL is still undone.
-
-func markerPath(dir, containerID string) string { return filepath.Join(dir, containerID) }
-
-// MarkAdding records that an ADD of containerID (of namespace/pod) is running.
-func MarkAdding(dir, namespace, pod, containerID string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(markerPath(dir, containerID), []byte(namespace+"/"+pod), 0o600)
-}
-
-// DoneAdding removes the marker.
-func DoneAdding(dir, containerID string) { os.Remove(markerPath(dir, containerID)) }
-
-// WasInterrupted reports (and clears) a marker left by a killed ADD.
-func WasInterrupted(dir, containerID string) bool {
-	err := os.Remove(markerPath(dir, containerID))
-	return err == nil
-}
-
-// ForgetMarkersExcept removes markers of sandboxes keep rejects (GC).
-func ForgetMarkersExcept(dir string, keep func(containerID string) bool) {
-	des, _ := os.ReadDir(dir)
-	for _, d := range des {
-		if !keep(d.Name()) {
-			os.Remove(filepath.Join(dir, d.Name()))
-		}
-	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/kdd-cni/kdd-cni/internal/addmark"
 )
 
 // Defaults that Calico's manifests and binary use.
@@ -278,5 +280,5 @@ func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }
 // LockDir holds the per-pod locks (root only).
 func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }
 
-// AddingDir holds the markers of running ADDs.
-func (c *NetConf) AddingDir() string { return c.StateDir + "/adding" }
+// AddMarks are the marks of running ADDs.
+func (c *NetConf) AddMarks() addmark.Marks { return addmark.Marks{Dir: c.StateDir + "/adding"} }

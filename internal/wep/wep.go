@@ -1,12 +1,18 @@
-// Package wep builds the WorkloadEndpoint record of Calico's Kubernetes
+// Package wep owns the WorkloadEndpoint record of Calico's Kubernetes
 // datastore: three annotations on the Pod, written through pods/status. Felix
 // and calicoctl synthesize the WorkloadEndpoint from the Pod and read these.
+// It builds the patches (pure) and sends them: the write, the guarded clear
+// and the guarded reassert.
 package wep
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"strings"
+
+	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 // The annotations, byte-compatible with Calico.
@@ -73,4 +79,53 @@ func ReleasePatch(containerID string) ([]byte, error) {
 		{"add", annotationPath(AnnotationPodIP), ""},
 		{"add", annotationPath(AnnotationPodIPs), ""},
 	})
+}
+
+// API is what sending the patches needs from the datastore.
+type API interface {
+	PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error
+}
+
+// Write stores a sandbox's annotations (ADD). A JSON merge patch stores
+// exactly what Calico's strategic-merge patch stores, and costs the
+// apiserver less.
+func Write(ctx context.Context, api API, namespace, pod string, ips []net.IPNet, containerID string) error {
+	patch, err := AddPatch(ips, containerID)
+	if err != nil {
+		return err
+	}
+	return api.PatchPodStatus(ctx, namespace, pod, kube.MergePatch, patch)
+}
+
+// Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422
+// (another sandbox owns the annotations) mean there is nothing to clear.
+func Clear(ctx context.Context, api API, namespace, pod, containerID string) error {
+	patch, err := ReleasePatch(containerID)
+	if err != nil {
+		return err
+	}
+	err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
+	if err == nil || errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrInvalid) {
+		return nil
+	}
+	return err
+}
+
+// Reassert restores a sandbox's annotations if they name one of guards: one
+// guarded PATCH per guard until one applies (422: not that guard).
+func Reassert(ctx context.Context, api API, namespace, pod, podIP, podIPs, containerID string, guards []string) error {
+	for _, g := range guards {
+		patch, err := ReassertPatch(g, podIP, podIPs, containerID)
+		if err != nil {
+			return err
+		}
+		err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
+		switch {
+		case err == nil, errors.Is(err, kube.ErrNotFound):
+			return nil
+		case !errors.Is(err, kube.ErrInvalid):
+			return err
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return inv.wrap(err)
 	}
-	defer journal.DoneAdding(inv.conf.AddingDir(), args.ContainerID)
+	defer inv.conf.AddMarks().Done(args.ContainerID)
 
 	undo := &undoStack{log: inv.log}
 	defer func() {
@@ -80,12 +81,18 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 }
 
 // markAdding marks the ADD on the node (a mark a killed ADD leaves behind),
-// and lists the other sandboxes of the pod whose PATCH may still land.
+// and lists the other sandboxes of the pod whose PATCH may still land: a
+// mark left by a killed ADD, or a pending clear.
 func markAdding(inv *invocation) ([]string, error) {
-	c := inv.conf
-	inFlight := journal.InFlight(c.AddingDir(), c.JournalDir(), inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
-	if err := journal.MarkAdding(c.AddingDir(), inv.id.Namespace, inv.id.Pod, inv.args.ContainerID); err != nil {
-		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", c.AddingDir(), err)
+	marks, id := inv.conf.AddMarks(), inv.id
+	inFlight := marks.Others(id.Namespace, id.Pod, inv.args.ContainerID)
+	for _, other := range journal.PendingFor(inv.conf.JournalDir(), id.Namespace, id.Pod, inv.args.ContainerID) {
+		if !slices.Contains(inFlight, other) {
+			inFlight = append(inFlight, other)
+		}
+	}
+	if err := marks.Mark(id.Namespace, id.Pod, inv.args.ContainerID); err != nil {
+		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", marks.Dir, err)
 	}
 	return inFlight, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
 // Del: clear the WorkloadEndpoint (if this sandbox still owns it), while
@@ -42,7 +43,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, p.ownedHostVeth(inv), teardownTimeout)
 	inv.step("teardown", &t)
 	epErr := <-cleared
-	if epErr == nil && inv.hasPod && journal.WasInterrupted(inv.conf.AddingDir(), args.ContainerID) {
+	if epErr == nil && inv.hasPod && inv.conf.AddMarks().WasInterrupted(args.ContainerID) {
 		epErr = p.deferClear(inv, "ADD interrupted")
 	}
 	inv.step("endpoint", &t)
@@ -70,7 +71,7 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 	}
 	api, err := p.api(inv.conf)
 	if err == nil {
-		err = journal.Clear(ctx, api, inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
+		err = wep.Clear(ctx, api, inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
 	}
 	if err == nil {
 		inv.log.Info("WorkloadEndpoint annotations cleared (or not ours)")

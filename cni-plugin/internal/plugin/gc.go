@@ -9,7 +9,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
@@ -41,7 +40,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	for a := range valid {
 		liveIDs[a.ContainerID] = true
 	}
-	journal.ForgetMarkersExcept(inv.conf.AddingDir(), func(id string) bool { return liveIDs[id] })
+	inv.conf.AddMarks().ForgetExcept(func(id string) bool { return liveIDs[id] })
 	inv.log.Info("garbage collected", "valid", len(valid), "leasesReleased", len(released), "linksRemoved", removed)
 	return errors.Join(ipamErr, linkErr)
 }

@@ -85,9 +85,7 @@ func (s *apiSession) annotations() (map[string]string, error) {
 	return r.v, r.err
 }
 
-// startEndpointWrite sends the WorkloadEndpoint PATCH in the background. A
-// JSON merge patch stores exactly what Calico's strategic-merge patch stores
-// for annotations, and costs the apiserver less.
+// startEndpointWrite sends the WorkloadEndpoint PATCH in the background.
 func (s *apiSession) startEndpointWrite(ctx context.Context, inv *invocation, addrs []net.IPNet) {
 	s.patched = make(chan error, 1)
 	go func() {
@@ -96,10 +94,7 @@ func (s *apiSession) startEndpointWrite(ctx context.Context, inv *invocation, ad
 			s.patched <- s.err
 			return
 		}
-		patch, err := wep.AddPatch(addrs, inv.args.ContainerID)
-		if err == nil {
-			err = s.api.PatchPodStatus(ctx, inv.id.Namespace, inv.id.Pod, kube.MergePatch, patch)
-		}
+		err := wep.Write(ctx, s.api, inv.id.Namespace, inv.id.Pod, addrs, inv.args.ContainerID)
 		if err != nil {
 			err = fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)
 		}

@@ -44,8 +44,8 @@ type Installer struct {
 // notInstalled are image files that are not CNI plugins.
 var notInstalled = map[string]bool{"install-cni": true, "kddctl": true}
 
-// Run installs once and, in sidecar mode (SLEEP=true), keeps the token
-// fresh until ctx is done.
+// Run installs once and, in sidecar mode (SLEEP=true), runs the sidecar's
+// jobs until ctx is done.
 func (in *Installer) Run(ctx context.Context) error {
 	if err := in.Validate(); err != nil {
 		return err
@@ -64,7 +64,7 @@ func (in *Installer) Run(ctx context.Context) error {
 	if !in.Cfg.Sleep {
 		return nil
 	}
-	return in.keepFresh(ctx, expiry)
+	return in.runSidecar(ctx, expiry)
 }
 
 // Validate proves, before anything is written, that the conflist template

@@ -31,11 +31,13 @@ func Backoff(n int) time.Duration {
 // bound to is still the node's (a re-created Node kills the token).
 const nodeCheckEvery = 15 * time.Second
 
-// keepFresh re-mints the token on schedule, at once when the installer's
-// own service-account token changes (e.g. signing-key rotation), and when
-// the node's Node object was re-created, retrying with backoff. A failed refresh leaves the previous
+// runSidecar is install-cni's long-running part (SLEEP=true). Its jobs,
+// checked every second: replay the journal of annotation clears the plugin
+// could not send; re-mint the CNI token on schedule, at once when the
+// installer's own service-account token changes (e.g. signing-key rotation),
+// and when the node's Node object was re-created, retrying with backoff. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole.
-func (in *Installer) keepFresh(ctx context.Context, expiry time.Time) error {
+func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
 	own := fileDigest(in.Cfg.OwnTokenFile)
