@@ -115,14 +115,16 @@ func run(rounds, waves int, outDir string) error {
 		"datastore_type": "kubernetes", "state_dir": filepath.Join(work, "state"),
 		"kubernetes": map[string]any{"kubeconfig": suite.Kubeconfig},
 		"ipam":       map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": filepath.Join(work, "ours")},
+		// The pod's annotations, as containerd and CRI-O pass them.
+		"runtimeConfig": map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{}},
 	})
 	base, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false, "mtu": 1500,
 		"ipam": map[string]any{"type": "host-local", "subnet": "10.251.0.0/20", "dataDir": filepath.Join(work, "base")},
 	})
 	b.rssrun = filepath.Join(work, "rssrun")
-	build := exec.Command("go", "build", "-o", b.rssrun, "./test/bench/rssrun")
-	build.Dir, build.Env = harness.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
+	build := exec.Command("go", "build", "-o", b.rssrun, "./rssrun")
+	build.Dir, build.Env = filepath.Join(harness.RepoRoot(), "test", "bench"), append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build rssrun: %w: %s", err, out)
 	}
