@@ -65,136 +65,170 @@ const (
 	KubeconfigName        = "calico-kubeconfig"
 )
 
-// Load reads the configuration. getenv and readFile are os.Getenv and
-// os.ReadFile in production.
-func Load(getenv func(string) string, readFile func(string) ([]byte, error), hostname func() (string, error)) (*Config, error) {
-	str := func(k, def string) string {
-		if v := strings.TrimSpace(getenv(k)); v != "" {
-			return v
-		}
+// reader reads variables, collecting every bad value so they are reported
+// together.
+type reader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (r *reader) fail(format string, a ...any) { r.errs = append(r.errs, fmt.Errorf(format, a...)) }
+
+func (r *reader) str(k, def string) string {
+	if v := strings.TrimSpace(r.getenv(k)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) boolean(k string, def bool) bool {
+	v := r.getenv(k)
+	if v == "" {
 		return def
 	}
-	var errs []error
-	boolean := func(k string, def bool) bool {
-		v := getenv(k)
-		if v == "" {
-			return def
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("invalid %s=%q: want true or false", k, v))
-		}
-		return b
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail("invalid %s=%q: want true or false", k, v)
 	}
-	integer := func(k string, def, lo, hi int) int {
-		v := getenv(k)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < lo || n > hi {
-			errs = append(errs, fmt.Errorf("invalid %s=%q: want an integer from %d to %d", k, v, lo, hi))
-		}
-		return n
+	return b
+}
+
+func (r *reader) integer(k string, def, lo, hi int) int {
+	v := r.getenv(k)
+	if v == "" {
+		return def
 	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.fail("invalid %s=%q: want an integer from %d to %d", k, v, lo, hi)
+	}
+	return n
+}
+
+// Load reads the configuration: the variables, their checks, the node and
+// namespace, the template. Every bad value is reported, together. getenv,
+// readFile and hostname are os.Getenv, os.ReadFile and os.Hostname in
+// production.
+func Load(getenv func(string) string, readFile func(string) ([]byte, error), hostname func() (string, error)) (*Config, error) {
+	r := &reader{getenv: getenv}
+	c := read(r)
+	c.check(r)
+	c.identity(r, readFile, hostname)
+	c.template(r, readFile)
+	if err := errors.Join(r.errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// read takes the variables, with their defaults.
+func read(r *reader) *Config {
 	c := &Config{
-		HostRoot:        str("CNI_HOST_ROOT", "/host"),
-		BinSrcDir:       str("CNI_BIN_SRC_DIR", "/opt/cni/bin"),
-		NetDir:          str("CNI_NET_DIR", "/etc/cni/net.d"),
-		ConfName:        str("CNI_CONF_NAME", "10-calico.conflist"),
-		OldConf:         str("CNI_OLD_CONF_NAME", "10-calico.conflist"),
+		HostRoot:        r.str("CNI_HOST_ROOT", "/host"),
+		BinSrcDir:       r.str("CNI_BIN_SRC_DIR", "/opt/cni/bin"),
+		NetDir:          r.str("CNI_NET_DIR", "/etc/cni/net.d"),
+		ConfName:        r.str("CNI_CONF_NAME", "10-calico.conflist"),
+		OldConf:         r.str("CNI_OLD_CONF_NAME", "10-calico.conflist"),
 		SkipBins:        map[string]bool{},
-		UpdateBins:      boolean("UPDATE_CNI_BINARIES", true),
-		Sleep:           boolean("SLEEP", true),
-		MTU:             integer("CNI_MTU", 1500, 0, 65535),
-		DatastoreType:   str("DATASTORE_TYPE", "kubernetes"),
-		LogLevel:        str("LOG_LEVEL", "info"),
-		LogFilePath:     str("LOG_FILE_PATH", "/var/log/calico/cni/cni.log"),
-		LogMaxSize:      integer("LOG_FILE_MAX_SIZE", 100, 1, 1<<20),
-		LogMaxAge:       integer("LOG_FILE_MAX_AGE", 30, 1, 1<<20),
-		LogMaxCount:     integer("LOG_FILE_MAX_COUNT", 10, 1, 1<<20),
-		ServiceHost:     str("KUBERNETES_SERVICE_HOST", ""),
-		ServicePort:     str("KUBERNETES_SERVICE_PORT", "443"),
-		ServiceProtocol: str("KUBERNETES_SERVICE_PROTOCOL", "https"),
-		SkipTLSVerify:   boolean("SKIP_TLS_VERIFY", false),
-		ServiceAccount:  str("CALICO_CNI_SERVICE_ACCOUNT", DefaultServiceAccount),
-		Kubeconfig:      str("KUBECONFIG", ""),
-		OwnTokenFile:    str("SERVICEACCOUNT_TOKEN_FILE", saDir+"/token"),
+		UpdateBins:      r.boolean("UPDATE_CNI_BINARIES", true),
+		Sleep:           r.boolean("SLEEP", true),
+		MTU:             r.integer("CNI_MTU", 1500, 0, 65535),
+		DatastoreType:   r.str("DATASTORE_TYPE", "kubernetes"),
+		LogLevel:        r.str("LOG_LEVEL", "info"),
+		LogFilePath:     r.str("LOG_FILE_PATH", "/var/log/calico/cni/cni.log"),
+		LogMaxSize:      r.integer("LOG_FILE_MAX_SIZE", 100, 1, 1<<20),
+		LogMaxAge:       r.integer("LOG_FILE_MAX_AGE", 30, 1, 1<<20),
+		LogMaxCount:     r.integer("LOG_FILE_MAX_COUNT", 10, 1, 1<<20),
+		ServiceHost:     r.str("KUBERNETES_SERVICE_HOST", ""),
+		ServicePort:     r.str("KUBERNETES_SERVICE_PORT", "443"),
+		ServiceProtocol: r.str("KUBERNETES_SERVICE_PROTOCOL", "https"),
+		SkipTLSVerify:   r.boolean("SKIP_TLS_VERIFY", false),
+		ServiceAccount:  r.str("CALICO_CNI_SERVICE_ACCOUNT", DefaultServiceAccount),
+		Kubeconfig:      r.str("KUBECONFIG", ""),
+		OwnTokenFile:    r.str("SERVICEACCOUNT_TOKEN_FILE", saDir+"/token"),
+		ConfVersion:     r.str("CNI_CONF_VERSION", ""),
 	}
-	c.StateDir = str("KDD_CNI_STATE_DIR", filepath.Join(c.HostRoot, "var/lib/kdd-cni"))
-	for _, b := range strings.Split(getenv("SKIP_CNI_BINARIES"), ",") {
+	c.StateDir = r.str("KDD_CNI_STATE_DIR", filepath.Join(c.HostRoot, "var/lib/kdd-cni"))
+	for _, b := range strings.Split(r.getenv("SKIP_CNI_BINARIES"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			c.SkipBins[b] = true
 		}
 	}
-	c.ConfVersion = str("CNI_CONF_VERSION", "")
-	switch c.ConfVersion {
-	case "", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0":
-	default:
-		errs = append(errs, fmt.Errorf("invalid CNI_CONF_VERSION=%q: want one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0", c.ConfVersion))
-	}
-	ttl := str("CNI_TOKEN_TTL", "24h")
+	ttl := r.str("CNI_TOKEN_TTL", "24h")
 	if d, err := time.ParseDuration(ttl); err != nil || d < 10*time.Minute {
-		errs = append(errs, fmt.Errorf("invalid CNI_TOKEN_TTL=%q: want a duration of at least 10m (the API minimum)", ttl))
+		r.fail("invalid CNI_TOKEN_TTL=%q: want a duration of at least 10m (the API minimum)", ttl)
 	} else {
 		c.TokenTTL = d
 	}
+	return c
+}
+
+// check validates the values read.
+func (c *Config) check(r *reader) {
+	switch c.ConfVersion {
+	case "", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0":
+	default:
+		r.fail("invalid CNI_CONF_VERSION=%q: want one of 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0", c.ConfVersion)
+	}
 	if c.DatastoreType != "kubernetes" {
-		errs = append(errs, fmt.Errorf("invalid DATASTORE_TYPE=%q: only kubernetes is supported", c.DatastoreType))
+		r.fail("invalid DATASTORE_TYPE=%q: only kubernetes is supported", c.DatastoreType)
 	}
 	if c.ServiceProtocol != "https" && c.ServiceProtocol != "http" {
-		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_PROTOCOL=%q: want https or http", c.ServiceProtocol))
+		r.fail("invalid KUBERNETES_SERVICE_PROTOCOL=%q: want https or http", c.ServiceProtocol)
 	}
 	if p, err := strconv.Atoi(c.ServicePort); err != nil || p < 1 || p > 65535 {
-		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_PORT=%q", c.ServicePort))
+		r.fail("invalid KUBERNETES_SERVICE_PORT=%q", c.ServicePort)
 	}
 	if c.ServiceHost != "" && strings.ContainsAny(c.ServiceHost, "/ ") {
-		errs = append(errs, fmt.Errorf("invalid KUBERNETES_SERVICE_HOST=%q", c.ServiceHost))
+		r.fail("invalid KUBERNETES_SERVICE_HOST=%q", c.ServiceHost)
 	}
 	for k, v := range map[string]string{"CNI_CONF_NAME": c.ConfName, "CNI_OLD_CONF_NAME": c.OldConf} {
 		if strings.ContainsRune(v, '/') || v == "." || v == ".." {
-			errs = append(errs, fmt.Errorf("invalid %s=%q: want a file name", k, v))
+			r.fail("invalid %s=%q: want a file name", k, v)
 		}
 	}
 	if !filepath.IsAbs(c.NetDir) {
-		errs = append(errs, fmt.Errorf("invalid CNI_NET_DIR=%q: want an absolute path", c.NetDir))
+		r.fail("invalid CNI_NET_DIR=%q: want an absolute path", c.NetDir)
 	}
-	c.NodeName = str("KUBERNETES_NODE_NAME", "")
-	if c.NodeName == "" {
+}
+
+// identity resolves the node name and the CNI service account's namespace.
+func (c *Config) identity(r *reader, readFile func(string) ([]byte, error), hostname func() (string, error)) {
+	if c.NodeName = r.str("KUBERNETES_NODE_NAME", ""); c.NodeName == "" {
 		h, err := hostname()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("failed to get hostname for KUBERNETES_NODE_NAME: %w", err))
+			r.fail("failed to get hostname for KUBERNETES_NODE_NAME: %w", err)
 		}
 		c.NodeName = strings.ToLower(h)
 	}
-	c.Namespace = str("POD_NAMESPACE", "")
-	if c.Namespace == "" {
+	if c.Namespace = r.str("POD_NAMESPACE", ""); c.Namespace == "" {
 		b, err := readFile(saDir + "/namespace")
 		if err != nil {
-			errs = append(errs, errors.New("POD_NAMESPACE is unset and the in-cluster namespace file is missing: set POD_NAMESPACE"))
+			r.errs = append(r.errs, errors.New("POD_NAMESPACE is unset and the in-cluster namespace file is missing: set POD_NAMESPACE"))
 		}
 		c.Namespace = strings.TrimSpace(string(b))
 	}
-	switch f := getenv("CNI_NETWORK_CONFIG_FILE"); {
+}
+
+// template loads the conflist template: the file, else the variable, else
+// the image's default.
+func (c *Config) template(r *reader, readFile func(string) ([]byte, error)) {
+	switch f := r.getenv("CNI_NETWORK_CONFIG_FILE"); {
 	case f != "":
 		b, err := readFile(f)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("failed to read CNI_NETWORK_CONFIG_FILE: %w", err))
+			r.fail("failed to read CNI_NETWORK_CONFIG_FILE: %w", err)
 		}
 		c.Template = string(b)
-	case getenv("CNI_NETWORK_CONFIG") != "":
-		c.Template = getenv("CNI_NETWORK_CONFIG")
+	case r.getenv("CNI_NETWORK_CONFIG") != "":
+		c.Template = r.getenv("CNI_NETWORK_CONFIG")
 	default:
 		b, err := readFile(DefaultTemplateFile)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("no CNI_NETWORK_CONFIG or CNI_NETWORK_CONFIG_FILE and no default template: %w", err))
+			r.fail("no CNI_NETWORK_CONFIG or CNI_NETWORK_CONFIG_FILE and no default template: %w", err)
 		}
 		c.Template = string(b)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // FromEnv loads from the process environment.
