@@ -15,6 +15,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
+	"github.com/kdd-cni/kdd-cni/internal/cnierror"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
@@ -101,7 +102,7 @@ func markAdding(inv *invocation) ([]string, error) {
 func (p *Plugin) ipam(ctx context.Context, inv *invocation, undo *undoStack) (*apiSession, *types100.Result, error) {
 	fams, err := podcidr.Symbols(inv.args.StdinData)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
+		return nil, nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
 	session := p.openSession(ctx, inv, fams.Any(), inv.conf.RuntimeConfig.PodAnnotations)
 	alloc, err := p.allocate(ctx, inv, session, fams)

@@ -18,6 +18,7 @@ import (
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/kdd-cni/kdd-cni/internal/cnierror"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
@@ -58,33 +59,8 @@ func New() *Plugin {
 
 // Funcs are the skel callbacks; their errors carry the CNI error codes.
 func (p *Plugin) Funcs() skel.CNIFuncs {
-	coded := func(cmd func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
-		return func(args *skel.CmdArgs) error { return cniError(cmd(args)) }
-	}
-	return skel.CNIFuncs{Add: coded(p.Add), Del: coded(p.Del), Check: coded(p.Check), Status: p.Status, GC: coded(p.GC)}
-}
-
-// errInvalidConfig marks errors in the network configuration (code 7).
-var errInvalidConfig = errors.New("invalid network configuration")
-
-// cniError gives an error its CNI code: a code set where the error arose
-// is kept (with the full message); configuration errors are 7; datastore
-// failures that may pass (unreachable, timeouts, 5xx, 429, a token not yet
-// refreshed) are 11, "try again later"; the rest 999.
-func cniError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var te *types.Error
-	switch {
-	case errors.As(err, &te) && te.Code != 0:
-		return &types.Error{Code: te.Code, Msg: err.Error(), Details: te.Details}
-	case errors.Is(err, errInvalidConfig):
-		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	case kube.Transient(err):
-		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
-	}
-	return types.NewError(types.ErrInternal, err.Error(), "")
+	return skel.CNIFuncs{Add: cnierror.Wrap(p.Add), Del: cnierror.Wrap(p.Del), Check: cnierror.Wrap(p.Check),
+		Status: p.Status, GC: cnierror.Wrap(p.GC)}
 }
 
 // invocation is one command's parsed input.
@@ -108,7 +84,7 @@ func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*in
 	}
 	conf, err := netconf.Load(args.StdinData, p.Env)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errInvalidConfig, err)
+		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
 	id, err := netconf.ParseIdentity(args.Args)
 	hasPod := err == nil

@@ -7,6 +7,7 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/kdd-cni/kdd-cni/internal/cnierror"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
@@ -46,13 +48,14 @@ func New() *Shim {
 
 // Funcs are the skel callbacks.
 func (s *Shim) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: s.Add, Del: s.Del, Check: s.Check, Status: s.Status, GC: s.GC}
+	return skel.CNIFuncs{Add: cnierror.Wrap(s.Add), Del: cnierror.Wrap(s.Del), Check: cnierror.Wrap(s.Check),
+		Status: s.Status, GC: cnierror.Wrap(s.GC)}
 }
 
 func (s *Shim) begin(args *skel.CmdArgs) (*netconf.NetConf, *slog.Logger, io.Closer, error) {
 	conf, err := netconf.LoadForIPAM(args.StdinData, s.Env)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
 	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath})
 	if err != nil {
