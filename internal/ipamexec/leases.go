@@ -11,18 +11,18 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 )
 
 // defaultDataDir is host-local's default lease store.
 const defaultDataDir = "/var/lib/cni/networks"
 
-// HostLocalLeases lists the attachments (container ID, interface) that hold
-// host-local leases of this network. It only reads host-local's store: a
-// file per IP holding "<containerID>\r\n<ifname>".
-func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
+// leaseDir is host-local's store for the network: <dataDir>/<name>.
+func leaseDir(netconf []byte) (string, error) {
 	var c struct {
 		Name string `json:"name"`
 		IPAM struct {
@@ -30,16 +30,70 @@ func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
 		} `json:"ipam"`
 	}
 	if err := json.Unmarshal(netconf, &c); err != nil {
-		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
+		return "", fmt.Errorf("failed to parse network configuration: %w", err)
 	}
 	if c.Name == "" {
-		return nil, errors.New("network configuration has no name")
+		return "", errors.New("network configuration has no name")
 	}
 	dir := c.IPAM.DataDir
 	if dir == "" {
 		dir = defaultDataDir
 	}
-	dir = filepath.Join(dir, c.Name)
+	return filepath.Join(dir, c.Name), nil
+}
+
+// RemoveTornLeases deletes lease files that host-local created but never
+// wrote its owner into: a host-local killed between the two (it dies with
+// a killed ADD) leaves an empty file that no DEL can find and that would
+// hold its address forever. It runs under host-local's own lock, so no
+// host-local is between the two steps. It returns how many it removed.
+func RemoveTornLeases(ctx context.Context, netconf []byte) (int, error) {
+	dir, err := leaseDir(netconf)
+	if err != nil {
+		return 0, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil // no store yet
+	}
+	if err != nil {
+		return 0, fmt.Errorf("failed to open host-local's lock: %w", err)
+	}
+	defer lock.Close()
+	for unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("failed to take host-local's lock: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("failed to list leases in %s: %w", dir, err)
+	}
+	removed := 0
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) == nil {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if os.Remove(filepath.Join(dir, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed, nil
+}
+
+// HostLocalLeases lists the attachments (container ID, interface) that hold
+// host-local leases of this network. It only reads host-local's store: a
+// file per IP holding "<containerID>\r\n<ifname>".
+func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
+	dir, err := leaseDir(netconf)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -149,4 +152,28 @@ func TestGCOnlyItsOwnNetwork(t *testing.T) {
 	}
 	b.del(pb)
 	b.assertGone(pb, pb.ips())
+}
+
+// TestTornLeaseRemoved: a host-local killed between creating a lease file
+// and writing its owner (it dies with a killed ADD) leaves an empty file no
+// DEL can release; the next DEL (or GC) on the node removes it, and only it.
+func TestTornLeaseRemoved(t *testing.T) {
+	e := newEnv(t, "10.200.250.0/24")
+	live := e.newPod("live", false)
+	e.add(live)
+	gone := e.newPod("gone", false)
+	e.add(gone)
+	torn := filepath.Join(e.dataDir, networkName, "10.200.250.200")
+	if err := os.WriteFile(torn, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.del(gone)
+	if _, err := os.Stat(torn); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("torn lease file still there after DEL: %v", err)
+	}
+	owners := e.leases()
+	if len(owners) != 1 || owners[live.ips()[0].String()] != live.containerID {
+		t.Errorf("leases after DEL: %v", owners)
+	}
+	e.del(live)
 }

@@ -48,6 +48,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	}
 	inv.step("endpoint", &t)
 	ipamErr := leaseCall(inv).Del(ctx)
+	removeTornLeases(ctx, inv)
 	inv.step("ipam", &t)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
 }
@@ -97,6 +98,18 @@ func (p *Plugin) deferClear(inv *invocation, reason string) error {
 		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
 		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: reason,
 	})
+}
+
+// removeTornLeases clears the debris of a host-local killed mid-allocation
+// (with a killed ADD): an empty lease file no DEL could ever release.
+func removeTornLeases(ctx context.Context, inv *invocation) {
+	if inv.conf.IPAM.Type != "host-local" {
+		return
+	}
+	n, err := ipamexec.RemoveTornLeases(ctx, inv.args.StdinData)
+	if n > 0 || err != nil {
+		inv.log.Info("removed lease files host-local never finished", "removed", n, "err", err)
+	}
 }
 
 // leaseCall is the IPAM call for this container's existing lease (DEL,

@@ -32,6 +32,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	defer cancel()
 	p.replayJournal(ctx, inv)
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
+	removeTornLeases(ctx, inv)
 	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, inv.conf.Name, func(id, ifName string) bool {
 		return valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
