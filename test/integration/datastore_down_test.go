@@ -136,7 +136,8 @@ func TestLatePatchOfKilledSandbox(t *testing.T) {
 	e.runtimeAnnotations(nil)
 	a := e.newPod("web", false)
 
-	proxy.Set(harness.Fault{Method: "PATCH", Delay: 2 * time.Second, Detach: true})
+	const held = 5 * time.Second // A's PATCH is delivered this long after it was sent
+	proxy.Set(harness.Fault{Method: "PATCH", Delay: held, Detach: true})
 	c := cniCall(e, a, "ADD", e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=web")
 	cmd := exec.Command(c.Binary)
 	cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+c.ContainerID, "CNI_NETNS="+c.Netns,
@@ -154,14 +155,17 @@ func TestLatePatchOfKilledSandbox(t *testing.T) {
 	e.del(a) // the runtime cleans up the failed sandbox
 	b := e.sandbox("web")
 	e.add(b)
-	if time.Since(start) > 2*time.Second {
+	if time.Since(start) > held-500*time.Millisecond {
 		t.Fatalf("B's ADD finished after A's PATCH landed (%s): no interleaving", time.Since(start))
 	}
-	time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
-	if got := e.annotations("web")["cni.projectcalico.org/containerID"]; got != a.containerID {
-		t.Fatalf("A's late PATCH did not land (containerID %q): no interleaving to test", got)
+	deadline := start.Add(held + 5*time.Second)
+	for e.annotations("web")["cni.projectcalico.org/containerID"] != a.containerID {
+		if time.Now().After(deadline) {
+			t.Fatal("A's late PATCH never landed: no interleaving to test")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(3500 * time.Millisecond) // deferred entries become due
+	time.Sleep(time.Until(start.Add(held + time.Second))) // the deferred entries are due
 	if r := e.statusOrGC("STATUS", nil); r.Err != nil {
 		t.Fatal(r.Err)
 	}
