@@ -26,6 +26,12 @@ func (m Marks) Mark(namespace, pod, containerID string) error {
 // Done removes the mark of an ADD that returned.
 func (m Marks) Done(containerID string) { os.Remove(m.path(containerID)) }
 
+// Has reports a mark without clearing it.
+func (m Marks) Has(containerID string) bool {
+	_, err := os.Stat(m.path(containerID))
+	return err == nil
+}
+
 // WasInterrupted reports (and clears) a mark left by a killed ADD.
 func (m Marks) WasInterrupted(containerID string) bool {
 	return os.Remove(m.path(containerID)) == nil

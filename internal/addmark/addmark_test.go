@@ -17,6 +17,9 @@ func TestMarks(t *testing.T) {
 		t.Errorf("Others = %v", got)
 	}
 	m.Done("b")
+	if m.Has("b") || !m.Has("a") {
+		t.Error("Has must see exactly the marks left")
+	}
 	if m.WasInterrupted("b") || !m.WasInterrupted("a") || m.WasInterrupted("a") {
 		t.Error("WasInterrupted must report a left mark once")
 	}

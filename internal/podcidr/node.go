@@ -38,11 +38,12 @@ func ReadNode(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *
 	return node, uid, cidrs, nil
 }
 
-// NodePodCIDRs reads this node's podCIDRs by family.
-func NodePodCIDRs(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (NodeCIDRs, error) {
-	node, uid, cidrs, err := ReadNode(ctx, env, conf, api)
+// NodePodCIDRs reads a Node's podCIDRs by family (node: the resolved name
+// whose podCIDRs the configuration uses, netconf.PodCIDRNode).
+func NodePodCIDRs(ctx context.Context, api *kube.Client, node string) (NodeCIDRs, error) {
+	uid, cidrs, err := api.NodePodCIDRs(ctx, node)
 	if err != nil {
-		return NodeCIDRs{}, err
+		return NodeCIDRs{}, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
 	}
 	byFamily, err := ByFamily(node, cidrs)
 	return NodeCIDRs{Node: node, UID: uid, CIDRs: byFamily}, err

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 // Calico's pod annotations.
@@ -20,12 +22,6 @@ const (
 	AllowedSourcePrefixes = "cni.projectcalico.org/allowedSourcePrefixes"
 )
 
-// Features are the netconf's feature_control switches.
-type Features struct {
-	IPAddrsNoIpam bool
-	FloatingIPs   bool
-}
-
 // Options are what the annotations change in the pod's network.
 type Options struct {
 	// ContainerMAC is the MAC the container interface gets (nil: the kernel's).
@@ -34,7 +30,7 @@ type Options struct {
 
 // Parse validates the annotations for a network whose IPAM plugin is
 // ipamType (never calico-ipam here) and returns the options they set.
-func Parse(annotations map[string]string, ipamType string, f Features) (Options, error) {
+func Parse(annotations map[string]string, ipamType string, f netconf.FeatureControl) (Options, error) {
 	var o Options
 	addrs, noIpam := annotations[IPAddrs], annotations[IPAddrsNoIpam]
 	switch {

@@ -3,14 +3,16 @@ package podopts
 import (
 	"strings"
 	"testing"
+
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 func TestParse(t *testing.T) {
-	on := Features{FloatingIPs: true}
+	on := netconf.FeatureControl{FloatingIPs: true}
 	for _, tc := range []struct {
 		name    string
 		annot   map[string]string
-		f       Features
+		f       netconf.FeatureControl
 		wantMAC string
 		wantErr string
 	}{
@@ -24,7 +26,7 @@ func TestParse(t *testing.T) {
 		{name: "hwAddr zero", annot: map[string]string{HwAddr: "00:00:00:00:00:00"}, wantErr: "unicast"},
 		{name: "hwAddr 64-bit", annot: map[string]string{HwAddr: "02:00:00:00:00:00:00:01"}, wantErr: "48 bits"},
 		{name: "ipAddrs", annot: map[string]string{IPAddrs: `["10.0.0.1"]`}, wantErr: "ipAddrs is not compatible with configured IPAM: host-local"},
-		{name: "ipAddrsNoIpam", annot: map[string]string{IPAddrsNoIpam: `["10.0.0.1"]`}, f: Features{IPAddrsNoIpam: true}, wantErr: "ipAddrsNoIpam is not compatible"},
+		{name: "ipAddrsNoIpam", annot: map[string]string{IPAddrsNoIpam: `["10.0.0.1"]`}, f: netconf.FeatureControl{IPAddrsNoIpam: true}, wantErr: "ipAddrsNoIpam is not compatible"},
 		{name: "both", annot: map[string]string{IPAddrs: "x", IPAddrsNoIpam: "y"}, wantErr: "can't have both"},
 		{name: "floating off", annot: map[string]string{FloatingIPs: `["1.2.3.4"]`}, wantErr: "not enabled: floating_ips"},
 		{name: "floating on", annot: map[string]string{FloatingIPs: `["1.2.3.4","fd00::1"]`}, f: on},

@@ -156,7 +156,8 @@ func TestGCOnlyItsOwnNetwork(t *testing.T) {
 
 // TestTornLeaseRemoved: a host-local killed between creating a lease file
 // and writing its owner (it dies with a killed ADD) leaves an empty file no
-// DEL can release; the next DEL (or GC) on the node removes it, and only it.
+// DEL can release; the DEL of the sandbox whose ADD was killed (or GC)
+// removes it, and only it.
 func TestTornLeaseRemoved(t *testing.T) {
 	e := newEnv(t, "10.200.250.0/24")
 	live := e.newPod("live", false)
@@ -165,6 +166,10 @@ func TestTornLeaseRemoved(t *testing.T) {
 	e.add(gone)
 	torn := filepath.Join(e.dataDir, networkName, "10.200.250.200")
 	if err := os.WriteFile(torn, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The mark a killed ADD leaves (addmark).
+	if err := os.WriteFile(filepath.Join(e.dataDir, "state", "adding", gone.containerID), []byte(e.ns+"/gone"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.del(gone)

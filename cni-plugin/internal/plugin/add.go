@@ -104,8 +104,16 @@ func (p *Plugin) ipam(ctx context.Context, inv *invocation, undo *undoStack) (*a
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
-	session := p.openSession(ctx, inv, fams.Any(), inv.conf.RuntimeConfig.PodAnnotations)
-	alloc, err := p.allocate(ctx, inv, session, fams)
+	node := ""
+	if fams.Any() {
+		nodename, err := inv.conf.ResolveNodename(p.Env)
+		if err != nil {
+			return nil, nil, err
+		}
+		node = inv.conf.PodCIDRNode(nodename)
+	}
+	session := p.openSession(ctx, inv, node, inv.conf.RuntimeConfig.PodAnnotations)
+	alloc, err := p.allocate(ctx, inv, session, node)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,8 +178,7 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 	if err != nil {
 		return podopts.Options{}, err
 	}
-	return podopts.Parse(annotations, inv.conf.IPAM.Type, podopts.Features{
-		IPAddrsNoIpam: inv.conf.FeatureControl.IPAddrsNoIpam, FloatingIPs: inv.conf.FeatureControl.FloatingIPs})
+	return podopts.Parse(annotations, inv.conf.IPAM.Type, inv.conf.FeatureControl)
 }
 
 // allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
@@ -179,7 +186,7 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 // podCIDRs are the cached ones. Otherwise (the Node was re-created with
 // other CIDRs) it is released and IPAM runs again on the Node's current
 // podCIDRs, so no ADD fails and no address outside them is handed out.
-func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, fams podcidr.Families) (*types100.Result, error) {
+func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, node string) (*types100.Result, error) {
 	add := func(conf []byte) (*types100.Result, error) {
 		r, err := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: inv.args}.Add(ctx)
 		if err != nil {
@@ -191,14 +198,10 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, f
 		}
 		return r, err
 	}
-	if !fams.Any() {
+	if node == "" { // no usePodCidr
 		return add(inv.args.StdinData)
 	}
-	nodename, err := inv.conf.ResolveNodename(p.Env)
-	if err != nil {
-		return nil, err
-	}
-	if cached, ok := podcidr.Cached(inv.conf.StateDir, inv.conf.PodCIDRNode(nodename)); ok {
+	if cached, ok := podcidr.Cached(inv.conf.StateDir, node); ok {
 		if conf, err := podcidr.Rewrite(inv.args.StdinData, cached.CIDRs); err == nil {
 			alloc, ipamErr := add(conf)
 			current, err := s.nodeCIDRs()

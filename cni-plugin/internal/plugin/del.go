@@ -37,6 +37,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		return inv.wrap(err)
 	}
 	defer lock.Release()
+	// A mark left by this sandbox's ADD: it was killed, maybe mid-PATCH or
+	// with its host-local killed mid-allocation.
+	interrupted := inv.conf.AddMarks().Has(args.ContainerID)
 	t := time.Now()
 	cleared := make(chan error, 1)
 	go func() { cleared <- p.clearEndpoint(ctx, inv) }()
@@ -48,7 +51,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	}
 	inv.step("endpoint", &t)
 	ipamErr := leaseCall(inv).Del(ctx)
-	removeTornLeases(ctx, inv)
+	if interrupted {
+		removeTornLeases(ctx, inv)
+	}
 	inv.step("ipam", &t)
 	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
 }
@@ -101,7 +106,8 @@ func (p *Plugin) deferClear(inv *invocation, reason string) error {
 }
 
 // removeTornLeases clears the debris of a host-local killed mid-allocation
-// (with a killed ADD): an empty lease file no DEL could ever release.
+// (with a killed ADD): an empty lease file no DEL could ever release. DEL
+// does it only after a killed ADD, GC always: it takes host-local's lock.
 func removeTornLeases(ctx context.Context, inv *invocation) {
 	if inv.conf.IPAM.Type != "host-local" {
 		return

@@ -30,23 +30,24 @@ type result[T any] struct {
 	err error
 }
 
-// openSession starts building the client and, when asked, GETs the Node
-// and the Pod. annotations non-nil (passed by the runtime) spares the GET.
-func (p *Plugin) openSession(ctx context.Context, inv *invocation, needNode bool, annotations map[string]string) *apiSession {
+// openSession starts building the client and GETs the Node (unless node is
+// "": no usePodCidr) and the Pod. annotations non-nil (passed by the
+// runtime) spares the GET of the Pod.
+func (p *Plugin) openSession(ctx context.Context, inv *invocation, node string, annotations map[string]string) *apiSession {
 	s := &apiSession{ready: make(chan struct{}), node: make(chan result[podcidr.NodeCIDRs], 1),
 		annot: make(chan result[map[string]string], 1)}
 	go func() {
 		s.api, s.err = p.api(inv.conf)
 		close(s.ready)
 	}()
-	if needNode {
+	if node != "" {
 		go func() {
 			<-s.ready
 			if s.err != nil {
 				s.node <- result[podcidr.NodeCIDRs]{err: s.err}
 				return
 			}
-			c, err := podcidr.NodePodCIDRs(ctx, p.Env, inv.conf, s.api)
+			c, err := podcidr.NodePodCIDRs(ctx, s.api, node)
 			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}
 		}()
 	}

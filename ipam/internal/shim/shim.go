@@ -96,7 +96,11 @@ func (s *Shim) resolve(ctx context.Context, conf *netconf.NetConf, stdin []byte)
 		if err != nil {
 			return nil, err
 		}
-		cidrs, err := podcidr.NodePodCIDRs(ctx, s.Env, conf, api)
+		nodename, err := conf.ResolveNodename(s.Env)
+		if err != nil {
+			return nil, err
+		}
+		cidrs, err := podcidr.NodePodCIDRs(ctx, api, conf.PodCIDRNode(nodename))
 		if err != nil {
 			return nil, err
 		}
