@@ -24,8 +24,9 @@ func FuzzLoad(f *testing.F) {
 		_, _ = c.EffectiveMTU(env)
 		_, _ = c.ResolveNodename(env)
 		_ = c.APIAccess(env, time.Second)
-		_, _ = LoadForIPAM(data, env)
-		_, _, _ = ValidAttachments(data)
+		if c, err := LoadForIPAM(data, env); err == nil {
+			_, _ = c.ValidAttachments()
+		}
 	})
 }
 

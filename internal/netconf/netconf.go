@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/internal/addmark"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
 // Defaults that Calico's manifests and binary use.
@@ -72,8 +73,35 @@ type NetConf struct {
 	LogFileMaxCount int    `json:"log_file_max_count"`
 	LogFileMaxAge   int    `json:"log_file_max_age"`
 
+	// IPAMSection shadows the embedded types.NetConf's ipam (json takes the
+	// shallower field), so one decode reads every ipam key the plugins use.
+	IPAMSection *IPAMSection `json:"ipam"`
+	// Valid is cni.dev/valid-attachments (GC); nil when absent.
+	Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+
 	// IPAMRoutes are the dsts of ipam.routes: routes inside the container.
 	IPAMRoutes []string `json:"-"`
+	// InterfacePrefix is the host veth prefix (the first of
+	// FELIX_INTERFACEPREFIX, else "cali").
+	InterfacePrefix string `json:"-"`
+}
+
+// IPAMSection is the ipam section: its type and routes, and the keys the
+// podcidr IPAM shim lets override the network's own.
+type IPAMSection struct {
+	Type   string `json:"type"`
+	Routes []struct {
+		Dst string `json:"dst"`
+	} `json:"routes"`
+
+	Nodename             string     `json:"nodename"`
+	NodenameFile         string     `json:"nodename_file"`
+	NodenameFileOptional bool       `json:"nodename_file_optional"`
+	Hostname             string     `json:"hostname"`
+	DatastoreType        string     `json:"datastore_type"`
+	Kubernetes           Kubernetes `json:"kubernetes"`
+	LogLevel             string     `json:"log_level"`
+	LogFilePath          string     `json:"log_file_path"`
 }
 
 // PodAnnotationsCapability is the capability under which containerd and
@@ -138,35 +166,23 @@ func load(stdin []byte, env Env, ipamOverrides bool) (*NetConf, error) {
 	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
 	}
-	if ipamOverrides {
-		var raw struct {
-			IPAM json.RawMessage `json:"ipam"`
-		}
-		if err := json.Unmarshal(stdin, &raw); err != nil || len(raw.IPAM) == 0 {
+	if c.IPAMSection == nil {
+		if ipamOverrides {
 			return nil, errors.New("invalid configuration: no ipam section")
 		}
-		overlay := &NetConf{}
-		if err := json.Unmarshal(raw.IPAM, overlay); err != nil {
-			return nil, fmt.Errorf("failed to parse the ipam section: %w", err)
-		}
-		c.applyIPAMOverlay(overlay)
+		c.IPAMSection = &IPAMSection{}
 	}
-	var raw struct {
-		IPAM struct {
-			Routes []struct {
-				Dst string `json:"dst"`
-			} `json:"routes"`
-		} `json:"ipam"`
+	c.IPAM.Type = c.IPAMSection.Type
+	if ipamOverrides {
+		c.applyIPAMOverlay(c.IPAMSection)
 	}
-	if err := json.Unmarshal(stdin, &raw); err != nil {
-		return nil, fmt.Errorf("failed to parse ipam.routes: %w", err)
-	}
-	for i, r := range raw.IPAM.Routes {
+	for i, r := range c.IPAMSection.Routes {
 		if r.Dst == "" {
 			return nil, fmt.Errorf("invalid ipam.routes[%d]: missing dst", i)
 		}
 		c.IPAMRoutes = append(c.IPAMRoutes, r.Dst)
 	}
+	c.InterfacePrefix = naming.InterfacePrefix(env.Getenv("FELIX_INTERFACEPREFIX"))
 	if err := c.validate(env); err != nil {
 		return nil, err
 	}
@@ -237,7 +253,7 @@ func (c *NetConf) Datastore(env Env) string {
 }
 
 // applyIPAMOverlay copies the datastore and node keys set in the ipam section.
-func (c *NetConf) applyIPAMOverlay(o *NetConf) {
+func (c *NetConf) applyIPAMOverlay(o *IPAMSection) {
 	set := func(dst *string, v string) {
 		if v != "" {
 			*dst = v
@@ -255,23 +271,17 @@ func (c *NetConf) applyIPAMOverlay(o *NetConf) {
 	c.NodenameFileOptional = c.NodenameFileOptional || o.NodenameFileOptional
 }
 
-// ValidAttachments decodes a GC request's cni.dev/valid-attachments; given
-// is false when the key is absent.
-func ValidAttachments(stdin []byte) (valid map[types.GCAttachment]bool, given bool, err error) {
-	var c struct {
-		Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
-	}
-	if err := json.Unmarshal(stdin, &c); err != nil {
-		return nil, false, fmt.Errorf("failed to parse cni.dev/valid-attachments: %w", err)
-	}
+// ValidAttachments is a GC request's cni.dev/valid-attachments; given is
+// false when the key is absent.
+func (c *NetConf) ValidAttachments() (valid map[types.GCAttachment]bool, given bool) {
 	if c.Valid == nil {
-		return nil, false, nil
+		return nil, false
 	}
 	valid = map[types.GCAttachment]bool{}
 	for _, a := range *c.Valid {
 		valid[a] = true
 	}
-	return valid, true, nil
+	return valid, true
 }
 
 // JournalDir holds pending annotation clears.

@@ -202,14 +202,21 @@ func TestLoadForIPAM(t *testing.T) {
 	if _, err := LoadForIPAM([]byte(`{"name":"n","ipam":{"type":"podcidr","datastore_type":"etcdv3"}}`), testEnv(nil, nil)); err == nil {
 		t.Error("etcdv3 in the ipam section accepted")
 	}
-	valid, given, err := ValidAttachments([]byte(`{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`))
-	if err != nil || !given || len(valid) != 1 {
-		t.Errorf("valid attachments: %v %v %v", valid, given, err)
+	gcConf := func(s string) *NetConf {
+		c, err := Load([]byte(s), testEnv(nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	if _, given, _ := ValidAttachments([]byte(`{}`)); given {
+	valid, given := gcConf(`{"name":"n","ipam":{"type":"host-local"},"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`).ValidAttachments()
+	if !given || len(valid) != 1 {
+		t.Errorf("valid attachments: %v %v", valid, given)
+	}
+	if _, given := gcConf(`{"name":"n","ipam":{"type":"host-local"}}`).ValidAttachments(); given {
 		t.Error("absent key reported as given")
 	}
-	if v, given, _ := ValidAttachments([]byte(`{"cni.dev/valid-attachments":[]}`)); !given || len(v) != 0 {
+	if v, given := gcConf(`{"name":"n","ipam":{"type":"host-local"},"cni.dev/valid-attachments":[]}`).ValidAttachments(); !given || len(v) != 0 {
 		t.Error("empty list must be given and empty")
 	}
 }

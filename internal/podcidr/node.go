@@ -10,11 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 // NodeCIDRs are one Node object's podCIDRs, by family.
@@ -22,20 +20,6 @@ type NodeCIDRs struct {
 	Node  string `json:"node"`
 	UID   string `json:"uid"`
 	CIDRs CIDRs  `json:"cidrs"`
-}
-
-// ReadNode resolves this node's name and reads its UID and spec.podCIDRs.
-func ReadNode(ctx context.Context, env netconf.Env, conf *netconf.NetConf, api *kube.Client) (string, string, []string, error) {
-	nodename, err := conf.ResolveNodename(env)
-	if err != nil {
-		return "", "", nil, err
-	}
-	node := conf.PodCIDRNode(nodename)
-	uid, cidrs, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return node, "", nil, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
-	}
-	return node, uid, cidrs, nil
 }
 
 // NodePodCIDRs reads a Node's podCIDRs by family (node: the resolved name
@@ -50,20 +34,15 @@ func NodePodCIDRs(ctx context.Context, api *kube.Client, node string) (NodeCIDRs
 }
 
 // Ready reports why the plugin cannot serve pods: the API server does not
-// answer the configured identity, or the node lacks a podCIDR family that
-// the configuration (stdin) names. nil means ready.
-func Ready(ctx context.Context, env netconf.Env, conf *netconf.NetConf, stdin []byte, timeout time.Duration) error {
-	fams, err := Symbols(stdin)
+// answer the configured identity for the node, or the node lacks a podCIDR
+// family the configuration names. nil means ready.
+func Ready(ctx context.Context, api *kube.Client, node string, fams Families) error {
+	_, cidrs, err := api.NodePodCIDRs(ctx, node)
 	if err != nil {
-		return err
+		return fmt.Errorf("failed to read node %q from the API server: %w", node, err)
 	}
-	api, err := kube.New(conf.APIAccess(env, timeout))
-	if err != nil {
-		return err
-	}
-	node, _, cidrs, err := ReadNode(ctx, env, conf, api)
-	if err != nil || !fams.Any() {
-		return err
+	if !fams.Any() {
+		return nil
 	}
 	byFamily, err := ByFamily(node, cidrs)
 	if err != nil {

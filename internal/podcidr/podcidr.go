@@ -65,53 +65,108 @@ func (r subnetRef) symbol() string {
 	return ""
 }
 
-// config is a network configuration decoded generically.
-type config struct {
-	root map[string]any
-	ipam map[string]any
-	refs []subnetRef
+// Conf is a network configuration decoded generically, once per invocation:
+// every other key passes through to the delegate untouched. Its outputs
+// (Rewrite, ForRelease, WithIPAMType) never change it.
+type Conf struct {
+	root     map[string]any
+	ipam     map[string]any
+	refs     []subnetRef
+	ipamType string // set in every output when not empty
 }
 
-func parse(netconf []byte) (*config, error) {
+// WithIPAMType is the configuration whose outputs name typ as ipam.type,
+// e.g. to hand a podcidr configuration to host-local.
+func (c *Conf) WithIPAMType(typ string) *Conf {
+	cp := *c
+	cp.ipamType = typ
+	return &cp
+}
+
+// Parse decodes a network configuration and finds its subnets.
+func Parse(netconf []byte) (*Conf, error) {
 	dec := json.NewDecoder(bytes.NewReader(netconf))
 	dec.UseNumber() // keep numbers exactly as given
-	c := &config{}
+	c := &Conf{}
 	if err := dec.Decode(&c.root); err != nil {
 		return nil, fmt.Errorf("failed to parse network configuration: %w", err)
 	}
-	ipam, ok := c.root["ipam"].(map[string]any)
-	if !ok {
-		return nil, errors.New("invalid configuration: no ipam section")
-	}
-	c.ipam = ipam
-	if s, ok := ipam["subnet"].(string); ok {
-		c.refs = append(c.refs, subnetRef{owner: ipam, value: s})
-	}
-	if raw, ok := ipam["ranges"]; ok {
-		sets, ok := raw.([]any)
-		if !ok {
-			return nil, errors.New("invalid ipam.ranges: not a list of range sets")
-		}
-		for i, set := range sets {
-			ranges, ok := set.([]any)
-			if !ok {
-				return nil, fmt.Errorf("invalid ipam.ranges[%d]: not a list of ranges", i)
-			}
-			for j, r := range ranges {
-				obj, ok := r.(map[string]any)
-				if !ok {
-					return nil, fmt.Errorf("invalid ipam.ranges[%d][%d]: not an object", i, j)
-				}
-				if s, ok := obj["subnet"].(string); ok {
-					c.refs = append(c.refs, subnetRef{owner: obj, value: s})
-				}
-			}
-		}
-	}
-	return c, nil
+	var err error
+	c.ipam, c.refs, err = index(c.root)
+	return c, err
 }
 
-func (c *config) marshal() ([]byte, error) { return json.Marshal(c.root) }
+// index finds the ipam section and every subnet in it.
+func index(root map[string]any) (map[string]any, []subnetRef, error) {
+	ipam, ok := root["ipam"].(map[string]any)
+	if !ok {
+		return nil, nil, errors.New("invalid configuration: no ipam section")
+	}
+	var refs []subnetRef
+	if s, ok := ipam["subnet"].(string); ok {
+		refs = append(refs, subnetRef{owner: ipam, value: s})
+	}
+	raw, ok := ipam["ranges"]
+	if !ok {
+		return ipam, refs, nil
+	}
+	sets, ok := raw.([]any)
+	if !ok {
+		return nil, nil, errors.New("invalid ipam.ranges: not a list of range sets")
+	}
+	for i, set := range sets {
+		ranges, ok := set.([]any)
+		if !ok {
+			return nil, nil, fmt.Errorf("invalid ipam.ranges[%d]: not a list of ranges", i)
+		}
+		for j, r := range ranges {
+			obj, ok := r.(map[string]any)
+			if !ok {
+				return nil, nil, fmt.Errorf("invalid ipam.ranges[%d][%d]: not an object", i, j)
+			}
+			if s, ok := obj["subnet"].(string); ok {
+				refs = append(refs, subnetRef{owner: obj, value: s})
+			}
+		}
+	}
+	return ipam, refs, nil
+}
+
+// output marshals a deep copy of the configuration changed by edit, which
+// gets the copy's ipam section and subnet references.
+func (c *Conf) output(edit func(ipam map[string]any, refs []subnetRef) error) ([]byte, error) {
+	root := deepCopy(c.root).(map[string]any)
+	ipam, refs, err := index(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := edit(ipam, refs); err != nil {
+		return nil, err
+	}
+	if c.ipamType != "" {
+		ipam["type"] = c.ipamType
+	}
+	return json.Marshal(root)
+}
+
+// deepCopy copies decoded JSON (objects and arrays; scalars are values).
+func deepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[k] = deepCopy(e)
+		}
+		return m
+	case []any:
+		l := make([]any, len(v))
+		for i, e := range v {
+			l[i] = deepCopy(e)
+		}
+		return l
+	}
+	return v
+}
 
 // Families says which podCIDR families a configuration names.
 type Families struct {
@@ -123,11 +178,16 @@ func (f Families) Any() bool { return f.V4 || f.V6 }
 
 // Symbols reports which symbols the configuration uses.
 func Symbols(netconf []byte) (Families, error) {
-	var f Families
-	c, err := parse(netconf)
+	c, err := Parse(netconf)
 	if err != nil {
-		return f, err
+		return Families{}, err
 	}
+	return c.Families(), nil
+}
+
+// Families reports which symbols the configuration uses.
+func (c *Conf) Families() Families {
+	var f Families
 	for _, r := range c.refs {
 		switch r.symbol() {
 		case UsePodCidr:
@@ -136,7 +196,7 @@ func Symbols(netconf []byte) (Families, error) {
 			f.V6 = true
 		}
 	}
-	return f, nil
+	return f
 }
 
 // Check verifies that cidrs has every family f names.
@@ -152,25 +212,34 @@ func (f Families) Check(nodeName string, cidrs CIDRs) error {
 
 // Rewrite replaces the symbols with the node's podCIDRs for ADD (and CHECK).
 func Rewrite(netconf []byte, cidrs CIDRs) ([]byte, error) {
-	c, err := parse(netconf)
+	c, err := Parse(netconf)
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range c.refs {
+	return c.Rewrite(cidrs)
+}
+
+// Rewrite is the configuration with the symbols replaced by cidrs.
+func (c *Conf) Rewrite(cidrs CIDRs) ([]byte, error) {
+	return c.output(func(_ map[string]any, refs []subnetRef) error { return rewrite(refs, cidrs) })
+}
+
+func rewrite(refs []subnetRef, cidrs CIDRs) error {
+	for _, r := range refs {
 		switch r.symbol() {
 		case UsePodCidr:
 			if cidrs.V4 == "" {
-				return nil, errors.New("usePodCidr found but the node has no IPv4 podCIDR")
+				return errors.New("usePodCidr found but the node has no IPv4 podCIDR")
 			}
 			r.owner["subnet"] = cidrs.V4
 		case UsePodCidrIPv6:
 			if cidrs.V6 == "" {
-				return nil, errors.New("usePodCidrIPv6 found but the node has no IPv6 podCIDR")
+				return errors.New("usePodCidrIPv6 found but the node has no IPv6 podCIDR")
 			}
 			r.owner["subnet"] = cidrs.V6
 		}
 	}
-	return c.marshal()
+	return nil
 }
 
 // Rewrite for release: host-local releases a lease by container ID and
@@ -187,26 +256,36 @@ var releaseCandidates = map[string][]string{
 // RewriteForRelease replaces the symbols with non-overlapping placeholder
 // subnets for DEL, GC and CHECK, which host-local resolves by container ID.
 func RewriteForRelease(netconf []byte) ([]byte, error) {
-	c, err := parse(netconf)
+	c, err := Parse(netconf)
 	if err != nil {
 		return nil, err
 	}
+	return c.ForRelease()
+}
+
+// ForRelease is the configuration with the symbols replaced by placeholders
+// (see RewriteForRelease); unchanged bytes-wise apart from that.
+func (c *Conf) ForRelease() ([]byte, error) {
+	return c.output(func(_ map[string]any, refs []subnetRef) error { return forRelease(refs) })
+}
+
+func forRelease(refs []subnetRef) error {
 	var taken []*net.IPNet
-	for _, r := range c.refs {
+	for _, r := range refs {
 		if r.symbol() == "" {
 			if _, n, err := net.ParseCIDR(r.value); err == nil {
 				taken = append(taken, n)
 			}
 		}
 	}
-	for _, r := range c.refs {
+	for _, r := range refs {
 		sym := r.symbol()
 		if sym == "" {
 			continue
 		}
 		n, err := placeholder(sym, taken)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		taken = append(taken, n)
 		r.owner["subnet"] = n.String()
@@ -215,7 +294,7 @@ func RewriteForRelease(netconf []byte) ([]byte, error) {
 			delete(r.owner, k)
 		}
 	}
-	return c.marshal()
+	return nil
 }
 
 // placeholder picks the first of the candidate blocks' leading /30s (/126s)
@@ -248,10 +327,14 @@ func overlapsAny(n *net.IPNet, taken []*net.IPNet) bool {
 // WithIPAMType sets ipam.type, e.g. to hand a podcidr configuration to
 // host-local. Everything else passes through.
 func WithIPAMType(netconf []byte, typ string) ([]byte, error) {
-	c, err := parse(netconf)
+	c, err := Parse(netconf)
 	if err != nil {
 		return nil, err
 	}
-	c.ipam["type"] = typ
-	return c.marshal()
+	return c.WithIPAMType(typ).output(func(map[string]any, []subnetRef) error { return nil })
+}
+
+// Unchanged is the configuration as given (with WithIPAMType's type).
+func (c *Conf) Unchanged() ([]byte, error) {
+	return c.output(func(map[string]any, []subnetRef) error { return nil })
 }

@@ -132,16 +132,9 @@ type plugin struct {
 
 // ours is kdd-cni's calico binary as the shipped conflist configures it.
 func (w *world) ours(extra map[string]any) plugin {
-	c := map[string]any{
-		"cniVersion": "1.0.0", "name": network, "type": "calico", "log_level": "debug",
-		"log_file_path": filepath.Join(w.dataDir, "kdd-cni.log"), "datastore_type": "kubernetes",
-		"nodename": w.node, "mtu": 1500, "state_dir": filepath.Join(w.dataDir, "state"),
-		"ipam": w.ipam(), "policy": map[string]any{"type": "k8s"},
-		"kubernetes": map[string]any{"kubeconfig": w.cniKubecfg},
-	}
-	for k, v := range extra {
-		c[k] = v
-	}
+	c := harness.NetConf{Version: "1.0.0", Name: network, Node: w.node, Kubeconfig: w.cniKubecfg,
+		StateDir: filepath.Join(w.dataDir, "state"), LogFile: filepath.Join(w.dataDir, "kdd-cni.log"),
+		IPAM: w.ipam(), Extra: extra}.Map()
 	return plugin{name: "kdd-cni", binary: filepath.Join(w.binDir, "calico"), version: "1.0.0", conf: c}
 }
 

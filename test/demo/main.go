@@ -183,8 +183,11 @@ func installCNI(cp *harness.ControlPlane, hostRoot, kubeconfig, leaseDir string)
 	if err != nil {
 		return err
 	}
-	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`, fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leaseDir), 1)
-	conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, filepath.Join(filepath.Dir(leaseDir), "state")), 1)
+	conf, err := harness.TemplateWith(tmpl, map[string]any{"state_dir": filepath.Join(filepath.Dir(leaseDir), "state")},
+		map[string]any{"dataDir": leaseDir})
+	if err != nil {
+		return err
+	}
 	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
 	cmd.Env = []string{
 		"CNI_HOST_ROOT=" + hostRoot, "CNI_BIN_SRC_DIR=" + filepath.Join(rootfs, "opt/cni/bin"),

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,12 +77,13 @@ func (n *node) installCNI(extra map[string]any) {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`,
-		fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, n.leases), 1)
-	conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, n.stateDir), 1)
+	calico := map[string]any{"state_dir": n.stateDir}
 	for k, v := range extra {
-		b, _ := json.Marshal(v)
-		conf = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`%q: %s, "datastore_type"`, k, b), 1)
+		calico[k] = v
+	}
+	conf, err := harness.TemplateWith(tmpl, calico, map[string]any{"dataDir": n.leases})
+	if err != nil {
+		n.t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/install-cni"))
 	cmd.Env = []string{

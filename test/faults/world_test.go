@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -82,14 +80,9 @@ func (w *world) stat(op string) *opStats {
 }
 
 func (w *world) conf() []byte {
-	b, _ := json.Marshal(map[string]any{
-		"cniVersion": "1.1.0", "name": networkName, "type": "calico",
-		"datastore_type": "kubernetes", "nodename": node, "mtu": 1500, "state_dir": w.stateDir,
-		"log_level": "debug", "log_file_path": filepath.Join(w.dataDir, "cni.log"),
-		"kubernetes": map[string]any{"kubeconfig": w.kubeconfig},
-		"ipam":       map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": w.dataDir},
-	})
-	return b
+	return harness.NetConf{Version: "1.1.0", Name: networkName, Node: node, Kubeconfig: w.kubeconfig,
+		StateDir: w.stateDir, LogFile: filepath.Join(w.dataDir, "cni.log"),
+		IPAM: map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": w.dataDir}}.JSON()
 }
 
 type result struct {
@@ -101,11 +94,9 @@ type result struct {
 
 // exec runs one plugin command; killAfter > 0 sends SIGKILL after that long.
 func (w *world) exec(cmd string, sb *sandbox, netnsPath string, killAfter time.Duration, conf []byte) result {
-	c := exec.Command(filepath.Join(suite.BinDir, "calico"))
-	c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, "CNI_CONTAINERID="+sb.id, "CNI_NETNS="+netnsPath,
-		"CNI_IFNAME=eth0", "CNI_PATH="+suite.BinDir,
-		fmt.Sprintf("CNI_ARGS=K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=x", namespace, sb.pod))
-	c.Stdin = bytes.NewReader(conf)
+	c := harness.CNICall{Binary: filepath.Join(suite.BinDir, "calico"), Command: cmd, ContainerID: sb.id,
+		Netns: netnsPath, IfName: "eth0", Path: suite.BinDir, Config: conf,
+		Args: fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=x", namespace, sb.pod)}.Cmd()
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	start := time.Now()

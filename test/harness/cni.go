@@ -31,14 +31,24 @@ type CNIResult struct {
 	Err            error
 }
 
-// RunCNI execs the plugin inside the node namespace.
-func (cp *ControlPlane) RunCNI(ctx context.Context, c CNICall) CNIResult {
+// Cmd is the plugin process for the call, as the runtime starts it (CNI_*
+// environment, configuration on stdin), for callers that control the
+// process themselves (kill it mid-command); start it with StartCmd.
+func (c CNICall) Cmd() *exec.Cmd { return c.cmd(context.Background()) }
+
+func (c CNICall) cmd(ctx context.Context) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, c.Binary)
 	cmd.Env = append(os.Environ(),
 		"CNI_COMMAND="+c.Command, "CNI_CONTAINERID="+c.ContainerID, "CNI_NETNS="+c.Netns,
 		"CNI_IFNAME="+c.IfName, "CNI_ARGS="+c.Args, "CNI_PATH="+c.Path)
 	cmd.Env = append(cmd.Env, c.Env...)
 	cmd.Stdin = bytes.NewReader(c.Config)
+	return cmd
+}
+
+// RunCNI execs the plugin inside the node namespace.
+func (cp *ControlPlane) RunCNI(ctx context.Context, c CNICall) CNIResult {
+	cmd := c.cmd(ctx)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cp.Run(cmd)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,8 +163,12 @@ func TestInstalledPluginWorks(t *testing.T) {
 	h := newHost(t)
 	tmpl, _ := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
 	leases := t.TempDir()
-	conf := strings.Replace(string(tmpl), `"subnet": "usePodCidr"`, fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q`, leases), 1)
-	h.env["CNI_NETWORK_CONFIG"] = strings.Replace(conf, `"datastore_type"`, fmt.Sprintf(`"state_dir": %q, "datastore_type"`, filepath.Join(leases, "state")), 1)
+	conf, err := harness.TemplateWith(tmpl, map[string]any{"state_dir": filepath.Join(leases, "state")},
+		map[string]any{"dataDir": leases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.env["CNI_NETWORK_CONFIG"] = conf
 	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
 	h.env["LOG_FILE_PATH"] = filepath.Join(h.root, "cni.log")
 	if out, err := h.install(); err != nil {

@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,10 +137,7 @@ func TestLatePatchOfKilledSandbox(t *testing.T) {
 	const held = 5 * time.Second // A's PATCH is delivered this long after it was sent
 	proxy.Set(harness.Fault{Method: "PATCH", Delay: held, Detach: true})
 	c := cniCall(e, a, "ADD", e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=web")
-	cmd := exec.Command(c.Binary)
-	cmd.Env = append(os.Environ(), "CNI_COMMAND=ADD", "CNI_CONTAINERID="+c.ContainerID, "CNI_NETNS="+c.Netns,
-		"CNI_IFNAME=eth0", "CNI_ARGS="+c.Args, "CNI_PATH="+c.Path)
-	cmd.Stdin = bytes.NewReader(c.Config)
+	cmd := c.Cmd()
 	start := time.Now()
 	if err := cluster.StartCmd(cmd); err != nil {
 		t.Fatal(err)

@@ -72,21 +72,8 @@ func newEnv(t *testing.T, podCIDRs ...string) *env {
 }
 
 func (e *env) conf() []byte {
-	c := map[string]any{
-		"cniVersion": e.version, "name": networkName, "type": "calico",
-		"log_level": "debug", "log_file_path": e.logFile,
-		"datastore_type": "kubernetes", "nodename": e.node, "mtu": 1500, "state_dir": filepath.Join(e.dataDir, "state"),
-		"kubernetes": map[string]any{"kubeconfig": kubeconfig},
-		"ipam":       e.ipam, "policy": map[string]any{"type": "k8s"},
-	}
-	for k, v := range e.extra {
-		c[k] = v
-	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return b
+	return harness.NetConf{Version: e.version, Name: networkName, Node: e.node, Kubeconfig: kubeconfig,
+		StateDir: filepath.Join(e.dataDir, "state"), LogFile: e.logFile, IPAM: e.ipam, Extra: e.extra}.JSON()
 }
 
 // pod is one pod sandbox: the Pod object, its netns and container ID.

@@ -15,11 +15,9 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
-	"github.com/kdd-cni/kdd-cni/internal/cnierror"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/podopts"
 )
@@ -33,9 +31,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { inv.end(err) }()
+	defer func() { inv.End(err) }()
 	if err := awaitReadinessGates(inv); err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	ctx, rollback, cancel := addContexts()
 	defer cancel()
@@ -43,77 +41,77 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	p.replayJournal(ctx, inv)
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	defer lock.Release()
 	inFlight, err := markAdding(inv)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
-	defer inv.conf.AddMarks().Done(args.ContainerID)
+	defer inv.Conf.AddMarks().Done(args.ContainerID)
 
-	undo := &undoStack{log: inv.log}
+	undo := &undoStack{log: inv.Log}
 	defer func() {
 		if err != nil {
 			undo.run()
 		}
 	}()
-	t := inv.start
+	t := inv.Start
 	session, alloc, err := p.ipam(ctx, inv, undo)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
-	inv.step("ipam", &t)
+	inv.Step("ipam", &t)
 	pl, err := p.planFor(inv, session, alloc)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	created, err := p.network(ctx, inv, session, pl, undo)
-	inv.step("dataplane+endpoint", &t)
+	inv.Step("dataplane+endpoint", &t)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	if len(inFlight) > 0 {
 		p.journalReassert(inv, pl.Addresses, inFlight)
 	}
-	inv.log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
+	inv.Log.Info("pod network ready", "hostVeth", pl.HostVeth, "ips", fmt.Sprint(pl.Addresses))
 	waitForPolicy(inv)
-	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.conf.CNIVersion)
+	return types.PrintResult(plan.Result(pl, alloc, created.ContainerMAC, args.Netns), inv.Conf.CNIVersion)
 }
 
 // markAdding marks the ADD on the node (a mark a killed ADD leaves behind),
 // and lists the other sandboxes of the pod whose PATCH may still land: a
-// mark left by a killed ADD, or a pending clear.
-func markAdding(inv *invocation) ([]string, error) {
-	marks, id := inv.conf.AddMarks(), inv.id
-	inFlight := marks.Others(id.Namespace, id.Pod, inv.args.ContainerID)
-	for _, other := range journal.PendingFor(inv.conf.JournalDir(), id.Namespace, id.Pod, inv.args.ContainerID) {
+// mark left by a killed ADD, or a pending clear. The journal is read again
+// here, under the pod's lock, though replayJournal read it just before: a
+// DEL of another sandbox of the pod may have journaled a clear in between.
+func markAdding(inv *command) ([]string, error) {
+	marks, id := inv.Conf.AddMarks(), inv.Pod
+	inFlight := marks.Others(id.Namespace, id.Pod, inv.Args.ContainerID)
+	for _, other := range journal.PendingFor(inv.Conf.JournalDir(), id.Namespace, id.Pod, inv.Args.ContainerID) {
 		if !slices.Contains(inFlight, other) {
 			inFlight = append(inFlight, other)
 		}
 	}
-	if err := marks.Mark(id.Namespace, id.Pod, inv.args.ContainerID); err != nil {
+	if err := marks.Mark(id.Namespace, id.Pod, inv.Args.ContainerID); err != nil {
 		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", marks.Dir, err)
 	}
 	return inFlight, nil
 }
 
 // ipam starts the API work (node podCIDRs, pod annotations) and allocates.
-func (p *Plugin) ipam(ctx context.Context, inv *invocation, undo *undoStack) (*apiSession, *types100.Result, error) {
-	fams, err := podcidr.Symbols(inv.args.StdinData)
+func (p *Plugin) ipam(ctx context.Context, inv *command, undo *undoStack) (*apiSession, *types100.Result, error) {
+	conf, err := inv.IPAMConf()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
+		return nil, nil, err
 	}
 	node := ""
-	if fams.Any() {
-		nodename, err := inv.conf.ResolveNodename(p.Env)
-		if err != nil {
+	if conf.Families().Any() {
+		if node, err = inv.PodCIDRNode(); err != nil {
 			return nil, nil, err
 		}
-		node = inv.conf.PodCIDRNode(nodename)
 	}
-	session := p.openSession(ctx, inv, node, inv.conf.RuntimeConfig.PodAnnotations)
-	alloc, err := p.allocate(ctx, inv, session, node)
+	session := p.openSession(ctx, inv, node, inv.Conf.RuntimeConfig.PodAnnotations)
+	alloc, err := p.allocate(ctx, inv, session, conf, node)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -122,7 +120,7 @@ func (p *Plugin) ipam(ctx context.Context, inv *invocation, undo *undoStack) (*a
 }
 
 // planFor applies the pod's annotations and plans its network.
-func (p *Plugin) planFor(inv *invocation, s *apiSession, alloc *types100.Result) (plan.Plan, error) {
+func (p *Plugin) planFor(inv *command, s *apiSession, alloc *types100.Result) (plan.Plan, error) {
 	opts, err := podOptions(inv, s)
 	if err != nil {
 		return plan.Plan{}, err
@@ -134,9 +132,9 @@ func (p *Plugin) planFor(inv *invocation, s *apiSession, alloc *types100.Result)
 // way, and pushes the undo of each. A PATCH that got no definitive answer
 // (timeout, dropped connection, 5xx) may still land after ADD has failed:
 // its undo is a deferred clear, guarded by this sandbox's container ID.
-func (p *Plugin) network(ctx context.Context, inv *invocation, s *apiSession, pl plan.Plan, undo *undoStack) (dataplane.Result, error) {
+func (p *Plugin) network(ctx context.Context, inv *command, s *apiSession, pl plan.Plan, undo *undoStack) (dataplane.Result, error) {
 	s.startEndpointWrite(ctx, inv, pl.Addresses)
-	created, setupErr := dataplane.Setup(pl, inv.args.Netns)
+	created, setupErr := dataplane.Setup(pl, inv.Args.Netns)
 	if setupErr == nil {
 		undo.push("remove the interfaces", func() error { return dataplane.Remove(pl, created.HostIndex) })
 	}
@@ -155,30 +153,30 @@ func (p *Plugin) network(ctx context.Context, inv *invocation, s *apiSession, pl
 // journalReassert guards this sandbox's annotations against the late PATCH
 // of an older sandbox of the pod that died mid-ADD: once that PATCH has
 // surely landed, a replay restores ours if it overwrote them.
-func (p *Plugin) journalReassert(inv *invocation, addrs []net.IPNet, olderSandboxes []string) {
+func (p *Plugin) journalReassert(inv *command, addrs []net.IPNet, olderSandboxes []string) {
 	cidrs := make([]string, len(addrs))
 	for i, a := range addrs {
 		cidrs[i] = a.String()
 	}
 	now := time.Now()
-	err := journal.Record(inv.conf.JournalDir(), journal.Entry{
-		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+	err := journal.Record(inv.Conf.JournalDir(), journal.Entry{
+		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(3 * time.Second), Reason: "older sandbox's PATCH may land late",
 		Reassert: &journal.Reassert{PodIP: cidrs[0], PodIPs: strings.Join(cidrs, ","), Guards: olderSandboxes},
 	})
-	inv.log.Info("an older sandbox of this pod may still write its annotations; journaled a reassert",
+	inv.Log.Info("an older sandbox of this pod may still write its annotations; journaled a reassert",
 		"older", fmt.Sprint(olderSandboxes), "err", err)
 }
 
 // podOptions applies Calico's pod annotations: the runtime's copy (the
 // io.kubernetes.cri.pod-annotations capability) or the Pod's, read from the
 // API beside IPAM.
-func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
+func podOptions(inv *command, s *apiSession) (podopts.Options, error) {
 	annotations, err := s.annotations()
 	if err != nil {
 		return podopts.Options{}, err
 	}
-	return podopts.Parse(annotations, inv.conf.IPAM.Type, inv.conf.FeatureControl)
+	return podopts.Parse(annotations, inv.Conf.IPAM.Type, inv.Conf.FeatureControl)
 }
 
 // allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
@@ -186,28 +184,28 @@ func podOptions(inv *invocation, s *apiSession) (podopts.Options, error) {
 // podCIDRs are the cached ones. Otherwise (the Node was re-created with
 // other CIDRs) it is released and IPAM runs again on the Node's current
 // podCIDRs, so no ADD fails and no address outside them is handed out.
-func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, node string) (*types100.Result, error) {
+func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipamConf *podcidr.Conf, node string) (*types100.Result, error) {
 	add := func(conf []byte) (*types100.Result, error) {
-		r, err := ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: inv.args}.Add(ctx)
+		r, err := ipamexec.Call{Plugin: inv.Conf.IPAM.Type, Config: conf, Args: inv.Args}.Add(ctx)
 		if err != nil {
 			// It may have allocated before failing (or being killed at the
 			// deadline): host-local's DEL of an unknown container is a no-op.
 			if rerr := leaseCall(inv).Del(inv.rollback); rerr != nil {
-				inv.log.Warn("rollback: failed to release IP addresses", "err", rerr)
+				inv.Log.Warn("rollback: failed to release IP addresses", "err", rerr)
 			}
 		}
 		return r, err
 	}
 	if node == "" { // no usePodCidr
-		return add(inv.args.StdinData)
+		return add(inv.Args.StdinData)
 	}
-	if cached, ok := podcidr.Cached(inv.conf.StateDir, node); ok {
-		if conf, err := podcidr.Rewrite(inv.args.StdinData, cached.CIDRs); err == nil {
+	if cached, ok := podcidr.Cached(inv.Conf.StateDir, node); ok {
+		if conf, err := ipamConf.Rewrite(cached.CIDRs); err == nil {
 			alloc, ipamErr := add(conf)
 			current, err := s.nodeCIDRs()
 			if err == nil && current.CIDRs == cached.CIDRs {
 				if current.UID != cached.UID {
-					_ = podcidr.Store(inv.conf.StateDir, current)
+					_ = podcidr.Store(inv.Conf.StateDir, current)
 				}
 				return alloc, ipamErr
 			}
@@ -219,7 +217,7 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, n
 			if err != nil {
 				return nil, err
 			}
-			inv.log.Info("node podCIDRs changed (Node re-created); allocating again",
+			inv.Log.Info("node podCIDRs changed (Node re-created); allocating again",
 				"cached", fmt.Sprint(cached), "current", fmt.Sprint(current))
 		}
 	}
@@ -227,8 +225,8 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, n
 	if err != nil {
 		return nil, err
 	}
-	_ = podcidr.Store(inv.conf.StateDir, current)
-	conf, err := podcidr.Rewrite(inv.args.StdinData, current.CIDRs)
+	_ = podcidr.Store(inv.Conf.StateDir, current)
+	conf, err := ipamConf.Rewrite(current.CIDRs)
 	if err != nil {
 		return nil, err
 	}
@@ -236,22 +234,21 @@ func (p *Plugin) allocate(ctx context.Context, inv *invocation, s *apiSession, n
 }
 
 // plan derives the kernel state for the allocated IPs.
-func (p *Plugin) plan(inv *invocation, ips []*types100.IPConfig, containerMAC net.HardwareAddr) (plan.Plan, error) {
-	mtu, err := inv.conf.EffectiveMTU(p.Env)
+func (p *Plugin) plan(inv *command, ips []*types100.IPConfig, containerMAC net.HardwareAddr) (plan.Plan, error) {
+	mtu, err := inv.Conf.EffectiveMTU(inv.Env)
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
 	return plan.Build(plan.Input{
-		HostVeth:             naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
-		HostAlias:            naming.HostVethAlias(inv.conf.Name, inv.args.ContainerID, inv.args.IfName),
-		IfName:               inv.args.IfName,
+		HostVeth:             inv.HostVeth,
+		HostAlias:            inv.HostAlias,
+		IfName:               inv.Args.IfName,
 		ContainerMAC:         containerMAC,
 		MTU:                  mtu,
-		NumQueues:            inv.conf.NumQueues,
+		NumQueues:            inv.Conf.NumQueues,
 		IPs:                  ips,
-		Routes:               inv.conf.IPAMRoutes,
-		IncludeDefaultRoutes: inv.conf.IncludeDefaultRoutes,
-		AllowIPForwarding:    inv.conf.ContainerSettings.AllowIPForwarding,
+		Routes:               inv.Conf.IPAMRoutes,
+		IncludeDefaultRoutes: inv.Conf.IncludeDefaultRoutes,
+		AllowIPForwarding:    inv.Conf.ContainerSettings.AllowIPForwarding,
 	})
 }

@@ -15,31 +15,31 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { inv.end(err) }()
+	defer func() { inv.End(err) }()
 	ctx, cancel := withTimeout(checkTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
 
-	if inv.conf.PrevResult == nil {
+	if inv.Conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
 	}
-	ips, err := plan.IPsFromResult(inv.conf.PrevResult)
+	ips, err := plan.IPsFromResult(inv.Conf.PrevResult)
 	if err != nil {
 		return err
 	}
 	if err := leaseCall(inv).Check(ctx); err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
-	mac, err := plan.ContainerMAC(inv.conf.PrevResult, args.IfName, args.Netns)
+	mac, err := plan.ContainerMAC(inv.Conf.PrevResult, args.IfName, args.Netns)
 	if err != nil {
 		return err
 	}
 	pl, err := p.plan(inv, ips, mac)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	if err := dataplane.Check(pl, args.Netns); err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	return nil
 }

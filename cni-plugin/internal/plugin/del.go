@@ -11,8 +11,6 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
-	"github.com/kdd-cni/kdd-cni/internal/naming"
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
@@ -27,65 +25,64 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { inv.end(err) }()
+	defer func() { inv.End(err) }()
 	ctx, cancel := withTimeout(delTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
 
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {
-		return inv.wrap(err)
+		return inv.Wrap(err)
 	}
 	defer lock.Release()
 	// A mark left by this sandbox's ADD: it was killed, maybe mid-PATCH or
 	// with its host-local killed mid-allocation.
-	interrupted := inv.conf.AddMarks().Has(args.ContainerID)
+	interrupted := inv.Conf.AddMarks().Has(args.ContainerID)
 	t := time.Now()
 	cleared := make(chan error, 1)
 	go func() { cleared <- p.clearEndpoint(ctx, inv) }()
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, p.ownedHostVeth(inv), teardownTimeout)
-	inv.step("teardown", &t)
+	inv.Step("teardown", &t)
 	epErr := <-cleared
-	if epErr == nil && inv.hasPod && inv.conf.AddMarks().WasInterrupted(args.ContainerID) {
+	if epErr == nil && inv.HasPod && inv.Conf.AddMarks().WasInterrupted(args.ContainerID) {
 		epErr = p.deferClear(inv, "ADD interrupted")
 	}
-	inv.step("endpoint", &t)
+	inv.Step("endpoint", &t)
 	ipamErr := leaseCall(inv).Del(ctx)
 	if interrupted {
 		removeTornLeases(ctx, inv)
 	}
-	inv.step("ipam", &t)
-	return inv.wrap(errors.Join(ifErr, ipamErr, epErr))
+	inv.Step("ipam", &t)
+	return inv.Wrap(errors.Join(ifErr, ipamErr, epErr))
 }
 
 // ownedHostVeth names the host veth this sandbox created, if the pod is known.
-func (p *Plugin) ownedHostVeth(inv *invocation) dataplane.Owned {
-	if !inv.hasPod {
+func (p *Plugin) ownedHostVeth(inv *command) dataplane.Owned {
+	if !inv.HasPod {
 		return dataplane.Owned{}
 	}
-	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
-	return dataplane.Owned{HostVeth: naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod),
-		Alias: naming.HostVethAlias(inv.conf.Name, inv.args.ContainerID, inv.args.IfName)}
+	return dataplane.Owned{HostVeth: inv.HostVeth,
+		Alias: inv.HostAlias}
 }
 
 // clearEndpoint blanks podIP/podIPs with one guarded JSON patch. When the
 // datastore cannot take it, the clear goes to the journal instead; only a
 // journal that cannot be written is an error.
-func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
-	if !inv.hasPod {
+func (p *Plugin) clearEndpoint(ctx context.Context, inv *command) error {
+	if !inv.HasPod {
 		return nil
 	}
-	api, err := p.api(inv.conf)
+	api, err := inv.API()
 	if err == nil {
-		err = wep.Clear(ctx, api, inv.id.Namespace, inv.id.Pod, inv.args.ContainerID)
+		err = wep.Clear(ctx, api, inv.Pod.Namespace, inv.Pod.Pod, inv.Args.ContainerID)
 	}
 	if err == nil {
-		inv.log.Info("WorkloadEndpoint annotations cleared (or not ours)")
+		inv.Log.Info("WorkloadEndpoint annotations cleared (or not ours)")
 		return nil
 	}
-	inv.log.Warn("datastore unavailable; journaling the annotation clear", "err", err)
-	if jerr := journal.Record(inv.conf.JournalDir(), journal.Entry{
-		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+	inv.Log.Warn("datastore unavailable; journaling the annotation clear", "err", err)
+	if jerr := journal.Record(inv.Conf.JournalDir(), journal.Entry{
+		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: time.Now(), Reason: err.Error(),
 	}); jerr != nil {
 		return fmt.Errorf("failed to clear the WorkloadEndpoint annotations (%w) and to journal it: %w", err, jerr)
@@ -96,11 +93,11 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *invocation) error {
 // deferClear journals a deferred clear for a sandbox whose annotation PATCH
 // may still land (its ADD was killed, or the PATCH got no answer): replayed
 // once due, guarded by the container ID, it undoes a late landing.
-func (p *Plugin) deferClear(inv *invocation, reason string) error {
-	inv.log.Info("journaling a deferred annotation clear", "reason", reason)
+func (p *Plugin) deferClear(inv *command, reason string) error {
+	inv.Log.Info("journaling a deferred annotation clear", "reason", reason)
 	now := time.Now()
-	return journal.Record(inv.conf.JournalDir(), journal.Entry{
-		Namespace: inv.id.Namespace, Pod: inv.id.Pod, ContainerID: inv.args.ContainerID,
+	return journal.Record(inv.Conf.JournalDir(), journal.Entry{
+		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: reason,
 	})
 }
@@ -108,27 +105,18 @@ func (p *Plugin) deferClear(inv *invocation, reason string) error {
 // removeTornLeases clears the debris of a host-local killed mid-allocation
 // (with a killed ADD): an empty lease file no DEL could ever release. DEL
 // does it only after a killed ADD, GC always: it takes host-local's lock.
-func removeTornLeases(ctx context.Context, inv *invocation) {
-	if inv.conf.IPAM.Type != "host-local" {
+func removeTornLeases(ctx context.Context, inv *command) {
+	if inv.Conf.IPAM.Type != "host-local" {
 		return
 	}
-	n, err := ipamexec.RemoveTornLeases(ctx, inv.args.StdinData)
+	n, err := ipamexec.RemoveTornLeases(ctx, inv.Args.StdinData)
 	if n > 0 || err != nil {
-		inv.log.Info("removed lease files host-local never finished", "removed", n, "err", err)
+		inv.Log.Info("removed lease files host-local never finished", "removed", n, "err", err)
 	}
 }
 
 // leaseCall is the IPAM call for this container's existing lease (DEL,
-// CHECK, GC, rollback). The podCIDR symbols become non-overlapping
-// placeholders: host-local finds leases by container ID and interface, so
-// no API call is needed.
-func leaseCall(inv *invocation) ipamexec.Call {
-	args := inv.args
-	conf := args.StdinData
-	if fams, err := podcidr.Symbols(conf); err == nil && fams.Any() {
-		if rewritten, err := podcidr.RewriteForRelease(conf); err == nil {
-			conf = rewritten
-		}
-	}
-	return ipamexec.Call{Plugin: inv.conf.IPAM.Type, Config: conf, Args: args}
+// CHECK, GC, rollback): no API call is needed (see Frame.ReleaseConf).
+func leaseCall(inv *command) ipamexec.Call {
+	return ipamexec.Call{Plugin: inv.Conf.IPAM.Type, Config: inv.ReleaseConf(), Args: inv.Args}
 }

@@ -18,20 +18,20 @@ const (
 
 // awaitReadinessGates returns once every readiness_gates URL answers 200.
 // It runs before ADD's own deadline starts.
-func awaitReadinessGates(inv *invocation) error {
-	if len(inv.conf.ReadinessGates) == 0 {
+func awaitReadinessGates(inv *command) error {
+	if len(inv.Conf.ReadinessGates) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), gateTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: gateInterval}
-	for _, url := range inv.conf.ReadinessGates {
+	for _, url := range inv.Conf.ReadinessGates {
 		for {
 			err := probeGate(ctx, client, url)
 			if err == nil {
 				break
 			}
-			inv.log.Warn("readiness gate not ready", "url", url, "err", err)
+			inv.Log.Warn("readiness gate not ready", "url", url, "err", err)
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("readiness gate %s not ready after %s: %w", url, gateTimeout, err)
@@ -61,19 +61,19 @@ func probeGate(ctx context.Context, client *http.Client, url string) error {
 // waitForPolicy blocks, when policy_setup_timeout_seconds asks for it, until
 // Felix has written the endpoint's status file (its policy is programmed).
 // Like Calico, a timeout only warns: the pod starts anyway.
-func waitForPolicy(inv *invocation) {
-	secs := inv.conf.PolicySetupTimeoutSeconds
+func waitForPolicy(inv *command) {
+	secs := inv.Conf.PolicySetupTimeoutSeconds
 	if secs <= 0 {
 		return
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 	defer cancel()
-	name := policywait.StatusFile(inv.id.Namespace, inv.id.Pod, inv.args.IfName)
-	if err := policywait.Wait(ctx, inv.conf.EndpointStatusDir, name); err != nil {
-		inv.log.Warn("timed out waiting for Felix to program the endpoint's policy; the pod starts anyway",
-			"dir", inv.conf.EndpointStatusDir, "file", name, "err", err, "waited", time.Since(start))
+	name := policywait.StatusFile(inv.Pod.Namespace, inv.Pod.Pod, inv.Args.IfName)
+	if err := policywait.Wait(ctx, inv.Conf.EndpointStatusDir, name); err != nil {
+		inv.Log.Warn("timed out waiting for Felix to program the endpoint's policy; the pod starts anyway",
+			"dir", inv.Conf.EndpointStatusDir, "file", name, "err", err, "waited", time.Since(start))
 		return
 	}
-	inv.log.Info("policy programmed by Felix", "waited", time.Since(start))
+	inv.Log.Info("policy programmed by Felix", "waited", time.Since(start))
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/naming"
-	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 // GC (CNI 1.1): release every lease of this network and remove every host
@@ -22,35 +20,35 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { inv.end(err) }()
-	valid, given, err := netconf.ValidAttachments(args.StdinData)
-	if err != nil || !given {
-		inv.log.Info("no cni.dev/valid-attachments given; nothing to collect")
-		return err
+	defer func() { inv.End(err) }()
+	valid, given := inv.Conf.ValidAttachments()
+	if !given {
+		inv.Log.Info("no cni.dev/valid-attachments given; nothing to collect")
+		return nil
 	}
 	ctx, cancel := withTimeout(gcTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
 	removeTornLeases(ctx, inv)
-	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
-	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, inv.conf.Name, func(id, ifName string) bool {
+	prefix := inv.Conf.InterfacePrefix
+	removed, linkErr := dataplane.RemoveOrphanHostVeths(prefix, inv.Conf.Name, func(id, ifName string) bool {
 		return valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
 	})
 	liveIDs := map[string]bool{}
 	for a := range valid {
 		liveIDs[a.ContainerID] = true
 	}
-	inv.conf.AddMarks().ForgetExcept(func(id string) bool { return liveIDs[id] })
-	inv.log.Info("garbage collected", "valid", len(valid), "leasesReleased", len(released), "linksRemoved", removed)
+	inv.Conf.AddMarks().ForgetExcept(func(id string) bool { return liveIDs[id] })
+	inv.Log.Info("garbage collected", "valid", len(valid), "leasesReleased", len(released), "linksRemoved", removed)
 	return errors.Join(ipamErr, linkErr)
 }
 
-func (p *Plugin) collectLeases(ctx context.Context, inv *invocation, valid map[types.GCAttachment]bool) ([]types.GCAttachment, error) {
+func (p *Plugin) collectLeases(ctx context.Context, inv *command, valid map[types.GCAttachment]bool) ([]types.GCAttachment, error) {
 	call := leaseCall(inv)
-	if inv.conf.IPAM.Type != "host-local" {
+	if inv.Conf.IPAM.Type != "host-local" {
 		return nil, call.GC(ctx) // another IPAM plugin collects its own
 	}
-	return ipamexec.ReleaseStale(ctx, call.Plugin, call.Config, inv.args,
+	return ipamexec.ReleaseStale(ctx, call.Plugin, call.Config, inv.Args,
 		func(a types.GCAttachment) bool { return valid[a] })
 }

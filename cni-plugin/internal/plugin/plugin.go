@@ -6,23 +6,15 @@ package plugin
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	cniutils "github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/internal/cnierror"
+	"github.com/kdd-cni/kdd-cni/internal/invocation"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/logging"
-	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/podlock"
 )
@@ -63,125 +55,49 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 		Status: p.Status, GC: cnierror.Wrap(p.GC)}
 }
 
-// invocation is one command's parsed input.
-type invocation struct {
-	args   *skel.CmdArgs
-	conf   *netconf.NetConf
-	id     netconf.Identity
-	hasPod bool
-	log    *slog.Logger
+// command is one invocation: its frame, and for ADD the context that
+// bounds undoing a failure.
+type command struct {
+	*invocation.Frame
 	// rollback bounds the undoing of a failed ADD (within the ADD's bound).
 	rollback context.Context
-	logClose io.Closer
-	start    time.Time
 }
 
-// begin parses the configuration and identity and opens the log. requirePod
-// makes missing K8S_POD_* arguments an error (ADD, CHECK); DEL tolerates them.
-func (p *Plugin) begin(command string, args *skel.CmdArgs, requirePod bool) (*invocation, error) {
-	if err := checkRuntimeArgs(command, args); err != nil {
-		return nil, err
-	}
-	conf, err := netconf.Load(args.StdinData, p.Env)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
-	}
-	id, err := netconf.ParseIdentity(args.Args)
-	hasPod := err == nil
-	if err != nil && (requirePod || !errors.Is(err, netconf.ErrNoPod)) {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
-	}
-	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
-		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount})
+// begin opens the invocation's frame. requirePod makes missing K8S_POD_*
+// arguments an error (ADD, CHECK); DEL tolerates them.
+func (p *Plugin) begin(cmd string, args *skel.CmdArgs, requirePod bool) (*command, error) {
+	f, err := invocation.Open(args, invocation.Options{Plugin: "calico", Command: cmd, RequirePod: requirePod,
+		Env: p.Env, APITimeout: p.APITimeout})
 	if err != nil {
 		return nil, err
 	}
-	log = log.With("cmd", command, "containerID", args.ContainerID, "ifName", args.IfName,
-		"netns", args.Netns, "namespace", id.Namespace, "pod", id.Pod)
-	inv := &invocation{args: args, conf: conf, id: id, hasPod: hasPod, log: log, logClose: closer, start: time.Now()}
-	return inv, nil
-}
-
-// checkRuntimeArgs refuses what the runtime must never pass, before
-// anything is read or changed: container IDs and interface names that could
-// reach outside a file name or a link name, and the plugin's own network
-// namespace as the container's (DEL would then delete a node interface).
-func checkRuntimeArgs(command string, args *skel.CmdArgs) error {
-	if command == "GC" || command == "STATUS" {
-		return nil // no container
-	}
-	if err := cniutils.ValidateContainerID(args.ContainerID); err != nil {
-		return err
-	}
-	if args.IfName != "" {
-		if err := cniutils.ValidateInterfaceName(args.IfName); err != nil {
-			return err
-		}
-	}
-	if args.Netns == "" {
-		return nil
-	}
-	own, err := os.Stat("/proc/self/ns/net")
-	if err != nil {
-		return fmt.Errorf("failed to read the plugin's own network namespace: %w", err)
-	}
-	target, err := os.Stat(args.Netns)
-	if err != nil {
-		return nil // gone or unreadable: each command handles that itself
-	}
-	if os.SameFile(own, target) {
-		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			"invalid CNI_NETNS "+args.Netns+": it is the network namespace the plugin runs in, not a container's", "")
-	}
-	return nil
+	return &command{Frame: f}, nil
 }
 
 // replayJournal sends annotation clears that earlier DELs could not. It
 // costs one directory read when the journal is empty, never fails the
 // command, and is bounded in time within the command's own bound (ctx).
-func (p *Plugin) replayJournal(ctx context.Context, inv *invocation) {
-	pending, err := journal.Pending(inv.conf.JournalDir())
+func (p *Plugin) replayJournal(ctx context.Context, inv *command) {
+	pending, err := journal.Pending(inv.Conf.JournalDir())
 	if err != nil || len(pending) == 0 {
 		return
 	}
-	api, err := p.api(inv.conf)
+	api, err := inv.API()
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, replayBudget)
 	defer cancel()
-	n, err := journal.Replay(ctx, inv.conf.JournalDir(), api, replayLimit)
-	inv.log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
+	n, err := journal.Replay(ctx, inv.Conf.JournalDir(), api, replayLimit)
+	inv.Log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
 }
 
 // lockPod serializes invocations for this pod on this node.
-func (p *Plugin) lockPod(ctx context.Context, inv *invocation) (*podlock.Lock, error) {
-	if !inv.hasPod {
+func (p *Plugin) lockPod(ctx context.Context, inv *command) (*podlock.Lock, error) {
+	if !inv.HasPod {
 		return nil, nil
 	}
-	prefix := naming.InterfacePrefix(p.Env.Getenv("FELIX_INTERFACEPREFIX"))
-	return podlock.Acquire(ctx, inv.conf.LockDir(), naming.HostVeth(prefix, inv.id.Namespace, inv.id.Pod))
-}
-
-// step logs how long a named step took (debug level), and restarts the clock.
-func (inv *invocation) step(name string, since *time.Time) {
-	inv.log.Debug("step", "name", name, "took", time.Since(*since))
-	*since = time.Now()
-}
-
-// end logs the outcome once and closes the log.
-func (inv *invocation) end(err error) {
-	if err != nil {
-		inv.log.Error("failed", "err", err, "after", time.Since(inv.start))
-	} else {
-		inv.log.Info("done", "after", time.Since(inv.start))
-	}
-	_ = inv.logClose.Close()
-}
-
-// api builds the API client from the netconf and environment seeds.
-func (p *Plugin) api(conf *netconf.NetConf) (*kube.Client, error) {
-	return kube.New(conf.APIAccess(p.Env, p.APITimeout))
+	return podlock.Acquire(ctx, inv.Conf.LockDir(), inv.HostVeth)
 }
 
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
@@ -196,12 +112,4 @@ func addContexts() (work, rollback context.Context, cancel func()) {
 	rollback, cancelRollback := context.WithDeadline(context.Background(), deadline)
 	work, cancelWork := context.WithDeadline(rollback, deadline.Add(-rollbackReserve))
 	return work, rollback, func() { cancelWork(); cancelRollback() }
-}
-
-// wrap prefixes errors with the pod they concern.
-func (inv *invocation) wrap(err error) error {
-	if err == nil || !inv.hasPod {
-		return err
-	}
-	return fmt.Errorf("pod %s/%s: %w", inv.id.Namespace, inv.id.Pod, err)
 }

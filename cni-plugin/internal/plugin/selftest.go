@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/containernetworking/cni/pkg/skel"
+
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
@@ -31,11 +32,12 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conf, err := netconf.Load(stdin, p.Env)
+	inv, err := p.begin("STATUS", &skel.CmdArgs{StdinData: stdin}, false)
 	if err != nil {
 		return err
 	}
-	api, err := p.api(conf)
+	defer inv.End(nil)
+	api, err := inv.API()
 	if err != nil {
 		return err
 	}
@@ -45,11 +47,15 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, _, cidrs, err := podcidr.ReadNode(ctx, p.Env, conf, api)
+	node, err := inv.PodCIDRNode()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %v\n", v, node, cidrs)
+	cidrs, err := podcidr.NodePodCIDRs(ctx, api, node)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %+v\n", v, node, cidrs.CIDRs)
 	return nil
 }
 

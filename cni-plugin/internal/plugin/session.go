@@ -33,11 +33,11 @@ type result[T any] struct {
 // openSession starts building the client and GETs the Node (unless node is
 // "": no usePodCidr) and the Pod. annotations non-nil (passed by the
 // runtime) spares the GET of the Pod.
-func (p *Plugin) openSession(ctx context.Context, inv *invocation, node string, annotations map[string]string) *apiSession {
+func (p *Plugin) openSession(ctx context.Context, inv *command, node string, annotations map[string]string) *apiSession {
 	s := &apiSession{ready: make(chan struct{}), node: make(chan result[podcidr.NodeCIDRs], 1),
 		annot: make(chan result[map[string]string], 1)}
 	go func() {
-		s.api, s.err = p.api(inv.conf)
+		s.api, s.err = inv.API()
 		close(s.ready)
 	}()
 	if node != "" {
@@ -61,7 +61,7 @@ func (p *Plugin) openSession(ctx context.Context, inv *invocation, node string, 
 			s.annot <- result[map[string]string]{err: s.err}
 			return
 		}
-		pod, err := s.api.GetPod(ctx, inv.id.Namespace, inv.id.Pod)
+		pod, err := s.api.GetPod(ctx, inv.Pod.Namespace, inv.Pod.Pod)
 		if err != nil {
 			s.annot <- result[map[string]string]{err: fmt.Errorf("failed to read the pod's annotations: %w", err)}
 			return
@@ -87,7 +87,7 @@ func (s *apiSession) annotations() (map[string]string, error) {
 }
 
 // startEndpointWrite sends the WorkloadEndpoint PATCH in the background.
-func (s *apiSession) startEndpointWrite(ctx context.Context, inv *invocation, addrs []net.IPNet) {
+func (s *apiSession) startEndpointWrite(ctx context.Context, inv *command, addrs []net.IPNet) {
 	s.patched = make(chan error, 1)
 	go func() {
 		<-s.ready
@@ -95,7 +95,7 @@ func (s *apiSession) startEndpointWrite(ctx context.Context, inv *invocation, ad
 			s.patched <- s.err
 			return
 		}
-		err := wep.Write(ctx, s.api, inv.id.Namespace, inv.id.Pod, addrs, inv.args.ContainerID)
+		err := wep.Write(ctx, s.api, inv.Pod.Namespace, inv.Pod.Pod, addrs, inv.Args.ContainerID)
 		if err != nil {
 			err = fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)
 		}

@@ -5,8 +5,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // Status (CNI 1.1): ready when the API server answers with the configured
@@ -17,11 +15,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { inv.end(err) }()
+	defer func() { inv.End(err) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.APITimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
-	if err := podcidr.Ready(ctx, p.Env, inv.conf, args.StdinData, p.APITimeout); err != nil {
+	if err := inv.NodeReady(ctx); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "kdd-cni is not ready: "+err.Error(), "")
 	}
 	return nil

@@ -7,9 +7,6 @@ package shim
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -17,9 +14,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/internal/cnierror"
+	"github.com/kdd-cni/kdd-cni/internal/invocation"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
@@ -52,28 +49,22 @@ func (s *Shim) Funcs() skel.CNIFuncs {
 		Status: s.Status, GC: cnierror.Wrap(s.GC)}
 }
 
-func (s *Shim) begin(args *skel.CmdArgs) (*netconf.NetConf, *slog.Logger, io.Closer, error) {
-	conf, err := netconf.LoadForIPAM(args.StdinData, s.Env)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
-	}
-	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return conf, log.With("plugin", "podcidr", "containerID", args.ContainerID, "ifName", args.IfName), closer, nil
+// open decodes the invocation's input once.
+func (s *Shim) open(command string, args *skel.CmdArgs) (*invocation.Frame, error) {
+	return invocation.Open(args, invocation.Options{Plugin: "podcidr", Command: command, IPAM: true,
+		Env: s.Env, APITimeout: s.APITimeout})
 }
 
 // Add: node podCIDRs → rewrite → host-local ADD → result.
-func (s *Shim) Add(args *skel.CmdArgs) error {
-	conf, log, closer, err := s.begin(args)
+func (s *Shim) Add(args *skel.CmdArgs) (err error) {
+	f, err := s.open("ADD", args)
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	defer func() { f.End(err) }()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	delegated, err := s.resolve(ctx, conf, args.StdinData)
+	delegated, err := resolve(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -81,49 +72,53 @@ func (s *Shim) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	log.Info("allocated", "ips", len(res.IPs))
-	return types.PrintResult(res, conf.CNIVersion)
+	f.Log.Info("allocated", "ips", len(res.IPs))
+	return types.PrintResult(res, f.Conf.CNIVersion)
 }
 
 // resolve turns the shim's configuration into host-local's.
-func (s *Shim) resolve(ctx context.Context, conf *netconf.NetConf, stdin []byte) ([]byte, error) {
-	fams, err := podcidr.Symbols(stdin)
+func resolve(ctx context.Context, f *invocation.Frame) ([]byte, error) {
+	conf, err := f.IPAMConf()
 	if err != nil {
 		return nil, err
 	}
-	if fams.Any() {
-		api, err := kube.New(conf.APIAccess(s.Env, s.APITimeout))
-		if err != nil {
-			return nil, err
-		}
-		nodename, err := conf.ResolveNodename(s.Env)
-		if err != nil {
-			return nil, err
-		}
-		cidrs, err := podcidr.NodePodCIDRs(ctx, api, conf.PodCIDRNode(nodename))
-		if err != nil {
-			return nil, err
-		}
-		if stdin, err = podcidr.Rewrite(stdin, cidrs.CIDRs); err != nil {
-			return nil, err
-		}
+	conf = conf.WithIPAMType(Delegate)
+	if !conf.Families().Any() {
+		return conf.Unchanged()
 	}
-	return podcidr.WithIPAMType(stdin, Delegate)
+	api, err := f.API()
+	if err != nil {
+		return nil, err
+	}
+	node, err := f.PodCIDRNode()
+	if err != nil {
+		return nil, err
+	}
+	cidrs, err := podcidr.NodePodCIDRs(ctx, api, node)
+	if err != nil {
+		return nil, err
+	}
+	return conf.Rewrite(cidrs.CIDRs)
 }
 
 // released is host-local's configuration for DEL, CHECK and GC, which
 // resolve leases by container ID: no API call.
-func released(stdin []byte) ([]byte, error) {
-	conf, err := podcidr.RewriteForRelease(stdin)
+func released(f *invocation.Frame) ([]byte, error) {
+	conf, err := f.IPAMConf()
 	if err != nil {
 		return nil, err
 	}
-	return podcidr.WithIPAMType(conf, Delegate)
+	return conf.WithIPAMType(Delegate).ForRelease()
 }
 
 // Del releases the lease through host-local.
-func (s *Shim) Del(args *skel.CmdArgs) error {
-	conf, err := released(args.StdinData)
+func (s *Shim) Del(args *skel.CmdArgs) (err error) {
+	f, err := s.open("DEL", args)
+	if err != nil {
+		return err
+	}
+	defer func() { f.End(err) }()
+	conf, err := released(f)
 	if err != nil {
 		return err
 	}
@@ -133,8 +128,13 @@ func (s *Shim) Del(args *skel.CmdArgs) error {
 }
 
 // Check verifies the lease through host-local.
-func (s *Shim) Check(args *skel.CmdArgs) error {
-	conf, err := released(args.StdinData)
+func (s *Shim) Check(args *skel.CmdArgs) (err error) {
+	f, err := s.open("CHECK", args)
+	if err != nil {
+		return err
+	}
+	defer func() { f.End(err) }()
+	conf, err := released(f)
 	if err != nil {
 		return err
 	}
@@ -145,15 +145,15 @@ func (s *Shim) Check(args *skel.CmdArgs) error {
 
 // Status is ready when the API server answers and the node has every
 // podCIDR family the configuration names (else error 50).
-func (s *Shim) Status(args *skel.CmdArgs) error {
-	conf, _, closer, err := s.begin(args)
+func (s *Shim) Status(args *skel.CmdArgs) (err error) {
+	f, err := s.open("STATUS", args)
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	defer func() { f.End(err) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.APITimeout)
 	defer cancel()
-	if err := podcidr.Ready(ctx, s.Env, conf, args.StdinData, s.APITimeout); err != nil {
+	if err := f.NodeReady(ctx); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "podcidr is not ready: "+err.Error(), "")
 	}
 	return nil
@@ -161,12 +161,17 @@ func (s *Shim) Status(args *skel.CmdArgs) error {
 
 // GC releases, through host-local's DEL, the leases of attachments not in
 // cni.dev/valid-attachments (nothing when the key is absent).
-func (s *Shim) GC(args *skel.CmdArgs) error {
-	valid, given, err := netconf.ValidAttachments(args.StdinData)
-	if err != nil || !given {
+func (s *Shim) GC(args *skel.CmdArgs) (err error) {
+	f, err := s.open("GC", args)
+	if err != nil {
 		return err
 	}
-	conf, err := released(args.StdinData)
+	defer func() { f.End(err) }()
+	valid, given := f.Conf.ValidAttachments()
+	if !given {
+		return nil
+	}
+	conf, err := released(f)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,239 @@
+// Package invocation is one CNI command's frame, shared by the `calico`
+// plugin and the `podcidr` IPAM shim: the runtime's arguments checked, stdin
+// decoded once (typed for the keys the plugins read, generically for what
+// passes through to host-local), the pod identity, host veth name, nodename
+// and API client worked out once, and the log opened. Steps take their
+// values from the frame instead of decoding (env, conf, stdin) again.
+package invocation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	cniutils "github.com/containernetworking/cni/pkg/utils"
+
+	"github.com/kdd-cni/kdd-cni/internal/cnierror"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/logging"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+)
+
+// Options say how a command reads its input.
+type Options struct {
+	Plugin  string // for the log: "calico" or "podcidr"
+	Command string // ADD, DEL, CHECK, STATUS, GC
+	// IPAM loads the configuration as an IPAM plugin sees it (keys in the
+	// ipam section override the network's) and skips the netns check.
+	IPAM bool
+	// RequirePod makes missing K8S_POD_* arguments an error (ADD, CHECK).
+	RequirePod bool
+	Env        netconf.Env
+	APITimeout time.Duration // per API request
+}
+
+// Frame is one invocation's decoded input.
+type Frame struct {
+	Command string
+	Args    *skel.CmdArgs
+	Env     netconf.Env
+	Conf    *netconf.NetConf
+	// Pod is the pod from CNI_ARGS; HasPod is false when DEL, STATUS or GC
+	// were called without one.
+	Pod    netconf.Identity
+	HasPod bool
+	// HostVeth is the pod's host-side veth name ("" without a pod);
+	// HostAlias the alias naming its network and attachment.
+	HostVeth  string
+	HostAlias string
+	Log       *slog.Logger
+	Start     time.Time
+
+	ipam    *podcidr.Conf // stdin decoded generically; nil if ipamErr
+	ipamErr error
+	timeout time.Duration
+
+	nodeOnce sync.Once
+	node     string
+	nodeErr  error
+	apiOnce  sync.Once
+	api      *kube.Client
+	apiErr   error
+	logClose io.Closer
+}
+
+// Open checks the runtime's arguments, decodes the configuration and the
+// pod identity, and opens the log. The error carries the CNI code.
+func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
+	if err := checkRuntimeArgs(o, args); err != nil {
+		return nil, err
+	}
+	load := netconf.Load
+	if o.IPAM {
+		load = netconf.LoadForIPAM
+	}
+	conf, err := load(args.StdinData, o.Env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
+	}
+	f := &Frame{Command: o.Command, Args: args, Env: o.Env, Conf: conf, Start: time.Now(), timeout: o.APITimeout}
+	f.Pod, err = netconf.ParseIdentity(args.Args)
+	f.HasPod = err == nil
+	if err != nil && (o.RequirePod || !errors.Is(err, netconf.ErrNoPod)) {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	if f.HasPod {
+		f.HostVeth = naming.HostVeth(conf.InterfacePrefix, f.Pod.Namespace, f.Pod.Pod)
+	}
+	f.HostAlias = naming.HostVethAlias(conf.Name, args.ContainerID, args.IfName)
+	f.ipam, f.ipamErr = podcidr.Parse(args.StdinData)
+	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
+		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount})
+	if err != nil {
+		return nil, err
+	}
+	f.Log = log.With("plugin", o.Plugin, "cmd", o.Command, "containerID", args.ContainerID, "ifName", args.IfName,
+		"netns", args.Netns, "namespace", f.Pod.Namespace, "pod", f.Pod.Pod)
+	f.logClose = closer
+	return f, nil
+}
+
+// IPAMConf is the configuration decoded generically, to hand on to the IPAM
+// plugin; its error is an invalid ipam section (code 7).
+func (f *Frame) IPAMConf() (*podcidr.Conf, error) {
+	if f.ipamErr != nil {
+		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, f.ipamErr)
+	}
+	return f.ipam, nil
+}
+
+// Families are the podCIDR families the configuration names (none when the
+// ipam section cannot be decoded).
+func (f *Frame) Families() podcidr.Families {
+	if f.ipam == nil {
+		return podcidr.Families{}
+	}
+	return f.ipam.Families()
+}
+
+// ReleaseConf is the IPAM configuration for an existing lease (DEL, CHECK,
+// GC, rollback): the podCIDR symbols become placeholders, since host-local
+// finds leases by container ID and interface. As given when there are none
+// or the section cannot be decoded (the IPAM plugin then says why).
+func (f *Frame) ReleaseConf() []byte {
+	if f.ipam == nil || !f.ipam.Families().Any() {
+		return f.Args.StdinData
+	}
+	if b, err := f.ipam.ForRelease(); err == nil {
+		return b
+	}
+	return f.Args.StdinData
+}
+
+// PodCIDRNode is the name of the Node whose podCIDRs the configuration
+// uses, resolved once (nodename, its file, the hostname; node_name wins).
+func (f *Frame) PodCIDRNode() (string, error) {
+	f.nodeOnce.Do(func() {
+		var nodename string
+		nodename, f.nodeErr = f.Conf.ResolveNodename(f.Env)
+		if f.nodeErr == nil {
+			f.node = f.Conf.PodCIDRNode(nodename)
+		}
+	})
+	return f.node, f.nodeErr
+}
+
+// API is the API client for the configured identity, built once; safe for
+// concurrent steps.
+func (f *Frame) API() (*kube.Client, error) {
+	f.apiOnce.Do(func() { f.api, f.apiErr = kube.New(f.Conf.APIAccess(f.Env, f.timeout)) })
+	return f.api, f.apiErr
+}
+
+// NodeReady is nil when the API server answers the configured identity for
+// the node and the node has every podCIDR family the configuration names
+// (CNI STATUS of both plugins).
+func (f *Frame) NodeReady(ctx context.Context) error {
+	if f.ipamErr != nil {
+		return f.ipamErr
+	}
+	api, err := f.API()
+	if err != nil {
+		return err
+	}
+	node, err := f.PodCIDRNode()
+	if err != nil {
+		return err
+	}
+	return podcidr.Ready(ctx, api, node, f.Families())
+}
+
+// APITimeout bounds one API request.
+func (f *Frame) APITimeout() time.Duration { return f.timeout }
+
+// Step logs how long a named step took (debug level), and restarts the clock.
+func (f *Frame) Step(name string, since *time.Time) {
+	f.Log.Debug("step", "name", name, "took", time.Since(*since))
+	*since = time.Now()
+}
+
+// End logs the outcome once and closes the log.
+func (f *Frame) End(err error) {
+	if err != nil {
+		f.Log.Error("failed", "err", err, "after", time.Since(f.Start))
+	} else {
+		f.Log.Info("done", "after", time.Since(f.Start))
+	}
+	_ = f.logClose.Close()
+}
+
+// Wrap prefixes errors with the pod they concern.
+func (f *Frame) Wrap(err error) error {
+	if err == nil || !f.HasPod {
+		return err
+	}
+	return fmt.Errorf("pod %s/%s: %w", f.Pod.Namespace, f.Pod.Pod, err)
+}
+
+// checkRuntimeArgs refuses what the runtime must never pass, before
+// anything is read or changed: container IDs and interface names that could
+// reach outside a file name or a link name, and the plugin's own network
+// namespace as the container's (DEL would then delete a node interface).
+func checkRuntimeArgs(o Options, args *skel.CmdArgs) error {
+	if o.Command == "GC" || o.Command == "STATUS" {
+		return nil // no container
+	}
+	if err := cniutils.ValidateContainerID(args.ContainerID); err != nil {
+		return err
+	}
+	if args.IfName != "" {
+		if err := cniutils.ValidateInterfaceName(args.IfName); err != nil {
+			return err
+		}
+	}
+	if args.Netns == "" || o.IPAM {
+		return nil // an IPAM plugin never enters the namespace
+	}
+	own, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("failed to read the plugin's own network namespace: %w", err)
+	}
+	target, err := os.Stat(args.Netns)
+	if err != nil {
+		return nil // gone or unreadable: each command handles that itself
+	}
+	if os.SameFile(own, target) {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			"invalid CNI_NETNS "+args.Netns+": it is the network namespace the plugin runs in, not a container's", "")
+	}
+	return nil
+}
