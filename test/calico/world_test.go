@@ -71,7 +71,7 @@ func newWorld(t *testing.T, dual bool) *world {
 	if err := cp.CNIKubeconfig(ctx, w.cniKubecfg, 3600); err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.InstallCalicoCRDs(ctx, calico); err != nil {
+	if err := cp.InstallCalicoCRDs(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cidrs := []string{nodeV4}

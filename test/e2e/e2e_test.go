@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -80,7 +81,15 @@ func (n *node) deletePods(names []string) {
 	}
 	n.waitFor("pods deleted", 120*time.Second, func() bool {
 		l, err := cp.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
-		return err == nil && len(l.Items) == 0
+		if err != nil {
+			return false
+		}
+		for _, p := range l.Items {
+			if slices.Contains(names, p.Name) {
+				return false
+			}
+		}
+		return true
 	})
 }
 
@@ -97,9 +106,10 @@ func (n *node) leaseOwners() map[string]string {
 	return harness.HostLocalLeases(n.leases, "k8s-pod-network")
 }
 
-func caliLinks(t *testing.T) []string {
+// caliLinks are the host veths in the node's network namespace.
+func (n *node) caliLinks(t *testing.T) []string {
 	var names []string
-	if err := cp.DoInNode(func() error {
+	if err := n.do(func() error {
 		links, err := netlink.LinkList()
 		for _, l := range links {
 			if strings.HasPrefix(l.Attrs().Name, "cali") {
@@ -125,7 +135,7 @@ func (n *node) assertPodNetworks(t *testing.T, names []string) {
 	_, podCIDR, _ := net.ParseCIDR(nd.Spec.PodCIDRs[0])
 	leases := n.leaseOwners()
 	links := map[string]bool{}
-	for _, l := range caliLinks(t) {
+	for _, l := range n.caliLinks(t) {
 		links[l] = true
 	}
 	for _, name := range names {
@@ -161,7 +171,7 @@ func (n *node) assertPodNetworks(t *testing.T, names []string) {
 func (n *node) assertNothingLeft(t *testing.T) {
 	t.Helper()
 	n.waitFor("leases and links released", 30*time.Second, func() bool {
-		return len(n.leaseOwners()) == 0 && len(caliLinks(t)) == 0
+		return len(n.leaseOwners()) == 0 && len(n.caliLinks(t)) == 0
 	})
 }
 

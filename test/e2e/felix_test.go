@@ -27,7 +27,7 @@ func TestFelixOnNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := cp.InstallCalicoCRDs(ctx, calico); err != nil {
+	if err := cp.InstallCalicoCRDs(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// As in a cluster, Felix (calico-node) starts once its Node is registered.

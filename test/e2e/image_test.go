@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
+	"strings"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -33,56 +28,68 @@ func buildImage(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	epoch := time.Unix(0, 0)
-	for _, d := range []string{"etc/", "tmp/"} {
-		_ = tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch})
-	}
-	_ = tw.WriteHeader(&tar.Header{Name: "agent", Mode: 0o755, Size: int64(len(agent)), ModTime: epoch})
-	_, _ = tw.Write(agent)
-	_ = tw.Close()
-
-	blobs := map[string][]byte{}
-	put := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[d] = b
-		return d, len(b)
-	}
-	layerDigest, layerSize := put(layer.Bytes())
-	config, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": []string{"/agent"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	configDigest, configSize := put(config)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": configSize},
-		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
-	})
-	manifestDigest, manifestSize := put(manifest)
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
-			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": Image, "org.opencontainers.image.ref.name": "e2e"},
-		}},
-	})
-	var archive bytes.Buffer
-	aw := tar.NewWriter(&archive)
-	add := func(name string, b []byte) {
-		_ = aw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: epoch})
-		_, _ = aw.Write(b)
-	}
-	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	add("index.json", index)
-	for d, b := range blobs {
-		add("blobs/sha256/"+d[len("sha256:"):], b)
-	}
-	_ = aw.Close()
 	path := filepath.Join(dir, "agent-image.tar")
-	return path, os.WriteFile(path, archive.Bytes(), 0o644)
+	return path, harness.Image{Name: Image, Entrypoint: []string{"/agent"}, Files: []harness.ImageFile{
+		{Path: "/etc", Dir: true}, {Path: "/tmp", Dir: true}, {Path: "/agent", Mode: 0o755, Data: agent},
+	}}.WriteArchive(path)
+}
+
+// Images of the two-node install: kdd-cni's (the image tree, as the
+// Dockerfile builds it) under two tags for the rolling update, and a
+// stand-in for calico/node that runs the pinned Felix alone.
+const (
+	kddImage   = "kdd-cni.local/kdd-cni:e2e"
+	kddImage2  = "kdd-cni.local/kdd-cni:e2e-2"
+	felixImage = "kdd-cni.local/felix:v3.31.0"
+)
+
+// buildKddImage packs the image tree (make image-rootfs) as name.
+func buildKddImage(dir, name string) (string, error) {
+	files, err := harness.TreeFiles(rootfs)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(name)+".tar")
+	return path, harness.Image{Name: name, Files: files, Entrypoint: []string{"/opt/cni/bin/install-cni"}}.WriteArchive(path)
+}
+
+// felixEntrypoint runs Felix as calico-node does with
+// CALICO_NETWORKING_BACKEND=none, from the same environment.
+const felixEntrypoint = `#!/bin/sh
+export FELIX_FELIXHOSTNAME="${FELIX_FELIXHOSTNAME:-$NODENAME}"
+export FELIX_DATASTORETYPE="${FELIX_DATASTORETYPE:-$DATASTORE_TYPE}"
+export FELIX_LOGFILEPATH=none FELIX_LOGSEVERITYSYS=none
+# The static (no cgo) Felix build skips a BPF clean-up it cannot do.
+export FELIX_DebugSkipCTLBCleanup=true
+exec /usr/bin/calico-felix
+`
+
+// buildFelixImage packs calico-felix with the netfilter tools it execs
+// (iptables nft and legacy, ipset) and their libraries from this machine.
+func buildFelixImage(dir, calico string) (string, error) {
+	files, err := harness.HostFiles("/bin/sh", "/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi",
+		"/usr/sbin/iptables-nft", "/usr/sbin/iptables-nft-save", "/usr/sbin/iptables-nft-restore",
+		"/usr/sbin/ip6tables-nft", "/usr/sbin/ip6tables-nft-save", "/usr/sbin/ip6tables-nft-restore",
+		"/usr/sbin/iptables-legacy", "/usr/sbin/iptables-legacy-save", "/usr/sbin/iptables-legacy-restore",
+		"/usr/sbin/ip6tables-legacy", "/usr/sbin/ip6tables-legacy-save", "/usr/sbin/ip6tables-legacy-restore",
+		"/usr/sbin/ipset", "/usr/lib/x86_64-linux-gnu/xtables")
+	if err != nil {
+		return "", err
+	}
+	felix, err := os.ReadFile(filepath.Join(calico, "calico-felix"))
+	if err != nil {
+		return "", err
+	}
+	for _, l := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		files = append(files, harness.ImageFile{Path: "/usr/sbin/" + l, Link: "iptables-nft" + strings.TrimPrefix(l, "iptables")})
+		files = append(files, harness.ImageFile{Path: "/usr/sbin/ip6" + l, Link: "ip6tables-nft" + strings.TrimPrefix(l, "iptables")})
+	}
+	files = append(files,
+		harness.ImageFile{Path: "/usr/bin/calico-felix", Mode: 0o755, Data: felix},
+		harness.ImageFile{Path: "/usr/local/bin/start-felix", Mode: 0o755, Data: []byte(felixEntrypoint)},
+		harness.ImageFile{Path: "/tmp", Dir: true}, harness.ImageFile{Path: "/var/lib/calico", Dir: true},
+		harness.ImageFile{Path: "/var/run/calico", Dir: true}, harness.ImageFile{Path: "/etc", Dir: true})
+	path := filepath.Join(dir, "felix-image.tar")
+	return path, harness.Image{Name: felixImage, Files: files, Entrypoint: []string{"/usr/local/bin/start-felix"},
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}.WriteArchive(path)
 }

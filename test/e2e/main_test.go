@@ -70,7 +70,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	ctx := context.Background()
-	cp, err = harness.Start(ctx, harness.Options{ControllerManager: true, ClusterCIDR: "10.244.0.0/16"})
+	cp, err = harness.Start(ctx, harness.Options{Cluster: true, ClusterCIDR: "10.244.0.0/16"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -81,6 +81,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if err := cp.CreateNamespace(ctx, namespace); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := cp.WaitServiceAccount(ctx, namespace, "default"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -33,10 +32,66 @@ type node struct {
 	containerd   *harness.Process
 	kubelet      *harness.Process
 	netnsAtStart map[string]bool
+	// host is the machine of a node of the two-node cluster (nil: the
+	// single node, in the control plane's namespace).
+	host   *harness.Host
+	images []string // archives imported into containerd
 }
 
-func (n *node) netDir() string { return filepath.Join(n.hostRoot, "etc/cni/net.d") }
-func (n *node) binDir() string { return filepath.Join(n.hostRoot, "opt/cni/bin") }
+// netDir and binDir are the CNI directories as the node's daemons see them.
+func (n *node) netDir() string {
+	if n.host != nil {
+		return "/etc/cni/net.d"
+	}
+	return filepath.Join(n.hostRoot, "etc/cni/net.d")
+}
+
+func (n *node) binDir() string {
+	if n.host != nil {
+		return "/opt/cni/bin"
+	}
+	return filepath.Join(n.hostRoot, "opt/cni/bin")
+}
+
+// startProcess starts a daemon on the node.
+func (n *node) startProcess(name, bin string, args ...string) (*harness.Process, error) {
+	if n.host != nil {
+		return n.host.StartProcess(name, bin, args...)
+	}
+	return cp.StartProcess(name, bin, args...)
+}
+
+// do runs fn in the node's network namespace.
+func (n *node) do(fn func() error) error {
+	if n.host != nil {
+		return n.host.Do(fn)
+	}
+	return cp.DoInNode(fn)
+}
+
+// nodeIP is the address the kubelet reports.
+func (n *node) nodeIP() string {
+	if n.host != nil {
+		return n.host.IP.String()
+	}
+	return harness.NodeIP.IP.String()
+}
+
+// startHostNode starts containerd and the kubelet on a cluster host; the
+// kdd-cni DaemonSet installs the CNI. The images are imported.
+func startHostNode(t *testing.T, h *harness.Host, images ...string) *node {
+	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h,
+		sock: filepath.Join(h.Dir, "node", "containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
+		stateDir: h.Root("/var/lib/kdd-cni"), cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), h.Name),
+		netnsAtStart: netnsNames()}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.teardown)
+	n.startContainerd(images...)
+	n.startKubelet()
+	return n
+}
 
 func startNode(t *testing.T, name string) *node { return startNodeWith(t, name, nil) }
 
@@ -48,7 +103,7 @@ func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 	}
 	n := &node{t: t, name: name, dir: dir, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
-		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d", os.Getpid()), netnsAtStart: netnsNames()}
+		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), name), netnsAtStart: netnsNames()}
 	t.Cleanup(n.teardown)
 	// As with the DaemonSet: the kubelet registers the Node (NotReady, no
 	// CNI yet), install-cni binds the CNI token to that Node and installs,
@@ -100,7 +155,7 @@ func (n *node) installCNI(extra map[string]any) {
 	}
 }
 
-func (n *node) startContainerd() {
+func (n *node) startContainerd(extraImages ...string) {
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -127,14 +182,17 @@ state = %q
 		n.t.Fatal(err)
 	}
 	var err error
-	if n.containerd, err = cp.StartProcess("containerd", "containerd", "--config", path); err != nil {
+	if n.containerd, err = n.startProcess("containerd", "containerd", "--config", path); err != nil {
 		n.t.Fatal(err)
 	}
 	n.waitFor("containerd socket", 30*time.Second, func() bool {
 		return exec.Command("ctr", "-a", n.sock, "version").Run() == nil
 	})
-	if out, err := exec.Command("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", image).CombinedOutput(); err != nil {
-		n.t.Fatalf("import image: %v\n%s", err, out)
+	n.images = append([]string{image}, extraImages...)
+	for _, img := range n.images {
+		if out, err := exec.Command("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", img).CombinedOutput(); err != nil {
+			n.t.Fatalf("import image %s: %v\n%s", img, err, out)
+		}
 	}
 }
 
@@ -195,8 +253,8 @@ imageGCLowThresholdPercent: 99
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
-	if n.kubelet, err = cp.StartProcess("kubelet", kubeletBin, "--config="+path, "--kubeconfig="+kc,
-		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+harness.NodeIP.IP.String(), "--v=1"); err != nil {
+	if n.kubelet, err = n.startProcess("kubelet", kubeletBin, "--config="+path, "--kubeconfig="+kc,
+		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+n.nodeIP(), "--v=1"); err != nil {
 		n.t.Fatal(err)
 	}
 	n.waitFor("node registered with a podCIDR", 90*time.Second, func() bool {
@@ -249,7 +307,7 @@ func (n *node) restartContainerd() {
 	if err := n.containerd.Stop(20 * time.Second); err != nil {
 		n.t.Fatal(err)
 	}
-	n.startContainerd()
+	n.startContainerd(n.images[1:]...)
 }
 
 func (n *node) restartKubelet() {
@@ -295,7 +353,7 @@ func (n *node) teardown() {
 	for _, pid := range pidsWithArg(n.sock) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	unmountUnder(n.dir)
+	harness.UnmountUnder(n.dir)
 	for name := range netnsNames() {
 		if !n.netnsAtStart[name] && strings.HasPrefix(name, "cni-") {
 			_ = syscall.Unmount(filepath.Join("/run/netns", name), syscall.MNT_DETACH)
@@ -332,27 +390,6 @@ func pidsWithArg(arg string) []int {
 		}
 	}
 	return pids
-}
-
-// unmountUnder lazily unmounts every mount below dir, deepest first.
-func unmountUnder(dir string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
-			mounts = append(mounts, fields[4])
-		}
-	}
-	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
-	for _, m := range mounts {
-		_ = syscall.Unmount(m, syscall.MNT_DETACH)
-	}
 }
 
 // removeCgroups removes the kubelet's cgroup tree in every v1 hierarchy.

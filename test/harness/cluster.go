@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
@@ -159,4 +161,68 @@ func loadKubeconfig(path string) (*clientcmdapi.Config, error) { return clientcm
 
 func writeKubeconfigFile(cfg *clientcmdapi.Config, path string) error {
 	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// WaitCRDs waits until every CustomResourceDefinition in the manifest at
+// path is Established (its resources are served).
+func (cp *ControlPlane) WaitCRDs(ctx context.Context, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cp.AdminConfig)
+	if err != nil {
+		return err
+	}
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if obj.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		for !crdEstablished(ctx, crds, obj.GetName()) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("CRD %s not established after 60 s", obj.GetName())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func crdEstablished(ctx context.Context, crds dynamic.NamespaceableResourceInterface, name string) bool {
+	got, err := crds.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitServiceAccount waits until the service account exists (pods that use
+// it are refused before, with the ServiceAccount admission plugin).
+func (cp *ControlPlane) WaitServiceAccount(ctx context.Context, namespace, name string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := cp.Admin.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("service account %s/%s: %w", namespace, name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -32,6 +33,13 @@ type Options struct {
 	ClusterCIDR string
 	// ExtraAPIServerArgs are appended to kube-apiserver's flags.
 	ExtraAPIServerArgs []string
+	// Cluster makes a control plane for nodes in their own network
+	// namespaces (AddHost): the apiserver listens on the cluster network's
+	// gateway too (ClusterGateway, a bridge in the control plane's
+	// namespace), pods get service account tokens (ServiceAccount admission),
+	// and kube-scheduler and the DaemonSet controller run. Implies
+	// ControllerManager.
+	Cluster bool
 }
 
 const (
@@ -59,12 +67,14 @@ type ControlPlane struct {
 	// AdminKubeconfig is a kubeconfig file with the admin identity.
 	AdminKubeconfig string
 
-	pki       *pki
-	launcher  *launcher
-	processes []*Process
-	onStop    []func() // run first by Stop (supervised processes)
-	tools     string
-	opts      Options
+	pki          *pki
+	launcher     *launcher
+	processes    []*Process
+	onStop       []func() // run first by Stop (supervised processes)
+	mu           sync.Mutex
+	createdPaths []string // empty mount points made for Hosts
+	tools        string
+	opts         Options
 }
 
 // Start brings up a control plane. The caller must call Stop, also on error
@@ -80,6 +90,10 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		return nil, err
 	}
 	cp = &ControlPlane{Dir: dir, URL: fmt.Sprintf("https://127.0.0.1:%d", apiserverPort)}
+	if opts.Cluster {
+		opts.ControllerManager = true
+		cp.URL = fmt.Sprintf("https://%s:%d", ClusterGateway.IP, apiserverPort)
+	}
 	defer func() {
 		if err != nil {
 			_ = cp.Stop()
@@ -91,6 +105,11 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	if cp.launcher, err = newLauncher(cp.Node); err != nil {
 		return cp, err
+	}
+	if opts.Cluster {
+		if err := cp.addClusterBridge(); err != nil {
+			return cp, err
+		}
 	}
 	if err := cp.writeCredentials(); err != nil {
 		return cp, err
@@ -107,6 +126,11 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			return cp, err
 		}
 	}
+	if opts.Cluster {
+		if err := cp.startScheduler(tools); err != nil {
+			return cp, err
+		}
+	}
 	return cp, nil
 }
 
@@ -117,7 +141,7 @@ func (cp *ControlPlane) writeCredentials() error {
 	}
 	cp.CAPEM = cp.pki.CAPEM
 	if _, _, err = cp.pki.issue("apiserver", "kube-apiserver", nil,
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")},
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1"), ClusterGateway.IP},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
 		x509.ExtKeyUsageServerAuth); err != nil {
 		return err
@@ -201,6 +225,18 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, tools string, opts O
 		"--audit-policy-file=" + filepath.Join(d, "audit-policy.yaml"),
 		"--audit-log-path=" + cp.auditLog(), "--audit-log-mode=blocking",
 	}
+	if opts.Cluster { // listen on the cluster network; pods get their tokens
+		for i, a := range args {
+			switch {
+			case a == "--bind-address=127.0.0.1":
+				args[i] = "--bind-address=0.0.0.0"
+			case a == "--advertise-address=127.0.0.1":
+				args[i] = "--advertise-address=" + ClusterGateway.IP.String()
+			case a == "--disable-admission-plugins=ServiceAccount":
+				args[i] = "--enable-admission-plugins=ServiceAccount"
+			}
+		}
+	}
 	if err := os.WriteFile(filepath.Join(d, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return err
 	}
@@ -232,12 +268,16 @@ func (cp *ControlPlane) startControllerManager(tools string, opts Options) error
 	if cidr == "" {
 		cidr = "10.244.0.0/16"
 	}
+	controllers := "nodeipam,serviceaccount,serviceaccount-token"
+	if opts.Cluster {
+		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace"
+	}
 	p, err := startProcess(cp.launcher, cp.Dir, "kube-controller-manager", filepath.Join(tools, "kube-controller-manager"),
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
 		"--bind-address=127.0.0.1", "--secure-port=10257",
 		"--allocate-node-cidrs=true", "--cluster-cidr="+cidr, "--node-cidr-mask-size=24",
 		"--service-cluster-ip-range="+ServiceCIDR,
-		"--controllers=nodeipam,serviceaccount,serviceaccount-token",
+		"--controllers="+controllers,
 		"--leader-elect=false", "--use-service-account-credentials=false",
 		"--service-account-private-key-file="+filepath.Join(cp.Dir, "sa.key"),
 		"--root-ca-file="+cp.pki.CAFile,
@@ -303,6 +343,7 @@ func (cp *ControlPlane) Stop() error {
 	if cp.Node != nil {
 		errs = append(errs, cp.Node.Close())
 	}
+	cp.removeMountPoints()
 	errs = append(errs, os.RemoveAll(cp.Dir))
 	return errors.Join(errs...)
 }
@@ -340,4 +381,24 @@ func (cp *ControlPlane) NodeKubeconfig(node string) (string, error) {
 	}
 	path := filepath.Join(cp.Dir, "kubelet-"+node+".kubeconfig")
 	return path, cp.writeCertKubeconfig(path, cert, key)
+}
+
+// startScheduler runs kube-scheduler (DaemonSet pods are bound by it).
+func (cp *ControlPlane) startScheduler(tools string) error {
+	cert, key, err := cp.pki.issue("scheduler", "system:kube-scheduler", nil, nil, nil, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return err
+	}
+	kc := filepath.Join(cp.Dir, "scheduler.kubeconfig")
+	if err := cp.writeCertKubeconfig(kc, cert, key); err != nil {
+		return err
+	}
+	p, err := startProcess(cp.launcher, cp.Dir, "kube-scheduler", filepath.Join(tools, "kube-scheduler"),
+		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
+		"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=false")
+	if err != nil {
+		return err
+	}
+	cp.processes = append(cp.processes, p)
+	return nil
 }

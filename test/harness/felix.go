@@ -26,34 +26,23 @@ metadata: {name: default}
 spec: {order: 1000000, defaultAction: Deny}
 `
 
-// InstallCalicoCRDs applies Calico's CRDs from the pinned release (server
-// side: the largest is too big for a last-applied annotation), then
+// InstallCalicoCRDs applies Calico's CRDs from the pinned release
+// (conf/calico-crds.yaml, server side: the largest is too big for a
+// last-applied annotation), waits until they are served, then creates
 // ClusterInformation/default and Tier/default.
-func (cp *ControlPlane) InstallCalicoCRDs(ctx context.Context, calico string) error {
-	crds, err := filepath.Glob(filepath.Join(calico, "crds", "crd.projectcalico.org_*.yaml"))
-	if err != nil || len(crds) == 0 {
-		return fmt.Errorf("no Calico CRDs under %s: %v", calico, err)
+func (cp *ControlPlane) InstallCalicoCRDs(ctx context.Context) error {
+	crds := filepath.Join(RepoRoot(), "conf", "calico-crds.yaml")
+	if err := cp.ApplyManifest(ctx, crds, false); err != nil {
+		return err
 	}
-	for _, f := range crds {
-		if err := cp.ApplyManifest(ctx, f, false); err != nil {
-			return err
-		}
+	if err := cp.WaitCRDs(ctx, crds); err != nil {
+		return err
 	}
 	objs := filepath.Join(cp.Dir, "calico-objects.yaml")
 	if err := os.WriteFile(objs, []byte(calicoObjects), 0o644); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for { // the CRDs take a moment to be served
-		err := cp.ApplyManifest(ctx, objs, false)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("failed to create Calico's default objects: %w", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return cp.ApplyManifest(ctx, objs, false)
 }
 
 // FelixOptions configure one Felix.

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,10 +218,41 @@ func sweepStale() {
 		}
 	}
 	if entries, err := os.ReadDir(os.TempDir()); err == nil {
+		// A live run's Hosts may bind on the same mount points: leave them.
+		hostsAlive := slices.ContainsFunc(entries, func(e os.DirEntry) bool {
+			return strings.HasSuffix(e.Name(), mountPointsSuffix) && strings.HasPrefix(e.Name(), nsPrefix) && alive(e.Name())
+		})
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), nsPrefix) && !alive(e.Name()) {
-				_ = os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+				p := filepath.Join(os.TempDir(), e.Name())
+				if strings.HasSuffix(e.Name(), mountPointsSuffix) {
+					if hostsAlive {
+						continue
+					}
+					removeListedMountPoints(p)
+				}
+				UnmountUnder(p) // a Host's mount namespace
+				_ = os.RemoveAll(p)
 			}
 		}
+	}
+}
+
+// UnmountUnder lazily unmounts every mount below dir, deepest first.
+func UnmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	for _, m := range mounts {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 }

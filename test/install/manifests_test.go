@@ -19,13 +19,21 @@ import (
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
-var parts = []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml", "configmap.yaml", "daemonset.yaml"}
+var parts = []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml", "configmap.yaml", "daemonset.yaml", "calico-node.yaml"}
 
 func conf(p string) string { return filepath.Join(harness.RepoRoot(), "conf", p) }
 
-// Every manifest passes a server-side dry-run apply on the real apiserver.
+// Every manifest passes a server-side dry-run apply on the real apiserver,
+// after Calico's CRDs (conf/calico-crds.yaml, applied for real: Felix's
+// objects need them).
 func TestManifestsDryRun(t *testing.T) {
 	harness.RequireRoot(t)
+	if err := suite.CP.ApplyManifest(context.Background(), conf("calico-crds.yaml"), false); err != nil {
+		t.Fatalf("apply calico-crds.yaml: %v", err)
+	}
+	if err := suite.CP.WaitCRDs(context.Background(), conf("calico-crds.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	files := []string{conf("kdd-cni.yaml"), conf("addons/kdd-cni-configmap.yaml"), conf("addons/kdd-cni-daemonset.yaml")}
 	for _, p := range parts {
 		files = append(files, harness.Manifest(p))

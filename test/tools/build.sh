@@ -36,7 +36,7 @@ for c in "${components[@]}"; do
 	case $c in
 	etcd) build "$etcd_dir" "$here/etcd" go.etcd.io/etcd/server/v3 etcd
 		ln -sfn "$etcd_dir/etcd" "$bin_dir/etcd" ;;
-	kube-apiserver | kube-controller-manager | kubelet)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet)
 		build "$k8s_dir" "$here" "k8s.io/kubernetes/cmd/$c" "$c" \
 			"-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
