@@ -26,7 +26,7 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./internal/netconf:FuzzLoad ./internal/netconf:FuzzParseIdentity \
                 ./internal/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: calico calico-crds e2e bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: calico calico-crds e2e netpol bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -90,6 +90,7 @@ fuzz:
 test: deps vet build image-rootfs tools fuzz
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
 	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory netpol
 
 demo: deps build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
@@ -104,10 +105,17 @@ calico: deps build tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) \
 		$(GOTEST) -v -timeout 20m ./test/calico
 
-# End to end: kubelet + containerd + runc on a single node (root).
+# End to end: kubelet + containerd + runc: one node, Felix beside it, the
+# two-node install from the manifests (root).
+E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet) \
-		$(GOTEST) -v -timeout 30m ./test/e2e
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS)) \
+		$(GOTEST) -v -timeout 30m -skip TestNetworkPolicySuite ./test/e2e
+
+# Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).
+netpol: deps build image-rootfs
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost netpol.test) \
+		$(GOTEST) -v -timeout 60m -run TestNetworkPolicySuite ./test/e2e
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools

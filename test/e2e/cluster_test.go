@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,28 +51,12 @@ func TestTwoNodeInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t}
-	t.Cleanup(c.uninstall) // last: after the nodes are gone
-	for i, name := range []string{"node-a", "node-b"} {
-		h, err := cp.AddHost(name, i+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close) // after the node's own cleanup (LIFO)
-		c.nodes = append(c.nodes, startHostNode(t, h, kddArchive, kddArchive2, felixArchive))
-	}
-	c.routeBetweenNodes()
+	c := newCluster(t, []string{"node-a", "node-b"}, 1, kddArchive, kddArchive2, felixArchive)
 	for _, n := range c.nodes {
 		c.expectNotReady(n)
 	}
-
 	start := time.Now()
-	c.install()
-	for _, n := range c.nodes {
-		n.waitReady()
-	}
-	c.waitDaemonSet("kdd-cni-node", kddImage)
-	c.waitDaemonSet("calico-node", felixImage)
+	c.install(nil, nil)
 	t.Logf("install: DaemonSets ready and both nodes Ready %s after the apply", time.Since(start).Round(time.Millisecond))
 
 	a, b := c.nodes[0], c.nodes[1]
@@ -107,10 +92,28 @@ func TestTwoNodeInstall(t *testing.T) {
 	}
 }
 
-// cluster is the two-node cluster under test.
+// cluster is a cluster of hosts under test.
 type cluster struct {
 	t     *testing.T
 	nodes []*node
+}
+
+// newCluster starts a node (containerd + kubelet) on a new host per name,
+// numbered from first, with the image archives imported, and routes the
+// podCIDRs between them. No CNI yet: install does that.
+func newCluster(t *testing.T, names []string, first int, archives ...string) *cluster {
+	c := &cluster{t: t}
+	t.Cleanup(c.uninstall) // last: after the nodes are gone
+	for i, name := range names {
+		h, err := cp.AddHost(name, first+i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close) // after the node's own cleanup (LIFO)
+		c.nodes = append(c.nodes, startHostNode(t, h, archives...))
+	}
+	c.routeBetweenNodes()
+	return c
 }
 
 // routeBetweenNodes is the "user-supplied networking" of a policy-only
@@ -168,9 +171,11 @@ func (c *cluster) expectNotReady(n *node) {
 
 // install applies the manifests as a user does, with the local images and
 // the endpoint of the API server (no kube-proxy here, as in Calico's
-// kubernetes-services-endpoint ConfigMap), and a conflist version the
-// nodes' containerd 1.6 accepts.
-func (c *cluster) install() {
+// kubernetes-services-endpoint ConfigMap), a conflist version the nodes'
+// containerd 1.6 accepts, felixEnv added to Felix's environment and
+// calicoKeys to the calico plugin's netconf (in the ConfigMap's template);
+// then waits for both DaemonSets and every node Ready.
+func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any) {
 	ctx := context.Background()
 	endpoint := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes-services-endpoint", Namespace: "kube-system"},
 		Data: map[string]string{"KUBERNETES_SERVICE_HOST": harness.ClusterGateway.IP.String(), "KUBERNETES_SERVICE_PORT": "6443"}}
@@ -191,6 +196,17 @@ func (c *cluster) install() {
 	text := strings.NewReplacer("image: kdd-cni:dev", "image: "+kddImage,
 		"image: quay.io/calico/node:v3.31.0", "image: "+felixImage,
 		`  veth_mtu: "1500"`, `  veth_mtu: "1500"`+"\n  cni_conf_version: \"1.0.0\"").Replace(string(bundle))
+	for k, v := range calicoKeys {
+		b, err := json.Marshal(v)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		text = strings.Replace(text, `          "type": "calico",`+"\n", fmt.Sprintf(`          "type": "calico", %q: %s,`+"\n", k, b), 1)
+	}
+	for k, v := range felixEnv {
+		text = strings.Replace(text, "            - name: FELIX_HEALTHENABLED\n",
+			fmt.Sprintf("            - name: %s\n              value: %q\n            - name: FELIX_HEALTHENABLED\n", k, v), 1)
+	}
 	for _, want := range []string{kddImage, felixImage, "cni_conf_version"} {
 		if !strings.Contains(text, want) {
 			c.t.Fatalf("conf/kdd-cni.yaml changed shape: %q not substituted", want)
@@ -203,6 +219,11 @@ func (c *cluster) install() {
 	if err := cp.ApplyManifest(ctx, path, false); err != nil {
 		c.t.Fatal(err)
 	}
+	for _, n := range c.nodes {
+		n.waitReady()
+	}
+	c.waitDaemonSet("kdd-cni-node", kddImage)
+	c.waitDaemonSet("calico-node", felixImage)
 }
 
 // waitDaemonSet waits until the DaemonSet runs image, ready, on every node.

@@ -72,7 +72,9 @@ func buildFelixImage(dir, calico string) (string, error) {
 		"/usr/sbin/ip6tables-nft", "/usr/sbin/ip6tables-nft-save", "/usr/sbin/ip6tables-nft-restore",
 		"/usr/sbin/iptables-legacy", "/usr/sbin/iptables-legacy-save", "/usr/sbin/iptables-legacy-restore",
 		"/usr/sbin/ip6tables-legacy", "/usr/sbin/ip6tables-legacy-save", "/usr/sbin/ip6tables-legacy-restore",
-		"/usr/sbin/ipset", "/usr/lib/x86_64-linux-gnu/xtables")
+		"/usr/sbin/ipset", "/usr/lib/x86_64-linux-gnu/xtables",
+		// ipset and iptables name protocols and ports ("10.0.0.1,tcp:80").
+		"/etc/protocols", "/etc/services")
 	if err != nil {
 		return "", err
 	}

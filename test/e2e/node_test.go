@@ -31,6 +31,7 @@ type node struct {
 	cgroupRoot   string
 	containerd   *harness.Process
 	kubelet      *harness.Process
+	kubeProxy    *harness.Process
 	netnsAtStart map[string]bool
 	// host is the machine of a node of the two-node cluster (nil: the
 	// single node, in the control plane's namespace).
@@ -224,6 +225,12 @@ func (n *node) startKubelet() {
 		n.t.Fatal(err)
 	}
 	root := filepath.Join(n.dir, "kubelet")
+	// A cluster host's kubelet serves the apiserver (pods/exec) on its
+	// node address, to clients with a certificate of the cluster CA.
+	address, x509 := "127.0.0.1", ""
+	if n.host != nil {
+		address, x509 = "0.0.0.0", "\n  x509: {clientCAFile: "+cp.CAFile()+"}"
+	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -232,14 +239,14 @@ cgroupRoot: %s
 failSwapOn: false
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix://%s
-address: 127.0.0.1
+address: %s
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 authentication:
   anonymous: {enabled: false}
-  webhook: {enabled: false}
+  webhook: {enabled: false}%s
 authorization:
   mode: AlwaysAllow
 resolvConf: ""
@@ -248,7 +255,7 @@ maxPods: 110
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-`, n.cgroupRoot, n.sock, filepath.Join(n.dir, "pod-logs"))
+`, n.cgroupRoot, n.sock, address, x509, filepath.Join(n.dir, "pod-logs"))
 	path := filepath.Join(n.dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
@@ -261,6 +268,38 @@ imageGCLowThresholdPercent: 99
 		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
 		return err == nil && len(nd.Spec.PodCIDRs) > 0
 	})
+}
+
+// startKubeProxy runs kube-proxy on the node (iptables mode: the same
+// netfilter backend, iptables-nft, as Felix), leaving conntrack sysctls,
+// which are not the node's own, alone.
+func (n *node) startKubeProxy() {
+	kc, err := cp.KubeProxyKubeconfig()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: %s}
+hostnameOverride: %s
+mode: iptables
+clusterCIDR: 10.244.0.0/16
+bindAddress: 0.0.0.0
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`, kc, n.name)
+	path := filepath.Join(n.dir, "kube-proxy.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	tools, err := harness.ToolsDir()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if n.kubeProxy, err = n.startProcess("kube-proxy", filepath.Join(tools, "kube-proxy"), "--config="+path, "--v=1"); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // waitReady waits for the kubelet to report the node Ready (the CNI is in place).
@@ -347,12 +386,18 @@ func (n *node) teardown() {
 			_ = exec.Command("runc", "--root", runcRoot, "delete", "--force", id).Run()
 		}
 	}
+	if n.kubeProxy != nil {
+		_ = n.kubeProxy.Stop(10 * time.Second)
+	}
 	if n.containerd != nil {
 		_ = n.containerd.Stop(20 * time.Second)
 	}
 	for _, pid := range pidsWithArg(n.sock) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// Whatever still runs in the kubelet's cgroups (a container whose shim
+	// is gone) is ours too.
+	killCgroup(n.cgroupRoot)
 	harness.UnmountUnder(n.dir)
 	for name := range netnsNames() {
 		if !n.netnsAtStart[name] && strings.HasPrefix(name, "cni-") {
@@ -361,6 +406,8 @@ func (n *node) teardown() {
 		}
 	}
 	removeCgroups(n.cgroupRoot)
+	// A node that is gone is not NotReady: later tests wait for all nodes.
+	_ = cp.Admin.CoreV1().Nodes().Delete(ctx, n.name, metav1.DeleteOptions{})
 	if err := os.RemoveAll(n.dir); err != nil {
 		n.t.Errorf("remove %s: %v", n.dir, err)
 	}
@@ -390,6 +437,34 @@ func pidsWithArg(arg string) []int {
 		}
 	}
 	return pids
+}
+
+// killCgroup SIGKILLs every process in the cgroup tree root and waits
+// (briefly) until none is left.
+func killCgroup(root string) {
+	base := filepath.Join("/sys/fs/cgroup", "pids", root)
+	for range 50 {
+		var pids []int
+		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(p)
+				for _, f := range strings.Fields(string(b)) {
+					var pid int
+					if _, err := fmt.Sscan(f, &pid); err == nil {
+						pids = append(pids, pid)
+					}
+				}
+			}
+			return nil
+		})
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // removeCgroups removes the kubelet's cgroup tree in every v1 hierarchy.

@@ -225,7 +225,13 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, tools string, opts O
 		"--audit-policy-file=" + filepath.Join(d, "audit-policy.yaml"),
 		"--audit-log-path=" + cp.auditLog(), "--audit-log-mode=blocking",
 	}
-	if opts.Cluster { // listen on the cluster network; pods get their tokens
+	if opts.Cluster { // listen on the cluster network; pods get their tokens; exec reaches kubelets
+		cert, key, err := cp.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil, x509.ExtKeyUsageClientAuth)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--kubelet-client-certificate="+cert, "--kubelet-client-key="+key,
+			"--kubelet-preferred-address-types=InternalIP")
 		for i, a := range args {
 			switch {
 			case a == "--bind-address=127.0.0.1":
@@ -270,7 +276,8 @@ func (cp *ControlPlane) startControllerManager(tools string, opts Options) error
 	}
 	controllers := "nodeipam,serviceaccount,serviceaccount-token"
 	if opts.Cluster {
-		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace"
+		// nodelifecycle lifts the not-ready taint kubelets register with.
+		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace,endpointslice,nodelifecycle"
 	}
 	p, err := startProcess(cp.launcher, cp.Dir, "kube-controller-manager", filepath.Join(tools, "kube-controller-manager"),
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
@@ -370,6 +377,21 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 // with the test process if that dies); its log is in Dir/<name>.log.
 func (cp *ControlPlane) StartProcess(name, bin string, args ...string) (*Process, error) {
 	return startProcess(cp.launcher, cp.Dir, name, bin, args...)
+}
+
+// CAFile is the cluster CA certificate's file (kubelets trust it for x509
+// client authentication).
+func (cp *ControlPlane) CAFile() string { return cp.pki.CAFile }
+
+// KubeProxyKubeconfig writes a kubeconfig for kube-proxy (system:kube-proxy,
+// which the bootstrap role system:node-proxier is bound to).
+func (cp *ControlPlane) KubeProxyKubeconfig() (string, error) {
+	cert, key, err := cp.pki.issue("kube-proxy", "system:kube-proxy", nil, nil, nil, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cp.Dir, "kube-proxy.kubeconfig")
+	return path, cp.writeCertKubeconfig(path, cert, key)
 }
 
 // NodeKubeconfig writes a kubeconfig for the kubelet of node

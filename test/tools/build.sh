@@ -5,6 +5,8 @@
 # run reuses them. Prints the cache directory on stdout.
 #
 # usage: build.sh [component ...]   (default: etcd kube-apiserver kube-controller-manager)
+# components: etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
+#             agnhost (porter + connect only) netpol.test (Kubernetes' NetworkPolicy e2e specs)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,10 +38,21 @@ for c in "${components[@]}"; do
 	case $c in
 	etcd) build "$etcd_dir" "$here/etcd" go.etcd.io/etcd/server/v3 etcd
 		ln -sfn "$etcd_dir/etcd" "$bin_dir/etcd" ;;
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubelet)
 		build "$k8s_dir" "$here" "k8s.io/kubernetes/cmd/$c" "$c" \
 			"-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
+	agnhost) build "$k8s_dir" "$here" ./agnhost agnhost "-s -w"
+		ln -sfn "$k8s_dir/agnhost" "$bin_dir/agnhost" ;;
+	netpol.test)
+		if [ ! -x "$k8s_dir/netpol.test" ]; then
+			echo "building netpol.test (the e2e framework: minutes cold)" >&2
+			start=$SECONDS
+			(cd "$here/netpol" && CGO_ENABLED=0 go test -c -trimpath -o "$k8s_dir/.netpol.test.tmp" .)
+			mv "$k8s_dir/.netpol.test.tmp" "$k8s_dir/netpol.test"
+			echo "built netpol.test in $((SECONDS - start))s" >&2
+		fi
+		ln -sfn "$k8s_dir/netpol.test" "$bin_dir/netpol.test" ;;
 	*) echo "unknown component $c" >&2; exit 2 ;;
 	esac
 done

@@ -112,24 +112,19 @@ func released(f *invocation.Frame) ([]byte, error) {
 }
 
 // Del releases the lease through host-local.
-func (s *Shim) Del(args *skel.CmdArgs) (err error) {
-	f, err := s.open("DEL", args)
-	if err != nil {
-		return err
-	}
-	defer func() { f.End(err) }()
-	conf, err := released(f)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-	defer cancel()
-	return ipamexec.Call{Plugin: Delegate, Config: conf, Args: args}.Del(ctx)
+func (s *Shim) Del(args *skel.CmdArgs) error {
+	return s.onLease("DEL", args, func(ctx context.Context, c ipamexec.Call) error { return c.Del(ctx) })
 }
 
 // Check verifies the lease through host-local.
-func (s *Shim) Check(args *skel.CmdArgs) (err error) {
-	f, err := s.open("CHECK", args)
+func (s *Shim) Check(args *skel.CmdArgs) error {
+	return s.onLease("CHECK", args, func(ctx context.Context, c ipamexec.Call) error { return c.Check(ctx) })
+}
+
+// onLease runs a command on the container's existing lease through
+// host-local (no API call: leases are found by container ID).
+func (s *Shim) onLease(command string, args *skel.CmdArgs, run func(context.Context, ipamexec.Call) error) (err error) {
+	f, err := s.open(command, args)
 	if err != nil {
 		return err
 	}
@@ -140,7 +135,7 @@ func (s *Shim) Check(args *skel.CmdArgs) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	return ipamexec.Call{Plugin: Delegate, Config: conf, Args: args}.Check(ctx)
+	return run(ctx, ipamexec.Call{Plugin: Delegate, Config: conf, Args: args})
 }
 
 // Status is ready when the API server answers and the node has every
