@@ -44,18 +44,31 @@ func (c *Client) CreateToken(ctx context.Context, namespace, serviceAccount stri
 	return tr.Status.Token, tr.Status.ExpirationTimestamp, nil
 }
 
-// NodeUID reads a Node's UID (a quorum read: a re-created Node must not be
-// answered from a cache).
-func (c *Client) NodeUID(ctx context.Context, node string) (string, error) {
+// NodeInfo is what install-cni reads of its Node.
+type NodeInfo struct {
+	UID string
+	// ContainerRuntimeVersion is status.nodeInfo.containerRuntimeVersion,
+	// e.g. "containerd://2.0.1" ("" before the kubelet reported it).
+	ContainerRuntimeVersion string
+}
+
+// Node reads a Node's UID and runtime (a quorum read: a re-created Node
+// must not be answered from a cache).
+func (c *Client) Node(ctx context.Context, node string) (NodeInfo, error) {
 	var n struct {
 		Metadata struct {
 			UID string `json:"uid"`
 		} `json:"metadata"`
+		Status struct {
+			NodeInfo struct {
+				ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
+			} `json:"nodeInfo"`
+		} `json:"status"`
 	}
 	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
-		return "", fmt.Errorf("failed to read node %q: %w", node, err)
+		return NodeInfo{}, fmt.Errorf("failed to read node %q: %w", node, err)
 	}
-	return n.Metadata.UID, nil
+	return NodeInfo{UID: n.Metadata.UID, ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion}, nil
 }
 
 // ListPods lists the pods of a namespace ("" for all), following pages.

@@ -147,7 +147,6 @@ func (n *node) installCNI(extra map[string]any) {
 		"CNI_NET_DIR=" + n.netDir(), "CNI_NETWORK_CONFIG=" + conf, "KUBECONFIG=" + kc,
 		"POD_NAMESPACE=kube-system", "KUBERNETES_NODE_NAME=" + n.name, "SLEEP=false",
 		"LOG_LEVEL=debug", "LOG_FILE_PATH=" + filepath.Join(n.dir, "cni.log"),
-		"CNI_CONF_VERSION=1.0.0", // containerd 1.6 (Debian's) rejects 1.1.0 results
 	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -142,7 +142,8 @@ func TestInstallFilesModesContents(t *testing.T) {
 	if err := json.Unmarshal(b, &list); err != nil {
 		t.Fatal(err)
 	}
-	if p := list.Plugins[0]; list.CNIVersion != "1.1.0" || p.Type != "calico" || p.Nodename != node || p.MTU != 1500 || p.Kubernetes.Kubeconfig != kc {
+	// The Node has not reported a runtime: the version every runtime takes.
+	if p := list.Plugins[0]; list.CNIVersion != "1.0.0" || p.Type != "calico" || p.Nodename != node || p.MTU != 1500 || p.Kubernetes.Kubeconfig != kc {
 		t.Errorf("conflist: %s", b)
 	}
 	if _, err := os.Stat(h.path("etc/cni/net.d/10-old.conflist")); err == nil {
@@ -321,4 +322,45 @@ func TestAtomicWrites(t *testing.T) {
 	if len(leftovers) != 0 {
 		t.Errorf("temp files left: %v", leftovers)
 	}
+}
+
+// The conflist's cniVersion follows the runtime the kubelet reports in the
+// Node's status (1.1.0 only where its results are accepted), and
+// CNI_CONF_VERSION overrides it.
+func TestConfVersionFollowsRuntime(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ runtime, override, want string }{
+		{"containerd://2.0.1", "", "1.1.0"},
+		{"containerd://1.6.20~ds1", "", "1.0.0"},
+		{"cri-o://1.31.2", "", "1.1.0"},
+		{"cri-o://1.30.4", "", "1.0.0"},
+		{"containerd://1.7.27", "1.1.0", "1.1.0"},
+		{"containerd://2.0.1", "1.0.0", "1.0.0"},
+	} {
+		nd, err := suite.CP.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.Status.NodeInfo.ContainerRuntimeVersion = c.runtime
+		if _, err := suite.CP.Admin.CoreV1().Nodes().UpdateStatus(ctx, nd, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h := newHost(t)
+		if c.override != "" {
+			h.env["CNI_CONF_VERSION"] = c.override
+		}
+		if out, err := h.install(); err != nil {
+			t.Fatalf("install-cni: %v\n%s", err, out)
+		}
+		var list struct {
+			CNIVersion string `json:"cniVersion"`
+		}
+		b, _ := os.ReadFile(h.path("etc/cni/net.d/10-calico.conflist"))
+		if err := json.Unmarshal(b, &list); err != nil || list.CNIVersion != c.want {
+			t.Errorf("runtime %q, CNI_CONF_VERSION %q: cniVersion %q, want %s (%v)", c.runtime, c.override, list.CNIVersion, c.want, err)
+		}
+	}
+	nd, _ := suite.CP.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	nd.Status.NodeInfo.ContainerRuntimeVersion = ""
+	_, _ = suite.CP.Admin.CoreV1().Nodes().UpdateStatus(ctx, nd, metav1.UpdateOptions{})
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
@@ -23,7 +24,7 @@ import (
 // API is what install-cni needs from the API server.
 type API interface {
 	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, bound *kube.BoundObject) (string, time.Time, error)
-	NodeUID(ctx context.Context, node string) (string, error)
+	Node(ctx context.Context, node string) (kube.NodeInfo, error)
 	Server() string
 	CAData() []byte
 }
@@ -39,6 +40,18 @@ type Installer struct {
 	RefreshEvery time.Duration
 	// boundUID is the UID of the Node the current token is bound to.
 	boundUID string
+	// written is the cniVersion of the conflist last written.
+	written string
+}
+
+// confVersion is the conflist's cniVersion: CNI_CONF_VERSION if set, else
+// the newest the node's container runtime accepts.
+func (in *Installer) confVersion(node kube.NodeInfo) (version, why string) {
+	if in.Cfg.ConfVersion != "" {
+		return in.Cfg.ConfVersion, "CNI_CONF_VERSION"
+	}
+	version = render.CNIVersionFor(node.ContainerRuntimeVersion)
+	return version, "runtime " + strconv.Quote(node.ContainerRuntimeVersion)
 }
 
 // notInstalled are image files that are not CNI plugins.
@@ -141,10 +154,11 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	// The token is bound to this node's Node object: it carries the node's
 	// name (the admission policy lets it patch only pods on this node) and
 	// dies with the Node.
-	uid, err := api.NodeUID(ctx, in.Cfg.NodeName)
+	node, err := api.Node(ctx, in.Cfg.NodeName)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("failed to bind the CNI token to its Node: %w", err)
 	}
+	uid := node.UID
 	token, expiry, err := api.CreateToken(ctx, in.Cfg.Namespace, in.Cfg.ServiceAccount, in.Cfg.TokenTTL,
 		&kube.BoundObject{Kind: "Node", Name: in.Cfg.NodeName, UID: uid})
 	if err != nil {
@@ -167,8 +181,13 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion); err != nil {
+	version, why := in.confVersion(node)
+	if conflist, err = render.WithVersion(conflist, version); err != nil {
 		return time.Time{}, err
+	}
+	if version != in.written {
+		in.Log.Info("conflist cniVersion", "cniVersion", version, "why", why)
+		in.written = version
 	}
 	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
 		return time.Time{}, err

@@ -88,8 +88,8 @@ func (in *Installer) nodeRecreated(ctx context.Context) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	uid, err := api.NodeUID(ctx, in.Cfg.NodeName)
-	return err == nil && uid != in.boundUID
+	node, err := api.Node(ctx, in.Cfg.NodeName)
+	return err == nil && node.UID != in.boundUID
 }
 
 // replayJournal sends the annotation clears DELs journaled while the

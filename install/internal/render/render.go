@@ -137,3 +137,36 @@ func Kubeconfig(server string, caPEM []byte, insecure bool, token string) []byte
 		"contexts:\n- name: kdd-cni-context\n  context:\n    cluster: local\n    user: kdd-cni\n" +
 		"current-context: kdd-cni-context\n")
 }
+
+// The CNI spec versions install-cni writes: 1.1.0 where the runtime takes
+// 1.1.0 results, else 1.0.0, never older.
+const (
+	CNIVersionLatest = "1.1.0"
+	CNIVersionCompat = "1.0.0"
+)
+
+// runtimeVersion parses a Node's containerRuntimeVersion,
+// "<runtime>://<major>.<minor>[.…]" (e.g. "containerd://1.6.20~ds1").
+var runtimeVersion = regexp.MustCompile(`^([a-z0-9-]+)://v?(\d+)\.(\d+)`)
+
+// minimum1_1 is, per runtime, the first version whose CNI library takes
+// 1.1.0 results (containernetworking/cni ≥ v1.2.0): containerd 2.0 and
+// CRI-O 1.31. Older ones reject them ("unsupported CNI result version").
+var minimum1_1 = map[string][2]int{"containerd": {2, 0}, "cri-o": {1, 31}}
+
+// CNIVersionFor is the conflist cniVersion for a node's runtime: 1.1.0 for
+// runtimes known to accept it, 1.0.0 for every other (or an unknown or
+// unreported one).
+func CNIVersionFor(containerRuntimeVersion string) string {
+	m := runtimeVersion.FindStringSubmatch(containerRuntimeVersion)
+	if m == nil {
+		return CNIVersionCompat
+	}
+	min, known := minimum1_1[m[1]]
+	major, _ := strconv.Atoi(m[2])
+	minor, _ := strconv.Atoi(m[3])
+	if known && (major > min[0] || major == min[0] && minor >= min[1]) {
+		return CNIVersionLatest
+	}
+	return CNIVersionCompat
+}

@@ -114,3 +114,25 @@ func TestConflistEscapesValues(t *testing.T) {
 		t.Error("a bare placeholder accepted a value that is not a JSON literal")
 	}
 }
+
+func TestCNIVersionFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"containerd://2.0.1":        "1.1.0",
+		"containerd://2.2.9":        "1.1.0",
+		"containerd://v2.1.0":       "1.1.0",
+		"containerd://1.7.27":       "1.0.0",
+		"containerd://1.6.20~ds1":   "1.0.0",
+		"cri-o://1.31.0":            "1.1.0",
+		"cri-o://1.34.2":            "1.1.0",
+		"cri-o://1.30.9":            "1.0.0",
+		"docker://28.0.1":           "1.0.0",
+		"":                          "1.0.0",
+		"containerd://unknown":      "1.0.0",
+		"containerd://10.0.0":       "1.1.0",
+		"remote://containerd/2.0.0": "1.0.0",
+	} {
+		if got := CNIVersionFor(in); got != want {
+			t.Errorf("CNIVersionFor(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
