@@ -37,6 +37,9 @@ type node struct {
 	// single node, in the control plane's namespace).
 	host   *harness.Host
 	images []string // archives imported into containerd
+	// containerLogsCreated: the kubelet's fixed /var/log/containers did not
+	// exist before this node (a host node has its own).
+	containerLogsCreated bool
 }
 
 // netDir and binDir are the CNI directories as the node's daemons see them.
@@ -105,6 +108,9 @@ func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 	n := &node{t: t, name: name, dir: dir, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
 		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), name), netnsAtStart: netnsNames()}
+	if _, err := os.Stat(containerLogs); os.IsNotExist(err) {
+		n.containerLogsCreated = true
+	}
 	t.Cleanup(n.teardown)
 	// As with the DaemonSet: the kubelet registers the Node (NotReady, no
 	// CNI yet), install-cni binds the CNI token to that Node and installs,
@@ -249,7 +255,7 @@ authentication:
 authorization:
   mode: AlwaysAllow
 resolvConf: ""
-podLogsDirectory: %s
+podLogsDir: %s
 maxPods: 110
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
 imageGCHighThresholdPercent: 100
@@ -405,6 +411,7 @@ func (n *node) teardown() {
 		}
 	}
 	removeCgroups(n.cgroupRoot)
+	removeContainerLogLinks(n.dir, n.containerLogsCreated)
 	// A node that is gone is not NotReady: later tests wait for all nodes.
 	_ = cp.Admin.CoreV1().Nodes().Delete(ctx, n.name, metav1.DeleteOptions{})
 	if err := os.RemoveAll(n.dir); err != nil {
@@ -436,6 +443,25 @@ func pidsWithArg(arg string) []int {
 		}
 	}
 	return pids
+}
+
+// containerLogs is where every kubelet links its containers' logs (fixed).
+const containerLogs = "/var/log/containers"
+
+// removeContainerLogLinks removes the kubelet's links into dir (its pod
+// logs) from the fixed /var/log/containers, and the directory itself when
+// the node made it and it is empty.
+func removeContainerLogLinks(dir string, created bool) {
+	entries, _ := os.ReadDir(containerLogs)
+	for _, e := range entries {
+		p := filepath.Join(containerLogs, e.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, dir+"/") {
+			_ = os.Remove(p)
+		}
+	}
+	if created {
+		_ = os.Remove(containerLogs) // only if empty
+	}
 }
 
 // killCgroup SIGKILLs every process in the cgroup tree root and waits
