@@ -34,20 +34,9 @@ import (
 // keep their network throughout the roll.
 func TestTwoNodeInstall(t *testing.T) {
 	harness.RequireRoot(t)
-	calico, err := harness.CalicoDir()
-	if err != nil {
-		t.Fatal(err)
-	}
 	work := t.TempDir()
-	kddArchive, err := buildKddImage(work, kddImage)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kddArchive, felixArchive := installImages(t, work)
 	kddArchive2, err := buildKddImage(work, kddImage2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	felixArchive, err := buildFelixImage(work, calico)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +199,7 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 		c.t.Fatal(err)
 	}
 	crds := filepath.Join(harness.RepoRoot(), "conf", "calico-crds.yaml")
-	if err := cp.ApplyManifest(ctx, crds, false); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := cp.WaitCRDs(ctx, crds); err != nil {
+	if err := cp.ApplyCRDs(ctx, crds); err != nil {
 		c.t.Fatal(err)
 	}
 	bundle, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "conf", "kdd-cni.yaml"))

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -42,6 +43,22 @@ const (
 	kddImage2  = "kdd-cni.local/kdd-cni:e2e-2"
 	felixImage = "kdd-cni.local/felix:v3.31.0"
 )
+
+// installImages builds the archives of the two images the manifests run:
+// kdd-cni's and the Felix stand-in for calico/node.
+func installImages(t *testing.T, dir string) (kdd, felix string) {
+	calico, err := harness.CalicoDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kdd, err = buildKddImage(dir, kddImage); err != nil {
+		t.Fatal(err)
+	}
+	if felix, err = buildFelixImage(dir, calico); err != nil {
+		t.Fatal(err)
+	}
+	return kdd, felix
+}
 
 // buildKddImage packs the image tree (make image-rootfs) as name.
 func buildKddImage(dir, name string) (string, error) {

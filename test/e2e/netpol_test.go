@@ -38,10 +38,6 @@ const (
 // `make netpol`.
 func TestNetworkPolicySuite(t *testing.T) {
 	harness.RequireRoot(t)
-	calico, err := harness.CalicoDir()
-	if err != nil {
-		t.Fatal(err)
-	}
 	tools, err := harness.ToolsDir()
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +49,7 @@ func TestNetworkPolicySuite(t *testing.T) {
 		}
 	}
 	work := t.TempDir()
-	kddArchive, err := buildKddImage(work, kddImage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	felixArchive, err := buildFelixImage(work, calico)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kddArchive, felixArchive := installImages(t, work)
 	agnArchive, err := buildAgnhostImage(work, filepath.Join(tools, "agnhost"))
 	if err != nil {
 		t.Fatal(err)

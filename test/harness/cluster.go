@@ -71,10 +71,31 @@ func (cp *ControlPlane) CreatePod(ctx context.Context, namespace, name, node str
 	return cp.Admin.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{})
 }
 
+// manifestObjects decodes every object of a YAML (or JSON) file.
+func manifestObjects(path string) ([]unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var objs []unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for i := 0; ; i++ {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("failed to decode document %d of %s: %w", i, path, err)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
 // ApplyManifest server-side applies every object in a YAML file as admin.
 // With dryRun the apiserver validates and admits but persists nothing.
 func (cp *ControlPlane) ApplyManifest(ctx context.Context, path string, dryRun bool) error {
-	data, err := os.ReadFile(path)
+	objs, err := manifestObjects(path)
 	if err != nil {
 		return err
 	}
@@ -87,17 +108,7 @@ func (cp *ControlPlane) ApplyManifest(ctx context.Context, path string, dryRun b
 		return err
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for i := 0; ; i++ {
-		var obj unstructured.Unstructured
-		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("failed to decode document %d of %s: %w", i, path, err)
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
+	for _, obj := range objs {
 		gvk := obj.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
@@ -119,6 +130,7 @@ func (cp *ControlPlane) ApplyManifest(ctx context.Context, path string, dryRun b
 			return fmt.Errorf("failed to apply %s %s from %s: %w", gvk.Kind, obj.GetName(), path, err)
 		}
 	}
+	return nil
 }
 
 // CNIKubeconfig applies the CNI RBAC manifest, mints a token for the CNI
@@ -163,10 +175,14 @@ func writeKubeconfigFile(cfg *clientcmdapi.Config, path string) error {
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
-// WaitCRDs waits until every CustomResourceDefinition in the manifest at
-// path is Established (its resources are served).
-func (cp *ControlPlane) WaitCRDs(ctx context.Context, path string) error {
-	data, err := os.ReadFile(path)
+// ApplyCRDs applies the CustomResourceDefinitions of a manifest (server
+// side, as `kubectl apply --server-side`) and waits until each is
+// Established (its resources are served).
+func (cp *ControlPlane) ApplyCRDs(ctx context.Context, path string) error {
+	if err := cp.ApplyManifest(ctx, path, false); err != nil {
+		return err
+	}
+	objs, err := manifestObjects(path)
 	if err != nil {
 		return err
 	}
@@ -175,15 +191,8 @@ func (cp *ControlPlane) WaitCRDs(ctx context.Context, path string) error {
 		return err
 	}
 	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var obj unstructured.Unstructured
-		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
-		}
+	for _, obj := range objs {
 		if obj.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
@@ -194,6 +203,7 @@ func (cp *ControlPlane) WaitCRDs(ctx context.Context, path string) error {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	return nil
 }
 
 func crdEstablished(ctx context.Context, crds dynamic.NamespaceableResourceInterface, name string) bool {

@@ -32,10 +32,7 @@ spec: {order: 1000000, defaultAction: Deny}
 // ClusterInformation/default and Tier/default.
 func (cp *ControlPlane) InstallCalicoCRDs(ctx context.Context) error {
 	crds := filepath.Join(RepoRoot(), "conf", "calico-crds.yaml")
-	if err := cp.ApplyManifest(ctx, crds, false); err != nil {
-		return err
-	}
-	if err := cp.WaitCRDs(ctx, crds); err != nil {
+	if err := cp.ApplyCRDs(ctx, crds); err != nil {
 		return err
 	}
 	objs := filepath.Join(cp.Dir, "calico-objects.yaml")

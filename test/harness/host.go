@@ -212,22 +212,19 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 
 // RouteVia adds a route for cidr through another host (the "user-supplied
 // networking" of a policy-only install: a static route per podCIDR).
-func (h *Host) RouteVia(cidr string, via net.IP) error {
-	_, dst, err := net.ParseCIDR(cidr)
-	if err != nil {
-		return err
-	}
-	return h.Do(func() error { return netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: via}) })
-}
+func (h *Host) RouteVia(cidr string, via net.IP) error { return routeVia(h.NetNS, cidr, via) }
 
 // RouteVia adds a route in the control plane's namespace (the cluster
 // network's router) for cidr through a host.
-func (cp *ControlPlane) RouteVia(cidr string, via net.IP) error {
+func (cp *ControlPlane) RouteVia(cidr string, via net.IP) error { return routeVia(cp.Node, cidr, via) }
+
+// routeVia routes cidr through via inside ns.
+func routeVia(ns *NetNS, cidr string, via net.IP) error {
 	_, dst, err := net.ParseCIDR(cidr)
 	if err != nil {
 		return err
 	}
-	return cp.Node.Do(func() error { return netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: via}) })
+	return ns.Do(func() error { return netlink.RouteReplace(&netlink.Route{Dst: dst, Gw: via}) })
 }
 
 // Close ends the host's namespaces and removes its files. Processes must

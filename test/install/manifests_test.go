@@ -28,11 +28,8 @@ func conf(p string) string { return filepath.Join(harness.RepoRoot(), "conf", p)
 // objects need them).
 func TestManifestsDryRun(t *testing.T) {
 	harness.RequireRoot(t)
-	if err := suite.CP.ApplyManifest(context.Background(), conf("calico-crds.yaml"), false); err != nil {
+	if err := suite.CP.ApplyCRDs(context.Background(), conf("calico-crds.yaml")); err != nil {
 		t.Fatalf("apply calico-crds.yaml: %v", err)
-	}
-	if err := suite.CP.WaitCRDs(context.Background(), conf("calico-crds.yaml")); err != nil {
-		t.Fatal(err)
 	}
 	files := []string{conf("kdd-cni.yaml"), conf("addons/kdd-cni-configmap.yaml"), conf("addons/kdd-cni-daemonset.yaml")}
 	for _, p := range parts {
