@@ -265,17 +265,19 @@ func (c *cluster) probe(from, to string) error {
 	return err
 }
 
+// expect waits for the closed pairs to be blocked first (the step's policy
+// is in force), then for the open pairs to connect.
 func (c *cluster) expect(step string, open, closed [][2]string) {
 	c.t.Helper()
+	for _, p := range closed {
+		c.nodes[0].waitFor(step+": "+p[0]+" blocked from "+p[1], 30*time.Second, func() bool { return c.probe(p[0], p[1]) != nil })
+	}
 	for _, p := range open {
 		var last error
 		c.nodes[0].waitFor(step+": "+p[0]+" reaches "+p[1], 30*time.Second, func() bool {
 			last = c.probe(p[0], p[1])
 			return last == nil
 		})
-	}
-	for _, p := range closed {
-		c.nodes[0].waitFor(step+": "+p[0]+" blocked from "+p[1], 30*time.Second, func() bool { return c.probe(p[0], p[1]) != nil })
 	}
 }
 
@@ -318,7 +320,9 @@ func (c *cluster) policyAcrossNodes() {
 	if _, err := policies.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
 		c.t.Fatal(err)
 	}
-	c.expect("deny ingress to b1", [][2]string{{"b1", "a1"}}, [][2]string{{"a1", "b1"}, {"a2", "b1"}, {"b2", "b1"}})
+	// A probe is asked of the source pod over HTTP, so b1 cannot be a
+	// source while its ingress is denied: a1 → b2 stays open instead.
+	c.expect("deny ingress to b1", [][2]string{{"a1", "b2"}}, [][2]string{{"a1", "b1"}, {"a2", "b1"}, {"b2", "b1"}})
 	fromA1 := sel("a1")
 	allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "allow-a1-to-b1"}, Spec: networkingv1.NetworkPolicySpec{
 		PodSelector: sel("b1"), Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &fromA1}}}}}}
