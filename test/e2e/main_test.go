@@ -60,7 +60,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	work, err := os.MkdirTemp("", "kddcni-e2e-image-")
+	// Named like the harness's own temp dirs (prefix and PID), so a killed
+	// run's is swept by the next one.
+	work, err := os.MkdirTemp("", fmt.Sprintf("kddcni-%d-e2e-image-", os.Getpid()))
 	if err != nil {
 		return 1
 	}
