@@ -13,6 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +23,12 @@ import (
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/kdd-cni/kdd-cni/internal/cnierror"
+	"github.com/kdd-cni/kdd-cni/internal/health"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
@@ -57,6 +61,8 @@ type Frame struct {
 	HostAlias string
 	Log       *slog.Logger
 	Start     time.Time
+	plugin    string
+	steps     map[string]float64 // seconds, for the invocation's record
 
 	ipam    *podcidr.Conf // stdin decoded generically; nil if ipamErr
 	ipamErr error
@@ -85,7 +91,8 @@ func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
-	f := &Frame{Command: o.Command, Args: args, Env: o.Env, Conf: conf, Start: time.Now(), timeout: o.APITimeout}
+	f := &Frame{Command: o.Command, Args: args, Env: o.Env, Conf: conf, Start: time.Now(), timeout: o.APITimeout,
+		plugin: o.Plugin, steps: map[string]float64{}}
 	f.Pod, err = netconf.ParseIdentity(args.Args)
 	f.HasPod = err == nil
 	if err != nil && (o.RequirePod || !errors.Is(err, netconf.ErrNoPod)) {
@@ -97,7 +104,7 @@ func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
 	f.HostAlias = naming.HostVethAlias(conf.Name, args.ContainerID, args.IfName)
 	f.ipam, f.ipamErr = podcidr.Parse(args.StdinData)
 	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
-		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount})
+		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount, Format: conf.LogFormat})
 	if err != nil {
 		return nil, err
 	}
@@ -159,41 +166,95 @@ func (f *Frame) API() (*kube.Client, error) {
 	return f.api, f.apiErr
 }
 
-// NodeReady is nil when the API server answers the configured identity for
-// the node and the node has every podCIDR family the configuration names
-// (CNI STATUS of both plugins).
-func (f *Frame) NodeReady(ctx context.Context) error {
+// Health runs the node's checks (CNI STATUS of both plugins): datastore,
+// identity, token, podCIDRs, the IP pool, the journal. hostLocal says the
+// addresses come from host-local over the podCIDRs, whose leases are then
+// counted against them.
+func (f *Frame) Health(ctx context.Context, hostLocal bool) []health.Finding {
+	n := health.Node{Families: f.Families(), JournalDir: f.Conf.JournalDir()}
+	n.API, n.APIErr = f.API()
+	if n.APIErr != nil {
+		n.API = nil
+	}
+	n.Node, n.NodeErr = f.PodCIDRNode()
 	if f.ipamErr != nil {
-		return f.ipamErr
+		return []health.Finding{{Check: "config", Severity: health.Fail, Message: f.ipamErr.Error()}}
 	}
-	api, err := f.API()
-	if err != nil {
-		return err
+	if hostLocal {
+		n.HostLocal = f.ReleaseConf()
 	}
-	node, err := f.PodCIDRNode()
-	if err != nil {
-		return err
+	return health.Check(ctx, n)
+}
+
+// Status is CNI STATUS for both plugins: the node's checks (Health), each
+// warning logged, and Unready's error when one fails.
+func (f *Frame) Status(ctx context.Context, plugin string, hostLocal bool) error {
+	findings := f.Health(ctx, hostLocal)
+	for _, x := range findings {
+		if x.Severity == health.Warn {
+			f.Log.Warn("status", "check", x.Check, "msg", x.Message)
+		}
 	}
-	return podcidr.Ready(ctx, api, node, f.Families())
+	return Unready(plugin, findings)
+}
+
+// Unready is STATUS's error for failed findings: code 50 ("plugin not
+// available"), every reason in the message and one per line in the details.
+func Unready(plugin string, findings []health.Finding) error {
+	failed := health.Failed(findings)
+	if len(failed) == 0 {
+		return nil
+	}
+	lines := make([]string, len(failed))
+	for i, x := range failed {
+		lines[i] = x.Check + ": " + x.Message
+	}
+	return types.NewError(types.ErrPluginNotAvailable, plugin+" is not ready: "+health.Summary(failed), strings.Join(lines, "\n"))
 }
 
 // APITimeout bounds one API request.
 func (f *Frame) APITimeout() time.Duration { return f.timeout }
 
-// Step logs how long a named step took (debug level), and restarts the clock.
+// Step logs how long a named step took (debug level), keeps it for the
+// invocation's record, and restarts the clock.
 func (f *Frame) Step(name string, since *time.Time) {
-	f.Log.Debug("step", "name", name, "took", time.Since(*since))
+	took := time.Since(*since)
+	f.Log.Debug("step", "name", name, "took", took)
+	f.steps[name] += took.Seconds()
 	*since = time.Now()
 }
 
-// End logs the outcome once and closes the log.
+// End logs the outcome once, appends the invocation's record for the
+// metrics (never failing the command), and closes the log.
 func (f *Frame) End(err error) {
+	took := time.Since(f.Start)
 	if err != nil {
-		f.Log.Error("failed", "err", err, "after", time.Since(f.Start))
+		f.Log.Error("failed", "err", err, "after", took)
 	} else {
-		f.Log.Info("done", "after", time.Since(f.Start))
+		f.Log.Info("done", "after", took)
+	}
+	rec := oprecord.Record{Time: f.Start, Plugin: f.plugin, Command: f.Command, Result: Result(err),
+		Seconds: took.Seconds(), Steps: f.steps}
+	if f.api != nil {
+		rec.API = f.api.Requests()
+	}
+	if !oprecord.Append(f.Conf.MetricsDir(), rec) {
+		f.Log.Debug("metrics record dropped")
 	}
 	_ = f.logClose.Close()
+}
+
+// Result is an outcome as the metrics label it: "success", or the CNI
+// error code the runtime is given.
+func Result(err error) string {
+	if err == nil {
+		return "success"
+	}
+	var te *types.Error
+	if errors.As(cnierror.Coded(err), &te) {
+		return strconv.Itoa(int(te.Code))
+	}
+	return strconv.Itoa(int(types.ErrInternal))
 }
 
 // Wrap prefixes errors with the pod they concern.

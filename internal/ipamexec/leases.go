@@ -86,6 +86,32 @@ func RemoveTornLeases(ctx context.Context, netconf []byte) (int, error) {
 	return removed, nil
 }
 
+// InUse counts host-local's leases of this network, by family (files named
+// by an address; a missing store holds none).
+func InUse(netconf []byte) (v4, v6 int, err error) {
+	dir, err := leaseDir(netconf)
+	if err != nil {
+		return 0, 0, err
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("failed to list leases in %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		switch ip := net.ParseIP(e.Name()); {
+		case ip == nil:
+		case ip.To4() != nil:
+			v4++
+		default:
+			v6++
+		}
+	}
+	return v4, v6, nil
+}
+
 // HostLocalLeases lists the attachments (container ID, interface) that hold
 // host-local leases of this network. It only reads host-local's store: a
 // file per IP holding "<containerID>\r\n<ifname>".

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +50,30 @@ type Client struct {
 	ua      string
 	timeout time.Duration
 	caData  []byte
+	token   string
+
+	mu       sync.Mutex
+	requests map[string]int // sent, by verb
+}
+
+// Requests counts the requests sent so far, by verb (answered or not).
+func (c *Client) Requests() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.requests))
+	for v, n := range c.requests {
+		out[v] = n
+	}
+	return out
+}
+
+func (c *Client) count(verb string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.requests == nil {
+		c.requests = map[string]int{}
+	}
+	c.requests[verb]++
 }
 
 // New builds a client; it makes no request.
@@ -71,7 +96,13 @@ func New(a Access) (*Client, error) {
 			return nil, fmt.Errorf("failed to read CA file: %w", err)
 		}
 	}
-	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout, caData: ca}
+	token := cfg.BearerToken
+	if token == "" && cfg.BearerTokenFile != "" {
+		if b, err := os.ReadFile(cfg.BearerTokenFile); err == nil {
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout, caData: ca, token: token}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -80,6 +111,10 @@ func New(a Access) (*Client, error) {
 
 // Server is the API server URL the client talks to.
 func (c *Client) Server() string { return c.base.String() }
+
+// BearerToken is the token the client authenticates with ("" for client
+// certificates and exec plugins).
+func (c *Client) BearerToken() string { return c.token }
 
 // CAData is the cluster CA the client trusts (PEM), if any.
 func (c *Client) CAData() []byte { return c.caData }
@@ -121,6 +156,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalid is 422: for a JSON patch, a failed "test" operation.
 	ErrInvalid = errors.New("unprocessable")
+	// ErrUnauthorized is 401: the credentials were not accepted.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden is 403: the identity may not do this.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Transient tells whether a request failed in a way that may pass if tried
@@ -152,6 +191,10 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == http.StatusNotFound
 	case ErrInvalid:
 		return e.Code == http.StatusUnprocessableEntity
+	case ErrUnauthorized:
+		return e.Code == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Code == http.StatusForbidden
 	}
 	return false
 }
@@ -174,6 +217,7 @@ func (c *Client) do(ctx context.Context, verb, path, contentType string, body []
 	if c.ua != "" {
 		req.Header.Set("User-Agent", c.ua)
 	}
+	c.count(verb)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("failed to %s %s: %w", verb, path, err)

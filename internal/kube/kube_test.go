@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -46,5 +47,19 @@ func TestErrorMapping(t *testing.T) {
 	}
 	if _, err := New(Access{Kubeconfig: "/nonexistent/kubeconfig"}); err == nil || !strings.Contains(err.Error(), "/nonexistent/kubeconfig") {
 		t.Errorf("missing kubeconfig: %v", err)
+	}
+}
+
+func TestTokenExpiry(t *testing.T) {
+	jwt := func(payload string) string {
+		return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + ".sig"
+	}
+	if exp, ok := TokenExpiry(jwt(`{"exp":1700000000,"sub":"x"}`)); !ok || exp.Unix() != 1700000000 {
+		t.Errorf("exp %v %v", exp, ok)
+	}
+	for _, tok := range []string{"", "opaque-token", jwt(`{"sub":"x"}`), jwt(`not json`), "a.!!!.c"} {
+		if _, ok := TokenExpiry(tok); ok {
+			t.Errorf("%q: expiry read from a token without one", tok)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"net/url"
+	"strconv"
 )
 
 // Patch types for PatchPodStatus.
@@ -43,9 +44,16 @@ func podPath(namespace, name string) string {
 	return "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name)
 }
 
-// NodePodCIDRs returns a Node's UID and spec.podCIDRs (spec.podCIDR if only
-// that is set).
-func (c *Client) NodePodCIDRs(ctx context.Context, node string) (uid string, cidrs []string, err error) {
+// NodeFacts are what the plugin reads of a Node.
+type NodeFacts struct {
+	UID      string
+	PodCIDRs []string // spec.podCIDRs (spec.podCIDR if only that is set)
+	// MaxPods is status.capacity.pods, the kubelet's maxPods (0 if unset).
+	MaxPods int
+}
+
+// NodeFacts reads a Node's UID, podCIDRs and pod capacity.
+func (c *Client) NodeFacts(ctx context.Context, node string) (NodeFacts, error) {
 	var n struct {
 		Metadata struct {
 			UID string `json:"uid"`
@@ -54,17 +62,30 @@ func (c *Client) NodePodCIDRs(ctx context.Context, node string) (uid string, cid
 			PodCIDR  string   `json:"podCIDR"`
 			PodCIDRs []string `json:"podCIDRs"`
 		} `json:"spec"`
+		Status struct {
+			Capacity struct {
+				Pods string `json:"pods"`
+			} `json:"capacity"`
+		} `json:"status"`
 	}
 	// resourceVersion=0: served from the apiserver's watch cache, no etcd
 	// read; a Node's podCIDRs never change once set, so any version of the
 	// same Node (UID) will do.
 	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node)+"?resourceVersion=0", "", nil, &n); err != nil {
-		return "", nil, err
+		return NodeFacts{}, err
 	}
-	if len(n.Spec.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
-		return n.Metadata.UID, []string{n.Spec.PodCIDR}, nil
+	f := NodeFacts{UID: n.Metadata.UID, PodCIDRs: n.Spec.PodCIDRs}
+	if len(f.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		f.PodCIDRs = []string{n.Spec.PodCIDR}
 	}
-	return n.Metadata.UID, n.Spec.PodCIDRs, nil
+	f.MaxPods, _ = strconv.Atoi(n.Status.Capacity.Pods)
+	return f, nil
+}
+
+// NodePodCIDRs returns a Node's UID and podCIDRs.
+func (c *Client) NodePodCIDRs(ctx context.Context, node string) (uid string, cidrs []string, err error) {
+	f, err := c.NodeFacts(ctx, node)
+	return f.UID, f.PodCIDRs, err
 }
 
 // GetPod reads one Pod.

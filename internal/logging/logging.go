@@ -18,7 +18,11 @@ type Options struct {
 	Path     string // empty: discard
 	MaxSize  int    // MB before rotation at start-up (default 100)
 	MaxCount int    // rotated files kept (default 10)
+	Format   string // "json": one JSON object per line; else key=value text
 }
+
+// ValidFormat tells whether a log_format value is one New accepts.
+func ValidFormat(f string) bool { return f == "" || f == "text" || f == "json" }
 
 // New returns a logger and a closer for its file.
 func New(o Options) (*slog.Logger, io.Closer, error) {
@@ -33,8 +37,16 @@ func New(o Options) (*slog.Logger, io.Closer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to open log file %s: %w", o.Path, err)
 	}
-	h := slog.NewTextHandler(f, &slog.HandlerOptions{Level: Level(o.Level)})
-	return slog.New(h).With("pid", os.Getpid()), f, nil
+	return slog.New(Handler(f, o.Format, Level(o.Level))).With("pid", os.Getpid()), f, nil
+}
+
+// Handler writes to w in the format named (json, else text).
+func Handler(w io.Writer, format string, level slog.Level) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
 }
 
 // Level maps Calico's log_level strings.

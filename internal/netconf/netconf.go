@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/internal/addmark"
+	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
@@ -72,6 +73,8 @@ type NetConf struct {
 	LogFileMaxSize  int    `json:"log_file_max_size"`
 	LogFileMaxCount int    `json:"log_file_max_count"`
 	LogFileMaxAge   int    `json:"log_file_max_age"`
+	// LogFormat is "text" (default, key=value) or "json" (one object per line).
+	LogFormat string `json:"log_format"`
 
 	// IPAMSection shadows the embedded types.NetConf's ipam (json takes the
 	// shallower field), so one decode reads every ipam key the plugins use.
@@ -102,6 +105,7 @@ type IPAMSection struct {
 	Kubernetes           Kubernetes `json:"kubernetes"`
 	LogLevel             string     `json:"log_level"`
 	LogFilePath          string     `json:"log_file_path"`
+	LogFormat            string     `json:"log_format"`
 }
 
 // PodAnnotationsCapability is the capability under which containerd and
@@ -219,6 +223,9 @@ func (c *NetConf) validate(env Env) error {
 	if !filepath.IsAbs(c.StateDir) {
 		return fmt.Errorf("invalid state_dir %q: must be an absolute path", c.StateDir)
 	}
+	if !logging.ValidFormat(c.LogFormat) {
+		return fmt.Errorf("invalid log_format %q: must be text or json", c.LogFormat)
+	}
 	if len(c.DataplaneOptions) > 0 {
 		return errors.New("unsupported dataplane_options: kdd-cni only drives the Linux dataplane")
 	}
@@ -268,6 +275,7 @@ func (c *NetConf) applyIPAMOverlay(o *IPAMSection) {
 	set(&c.Kubernetes.NodeName, o.Kubernetes.NodeName)
 	set(&c.LogLevel, o.LogLevel)
 	set(&c.LogFilePath, o.LogFilePath)
+	set(&c.LogFormat, o.LogFormat)
 	c.NodenameFileOptional = c.NodenameFileOptional || o.NodenameFileOptional
 }
 
@@ -286,6 +294,10 @@ func (c *NetConf) ValidAttachments() (valid map[types.GCAttachment]bool, given b
 
 // JournalDir holds pending annotation clears.
 func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }
+
+// MetricsDir holds the per-invocation records install-cni's sidecar serves
+// as metrics.
+func (c *NetConf) MetricsDir() string { return c.StateDir + "/metrics" }
 
 // LockDir holds the per-pod locks (root only).
 func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }

@@ -1,8 +1,8 @@
 package podcidr
 
-// The node's podCIDRs from the API server, their cache on the node, and
-// whether the node is ready for pods (CNI STATUS). Shared by `calico` and
-// the `podcidr` IPAM shim. (The rewrite in podcidr.go stays pure.)
+// The node's podCIDRs from the API server and their cache on the node.
+// Shared by `calico` and the `podcidr` IPAM shim. (Whether the node can
+// serve pods is package health's; the rewrite in podcidr.go stays pure.)
 
 import (
 	"context"
@@ -31,24 +31,6 @@ func NodePodCIDRs(ctx context.Context, api *kube.Client, node string) (NodeCIDRs
 	}
 	byFamily, err := ByFamily(node, cidrs)
 	return NodeCIDRs{Node: node, UID: uid, CIDRs: byFamily}, err
-}
-
-// Ready reports why the plugin cannot serve pods: the API server does not
-// answer the configured identity for the node, or the node lacks a podCIDR
-// family the configuration names. nil means ready.
-func Ready(ctx context.Context, api *kube.Client, node string, fams Families) error {
-	_, cidrs, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return fmt.Errorf("failed to read node %q from the API server: %w", node, err)
-	}
-	if !fams.Any() {
-		return nil
-	}
-	byFamily, err := ByFamily(node, cidrs)
-	if err != nil {
-		return err
-	}
-	return fams.Check(node, byFamily)
 }
 
 // The node's podCIDRs are cached on the node, with the UID of the Node

@@ -338,3 +338,27 @@ func WithIPAMType(netconf []byte, typ string) ([]byte, error) {
 func (c *Conf) Unchanged() ([]byte, error) {
 	return c.output(func(map[string]any, []subnetRef) error { return nil })
 }
+
+// Usable is how many addresses host-local hands out from a subnet it is
+// given whole: all but the network address and the gateway (the first
+// host), and for IPv4 the broadcast address. Capped at 1<<62.
+func Usable(cidr string) (uint64, error) {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return 0, fmt.Errorf("invalid CIDR %q: %w", cidr, err)
+	}
+	ones, bits := n.Mask.Size()
+	hostBits := bits - ones
+	if hostBits >= 62 {
+		return 1 << 62, nil
+	}
+	size := uint64(1) << hostBits
+	reserved := uint64(2)
+	if bits == 32 {
+		reserved = 3
+	}
+	if size <= reserved {
+		return 0, nil
+	}
+	return size - reserved, nil
+}

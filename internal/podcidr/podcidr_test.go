@@ -124,3 +124,17 @@ func TestRewriteForReleaseAvoidsOverlap(t *testing.T) {
 		t.Errorf("placeholders %s %s", nets[0], nets[1])
 	}
 }
+
+func TestUsable(t *testing.T) {
+	for cidr, want := range map[string]uint64{
+		"10.0.0.0/24": 253, "10.0.0.0/30": 1, "10.0.0.0/31": 0, "10.0.0.0/32": 0,
+		"fd00::/120": 254, "fd00::/64": 1 << 62, "fd00::/127": 0,
+	} {
+		if got, err := Usable(cidr); err != nil || got != want {
+			t.Errorf("%s: %d %v, want %d", cidr, got, err, want)
+		}
+	}
+	if _, err := Usable("bogus"); err == nil {
+		t.Error("bogus CIDR accepted")
+	}
+}

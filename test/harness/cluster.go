@@ -154,6 +154,12 @@ func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, path, name
 	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
 }
 
+// TokenKubeconfig writes a kubeconfig for the cluster that holds token as
+// given (e.g. a forged or expired one).
+func (cp *ControlPlane) TokenKubeconfig(path, token string) error {
+	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: token})
+}
+
 // Manifest is the path of a file under conf/manifests.
 func Manifest(name string) string { return filepath.Join(RepoRoot(), "conf", "manifests", name) }
 

@@ -138,8 +138,8 @@ func (s *Shim) onLease(command string, args *skel.CmdArgs, run func(context.Cont
 	return run(ctx, ipamexec.Call{Plugin: Delegate, Config: conf, Args: args})
 }
 
-// Status is ready when the API server answers and the node has every
-// podCIDR family the configuration names (else error 50).
+// Status runs the node's checks (invocation.Health): ready, or error 50
+// with every reason.
 func (s *Shim) Status(args *skel.CmdArgs) (err error) {
 	f, err := s.open("STATUS", args)
 	if err != nil {
@@ -148,10 +148,7 @@ func (s *Shim) Status(args *skel.CmdArgs) (err error) {
 	defer func() { f.End(err) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*s.APITimeout)
 	defer cancel()
-	if err := f.NodeReady(ctx); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "podcidr is not ready: "+err.Error(), "")
-	}
-	return nil
+	return f.Status(ctx, "podcidr", true)
 }
 
 // GC releases, through host-local's DEL, the leases of attachments not in
