@@ -2,6 +2,8 @@
 //
 //	kddctl get workloadendpoints|wep [-n NS | -A] [-o wide|json|yaml]
 //	kddctl check        datastore connectivity and the CNI identity's rights
+//	kddctl status       the node's readiness, every reason CNI STATUS checks
+//	kddctl validate     a conflist as the plugin reads it, its kubeconfig and rights
 //	kddctl version
 //
 // It reads the datastore settings like the plugin: --kubeconfig, else the
@@ -28,6 +30,8 @@ import (
 const usage = `usage:
   kddctl get workloadendpoints|wep [-n NAMESPACE | -A] [-o wide|json|yaml] [--kubeconfig PATH]
   kddctl check [--kubeconfig PATH]
+  kddctl status [-f CONFLIST] [--kubeconfig PATH]
+  kddctl validate [-f CONFLIST] [--kubeconfig PATH]
   kddctl version
 `
 
@@ -54,6 +58,10 @@ func run(args []string, out io.Writer) (int, error) {
 		return get(args[1:], out)
 	case "check":
 		return check(args[1:], out)
+	case "status":
+		return status(args[1:], out)
+	case "validate":
+		return validate(args[1:], out)
 	}
 	fmt.Fprint(os.Stderr, usage)
 	return 2, fmt.Errorf("%w: unknown command %q", errUsage, args[0])
@@ -125,12 +133,18 @@ func check(args []string, out io.Writer) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	return checkRights(api, out), nil
+}
+
+// checkRights proves the datastore answers the identity, that it has the
+// rights the plugin needs, and warns of rights it should not have.
+func checkRights(api *kube.Client, out io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	v, err := api.Version(ctx)
 	if err != nil {
 		fmt.Fprintf(out, "FAIL  datastore: %v\n", err)
-		return 1, nil
+		return 1
 	}
 	fmt.Fprintf(out, "OK    datastore: %s answers (%s)\n", api.Server(), v)
 	code := 0
@@ -159,5 +173,5 @@ func check(args []string, out io.Writer) (int, error) {
 			fmt.Fprintf(out, "WARN  %s: allowed, but the CNI identity does not need it\n", describe(a))
 		}
 	}
-	return code, nil
+	return code
 }

@@ -171,17 +171,10 @@ func (f *Frame) API() (*kube.Client, error) {
 // addresses come from host-local over the podCIDRs, whose leases are then
 // counted against them.
 func (f *Frame) Health(ctx context.Context, hostLocal bool) []health.Finding {
-	n := health.Node{Families: f.Families(), JournalDir: f.Conf.JournalDir()}
-	n.API, n.APIErr = f.API()
-	if n.APIErr != nil {
-		n.API = nil
-	}
-	n.Node, n.NodeErr = f.PodCIDRNode()
-	if f.ipamErr != nil {
-		return []health.Finding{{Check: "config", Severity: health.Fail, Message: f.ipamErr.Error()}}
-	}
-	if hostLocal {
-		n.HostLocal = f.ReleaseConf()
+	n, bad := health.ForConfig(health.Input{Conf: f.Conf, IPAM: f.ipam, IPAMErr: f.ipamErr, HostLocal: hostLocal,
+		Env: f.Env, API: f.API})
+	if bad != nil {
+		return bad
 	}
 	return health.Check(ctx, n)
 }

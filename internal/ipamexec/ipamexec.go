@@ -1,8 +1,10 @@
-// Package ipamexec runs the delegated IPAM plugin (host-local) the way a
-// runtime would: found in CNI_PATH, the network configuration on stdin, the
-// CNI_* environment of this invocation, and IgnoreUnknown=1 in CNI_ARGS so
-// Kubernetes' extra keys (K8S_POD_UID, ...) do not make it fail. It is the
-// only place kdd-cni execs another plugin.
+// Package ipamexec runs other plugins the way a runtime would: the
+// delegated IPAM plugin (host-local), and the calico plugin's GC for
+// install-cni's leak reclaimer. Each is found in CNI_PATH and gets the
+// network configuration on stdin, the CNI_* environment of this
+// invocation, and IgnoreUnknown=1 in CNI_ARGS so Kubernetes' extra keys
+// (K8S_POD_UID, ...) do not make it fail. It is the only place kdd-cni
+// execs another plugin.
 package ipamexec
 
 import (

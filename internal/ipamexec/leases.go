@@ -116,6 +116,19 @@ func InUse(netconf []byte) (v4, v6 int, err error) {
 // host-local leases of this network. It only reads host-local's store: a
 // file per IP holding "<containerID>\r\n<ifname>".
 func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
+	return leasesNewerThan(netconf, time.Time{})
+}
+
+// YoungLeases lists the attachments holding a lease written after since:
+// possibly an ADD still running, which GC must leave alone.
+func YoungLeases(netconf []byte, since time.Time) ([]types.GCAttachment, error) {
+	if since.IsZero() {
+		return nil, nil
+	}
+	return leasesNewerThan(netconf, since)
+}
+
+func leasesNewerThan(netconf []byte, since time.Time) ([]types.GCAttachment, error) {
 	dir, err := leaseDir(netconf)
 	if err != nil {
 		return nil, err
@@ -132,6 +145,11 @@ func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
 	for _, e := range entries {
 		if net.ParseIP(e.Name()) == nil {
 			continue // lock and last_reserved_ip files
+		}
+		if !since.IsZero() {
+			if fi, err := e.Info(); err != nil || !fi.ModTime().After(since) {
+				continue
+			}
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -50,25 +51,84 @@ type NodeInfo struct {
 	// ContainerRuntimeVersion is status.nodeInfo.containerRuntimeVersion,
 	// e.g. "containerd://2.0.1" ("" before the kubelet reported it).
 	ContainerRuntimeVersion string
+	PodCIDRs                []string // spec.podCIDRs (or spec.podCIDR)
+	MaxPods                 int      // status.capacity.pods (0 if unset)
 }
 
-// Node reads a Node's UID and runtime (a quorum read: a re-created Node
-// must not be answered from a cache).
+// Node reads a Node's UID, runtime, podCIDRs and pod capacity (a quorum
+// read: a re-created Node must not be answered from a cache).
 func (c *Client) Node(ctx context.Context, node string) (NodeInfo, error) {
 	var n struct {
 		Metadata struct {
 			UID string `json:"uid"`
 		} `json:"metadata"`
+		Spec struct {
+			PodCIDR  string   `json:"podCIDR"`
+			PodCIDRs []string `json:"podCIDRs"`
+		} `json:"spec"`
 		Status struct {
 			NodeInfo struct {
 				ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
 			} `json:"nodeInfo"`
+			Capacity struct {
+				Pods string `json:"pods"`
+			} `json:"capacity"`
 		} `json:"status"`
 	}
 	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
 		return NodeInfo{}, fmt.Errorf("failed to read node %q: %w", node, err)
 	}
-	return NodeInfo{UID: n.Metadata.UID, ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion}, nil
+	info := NodeInfo{UID: n.Metadata.UID, ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion,
+		PodCIDRs: n.Spec.PodCIDRs}
+	if len(info.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		info.PodCIDRs = []string{n.Spec.PodCIDR}
+	}
+	info.MaxPods, _ = strconv.Atoi(n.Status.Capacity.Pods)
+	return info, nil
+}
+
+// NodeEvent is an Event about a Node.
+type NodeEvent struct {
+	Node, NodeUID   string
+	Type, Reason    string // Type: Normal or Warning
+	Message, Source string // Source: the reporting component
+}
+
+// eventNamespace is where Events about Nodes go, as the kubelet's do.
+const eventNamespace = "default"
+
+// NodeEventRecorded tells whether an Event with this reason is recorded
+// for the Node (Events expire, an hour by default).
+func (c *Client) NodeEventRecorded(ctx context.Context, node, reason string) (bool, error) {
+	sel := url.QueryEscape("involvedObject.kind=Node,involvedObject.name=" + node + ",reason=" + reason)
+	var list struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := c.do(ctx, "GET", "/api/v1/namespaces/"+eventNamespace+"/events?limit=1&fieldSelector="+sel, "", nil, &list); err != nil {
+		return false, fmt.Errorf("failed to list events of node %q: %w", node, err)
+	}
+	return len(list.Items) > 0, nil
+}
+
+// RecordNodeEvent creates an Event about a Node.
+func (c *Client) RecordNodeEvent(ctx context.Context, e NodeEvent) error {
+	now := time.Now().UTC().Format(time.RFC3339)
+	body, err := json.Marshal(map[string]any{
+		"apiVersion": "v1", "kind": "Event",
+		"metadata":       map[string]any{"generateName": e.Node + ".", "namespace": eventNamespace},
+		"involvedObject": map[string]string{"apiVersion": "v1", "kind": "Node", "name": e.Node, "uid": e.NodeUID},
+		"type":           e.Type, "reason": e.Reason, "message": e.Message,
+		"source":         map[string]string{"component": e.Source, "host": e.Node},
+		"firstTimestamp": now, "lastTimestamp": now, "count": 1,
+		"reportingComponent": e.Source, "reportingInstance": e.Node,
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.do(ctx, "POST", "/api/v1/namespaces/"+eventNamespace+"/events", "application/json", body, nil); err != nil {
+		return fmt.Errorf("failed to record event %s on node %q: %w", e.Reason, e.Node, err)
+	}
+	return nil
 }
 
 // ListPods lists the pods of a namespace ("" for all), following pages.

@@ -81,6 +81,15 @@ type NetConf struct {
 	IPAMSection *IPAMSection `json:"ipam"`
 	// Valid is cni.dev/valid-attachments (GC); nil when absent.
 	Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+	// GCGraceSeconds (GC, kdd-cni) keeps leases written this recently, and
+	// their host veths, whatever the list says: install-cni's reclaimer
+	// sets it, since the runtime may list a sandbox only once its ADD is
+	// done.
+	GCGraceSeconds int `json:"kdd-cni.dev/gc-grace-seconds"`
+	// GCSandboxes (GC, kdd-cni) are container IDs whose attachments are all
+	// valid, whatever their interface: the runtime's CRI lists sandboxes,
+	// not interfaces.
+	GCSandboxes []string `json:"kdd-cni.dev/valid-sandboxes"`
 
 	// IPAMRoutes are the dsts of ipam.routes: routes inside the container.
 	IPAMRoutes []string `json:"-"`

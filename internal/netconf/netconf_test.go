@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -237,5 +238,31 @@ func TestLoadCalicoExtras(t *testing.T) {
 	c, err = Load([]byte(`{"name":"n","ipam":{"type":"host-local"}}`), testEnv(nil, nil))
 	if err != nil || c.RuntimeConfig.PodAnnotations != nil {
 		t.Errorf("without runtimeConfig the annotations must be nil (read from the API): %v %v", err, c.RuntimeConfig.PodAnnotations)
+	}
+}
+
+func TestFromConflist(t *testing.T) {
+	list := []byte(`{"name":"net","cniVersion":"1.0.0","plugins":[{"type":"calico","mtu":1450,"ipam":{"type":"host-local"}},{"type":"portmap"}]}`)
+	b, err := FromConflist(list, "calico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(b, testEnv(nil, nil))
+	if err != nil || c.Name != "net" || c.CNIVersion != "1.0.0" || c.MTU != 1450 || c.IPAM.Type != "host-local" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, bad := range []string{`{"plugins":[{"type":"calico"}]}`, `{"name":"n","plugins":[{"type":"bridge"}]}`, `[`} {
+		if _, err := FromConflist([]byte(bad), "calico"); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	base := `{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"host-local"},"log_format":%q}`
+	for f, ok := range map[string]bool{"": true, "json": true, "text": true, "yaml": false} {
+		if _, err := Load([]byte(fmt.Sprintf(base, f)), testEnv(nil, nil)); (err == nil) != ok {
+			t.Errorf("log_format %q: %v", f, err)
+		}
 	}
 }

@@ -11,17 +11,21 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
-// RemoveOrphanHostVeths deletes host veths named with prefix that kdd-cni
-// created for network (their alias names it and the owning attachment) and
-// whose attachment valid rejects. Links without kdd-cni's alias, or of
-// another network, are never touched. It returns the names it removed.
-func RemoveOrphanHostVeths(prefix, network string, valid func(containerID, ifName string) bool) ([]string, error) {
+// OrphanHostVeth is a host veth kdd-cni created whose attachment is gone.
+type OrphanHostVeth struct {
+	Name, Alias, ContainerID, IfName string
+}
+
+// OrphanHostVeths lists host veths named with prefix that kdd-cni created
+// for network (their alias names it and the owning attachment) and whose
+// attachment valid rejects. Links without kdd-cni's alias, or of another
+// network, are never listed.
+func OrphanHostVeths(prefix, network string, valid func(containerID, ifName string) bool) ([]OrphanHostVeth, error) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to list links: %w", err)
 	}
-	var removed []string
-	var errs []error
+	var out []OrphanHostVeth
 	for _, l := range links {
 		a := l.Attrs()
 		if !strings.HasPrefix(a.Name, prefix) || l.Type() != "veth" {
@@ -31,11 +35,27 @@ func RemoveOrphanHostVeths(prefix, network string, valid func(containerID, ifNam
 		if !ours || net != network || valid(id, ifName) {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
-			errs = append(errs, fmt.Errorf("failed to delete orphan host veth %q: %w", a.Name, err))
-			continue
-		}
-		removed = append(removed, a.Name)
+		out = append(out, OrphanHostVeth{Name: a.Name, Alias: a.Alias, ContainerID: id, IfName: ifName})
 	}
-	return removed, errors.Join(errs...)
+	return out, nil
+}
+
+// RemoveOrphanHostVeth deletes o if the link of that name still carries
+// o's alias (an ADD may have replaced it since it was listed). It reports
+// whether it deleted it.
+func RemoveOrphanHostVeth(o OrphanHostVeth) (bool, error) {
+	l, err := netlinksafe.LinkByName(o.Name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("failed to read host veth %q: %w", o.Name, err)
+	}
+	if l.Attrs().Alias != o.Alias {
+		return false, nil
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+		return false, fmt.Errorf("failed to delete orphan host veth %q: %w", o.Name, err)
+	}
+	return true, nil
 }

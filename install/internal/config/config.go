@@ -55,6 +55,19 @@ type Config struct {
 	// OwnTokenFile is the installer's projected service-account token; a
 	// change triggers an immediate refresh of the CNI token.
 	OwnTokenFile string // SERVICEACCOUNT_TOKEN_FILE
+
+	// MetricsBindAddress is host:port for the sidecar's Prometheus
+	// endpoint (METRICS_BIND_ADDRESS); empty disables it.
+	MetricsBindAddress string
+	// RuntimeEndpoint is the container runtime's CRI socket
+	// (CONTAINER_RUNTIME_ENDPOINT), asked for the live pod sandboxes.
+	RuntimeEndpoint string
+	// ReclaimInterval is how often leaked leases and host veths are
+	// reclaimed (LEAK_RECLAIM_INTERVAL); 0 disables it.
+	ReclaimInterval time.Duration
+	// ReclaimGrace leaves leases younger than this alone
+	// (LEAK_RECLAIM_GRACE): their ADD may still be running.
+	ReclaimGrace time.Duration
 }
 
 // Defaults.
@@ -103,6 +116,19 @@ func (r *reader) integer(k string, def, lo, hi int) int {
 		r.fail("invalid %s=%q: want an integer from %d to %d", k, v, lo, hi)
 	}
 	return n
+}
+
+// duration reads a duration of at least lo ("0" is allowed when lo is 0).
+func (r *reader) duration(k string, def, lo time.Duration) time.Duration {
+	v := r.getenv(k)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo {
+		r.fail("invalid %s=%q: want a duration of at least %s", k, v, lo)
+	}
+	return d
 }
 
 // Load reads the configuration: the variables, their checks, the node and
@@ -154,6 +180,10 @@ func read(r *reader) *Config {
 			c.SkipBins[b] = true
 		}
 	}
+	c.MetricsBindAddress = r.str("METRICS_BIND_ADDRESS", "")
+	c.RuntimeEndpoint = r.str("CONTAINER_RUNTIME_ENDPOINT", "unix:///run/containerd/containerd.sock")
+	c.ReclaimInterval = r.duration("LEAK_RECLAIM_INTERVAL", 5*time.Minute, 0)
+	c.ReclaimGrace = r.duration("LEAK_RECLAIM_GRACE", 2*time.Minute, 30*time.Second)
 	ttl := r.str("CNI_TOKEN_TTL", "24h")
 	if d, err := time.ParseDuration(ttl); err != nil || d < 10*time.Minute {
 		r.fail("invalid CNI_TOKEN_TTL=%q: want a duration of at least 10m (the API minimum)", ttl)
@@ -186,6 +216,14 @@ func (c *Config) check(r *reader) {
 		if strings.ContainsRune(v, '/') || v == "." || v == ".." {
 			r.fail("invalid %s=%q: want a file name", k, v)
 		}
+	}
+	if a := c.MetricsBindAddress; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			r.fail("invalid METRICS_BIND_ADDRESS=%q: want host:port (e.g. :9097)", a)
+		}
+	}
+	if e := c.RuntimeEndpoint; !strings.HasPrefix(e, "unix://") && !strings.HasPrefix(e, "/") {
+		r.fail("invalid CONTAINER_RUNTIME_ENDPOINT=%q: want unix:///path/to.sock", e)
 	}
 	if !filepath.IsAbs(c.NetDir) {
 		r.fail("invalid CNI_NET_DIR=%q: want an absolute path", c.NetDir)

@@ -27,7 +27,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.HostRoot != "/host" || c.ConfName != "10-calico.conflist" || !c.Sleep || !c.UpdateBins || c.MTU != 1500 ||
 		c.NodeName != "host-1" || c.Namespace != "kube-system" || c.ServiceAccount != DefaultServiceAccount ||
-		c.TokenTTL != 24*time.Hour || c.KubeconfigHostPath() != "/etc/cni/net.d/calico-kubeconfig" || c.Server() != "" {
+		c.TokenTTL != 24*time.Hour || c.KubeconfigHostPath() != "/etc/cni/net.d/calico-kubeconfig" || c.Server() != "" ||
+		c.MetricsBindAddress != "" || c.RuntimeEndpoint != "unix:///run/containerd/containerd.sock" ||
+		c.ReclaimInterval != 5*time.Minute || c.ReclaimGrace != 2*time.Minute {
 		t.Errorf("defaults: %+v", c)
 	}
 	c, _ = load(map[string]string{"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443",
@@ -43,6 +45,8 @@ func TestBadValues(t *testing.T) {
 		"DATASTORE_TYPE": "etcdv3", "KUBERNETES_SERVICE_PROTOCOL": "ftp", "KUBERNETES_SERVICE_PORT": "0",
 		"CNI_CONF_NAME": "../evil", "CNI_NET_DIR": "relative", "CNI_NETWORK_CONFIG_FILE": "/missing",
 		"LOG_FILE_MAX_SIZE": "-1", "CNI_CONF_VERSION": "2.0.0",
+		"METRICS_BIND_ADDRESS": "9097", "CONTAINER_RUNTIME_ENDPOINT": "tcp://1.2.3.4:1",
+		"LEAK_RECLAIM_INTERVAL": "soon", "LEAK_RECLAIM_GRACE": "1s",
 	} {
 		_, err := load(map[string]string{k: v})
 		if err == nil || !strings.Contains(err.Error(), k) {

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
+	"github.com/kdd-cni/kdd-cni/install/internal/cri"
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
+	"github.com/kdd-cni/kdd-cni/internal/confcheck"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
@@ -25,6 +27,8 @@ import (
 type API interface {
 	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, bound *kube.BoundObject) (string, time.Time, error)
 	Node(ctx context.Context, node string) (kube.NodeInfo, error)
+	NodeEventRecorded(ctx context.Context, node, reason string) (bool, error)
+	RecordNodeEvent(ctx context.Context, e kube.NodeEvent) error
 	Server() string
 	CAData() []byte
 }
@@ -42,6 +46,11 @@ type Installer struct {
 	boundUID string
 	// written is the cniVersion of the conflist last written.
 	written string
+	// Sandboxes lists the runtime's pod sandboxes (nil: over CRI at
+	// CONTAINER_RUNTIME_ENDPOINT).
+	Sandboxes func(context.Context) ([]cri.Sandbox, error)
+	// seen is what the sidecar last learnt of its node and files.
+	seen observed
 }
 
 // confVersion is the conflist's cniVersion: CNI_CONF_VERSION if set, else
@@ -94,9 +103,25 @@ func (in *Installer) Validate() error {
 	}
 	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), "validation-token")
 	if err == nil {
-		_, err = render.WithVersion(conflist, in.Cfg.ConfVersion)
+		conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion)
+	}
+	if err == nil {
+		err = in.check(conflist)
 	}
 	return err
+}
+
+// check refuses a conflist the calico plugin would refuse (confcheck, as
+// `kddctl validate` runs it) and logs what it would ignore.
+func (in *Installer) check(conflist []byte) error {
+	r, err := confcheck.Conflist(conflist, confcheck.Env())
+	if err != nil {
+		return fmt.Errorf("refusing to write the conflist: %w", err)
+	}
+	for _, w := range r.Warnings {
+		in.Log.Warn("conflist", "warning", w)
+	}
+	return nil
 }
 
 // InstallBinaries copies every plugin of the image to each writable bin dir.
@@ -185,6 +210,9 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if conflist, err = render.WithVersion(conflist, version); err != nil {
 		return time.Time{}, err
 	}
+	if _, err := confcheck.Conflist(conflist, confcheck.Env()); err != nil {
+		return time.Time{}, fmt.Errorf("refusing to write the conflist: %w", err)
+	}
 	if version != in.written {
 		in.Log.Info("conflist cniVersion", "cniVersion", version, "why", why)
 		in.written = version
@@ -192,6 +220,7 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
 		return time.Time{}, err
 	}
+	in.seen.set(node, pluginConf(conflist), expiry)
 	return expiry, nil
 }
 

@@ -3,12 +3,14 @@ package installer
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
+	"github.com/kdd-cni/kdd-cni/install/internal/metrics"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
@@ -38,6 +40,14 @@ const nodeCheckEvery = 15 * time.Second
 // and when the node's Node object was re-created, retrying with backoff. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole.
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
+	m, err := in.serveMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	if api, err := in.NewAPI(); err == nil {
+		in.warnCapacity(ctx, api)
+	}
+	go in.reclaimLoop(ctx)
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
 	own := fileDigest(in.Cfg.OwnTokenFile)
@@ -52,6 +62,11 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 			return nil
 		case <-poll.C:
 			in.replayJournal(ctx)
+			if m != nil {
+				if err := m.Drain(); err != nil {
+					in.Log.Debug("failed to drain the invocation records", "err", err)
+				}
+			}
 			if d := fileDigest(in.Cfg.OwnTokenFile); d != own {
 				own, reason = d, "own service-account token changed"
 			} else if !time.Now().Before(next) {
@@ -79,8 +94,9 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	}
 }
 
-// nodeRecreated tells whether the node's Node object is not the one the
-// current token is bound to (an unreadable Node says nothing).
+// nodeRecreated re-reads the node's Node (for the metrics and the capacity
+// warning) and tells whether it is not the one the current token is bound
+// to (an unreadable Node says nothing).
 func (in *Installer) nodeRecreated(ctx context.Context) bool {
 	api, err := in.NewAPI()
 	if err != nil {
@@ -89,7 +105,40 @@ func (in *Installer) nodeRecreated(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	node, err := api.Node(ctx, in.Cfg.NodeName)
-	return err == nil && node.UID != in.boundUID
+	if err != nil {
+		return false
+	}
+	if node.UID != in.boundUID {
+		return true
+	}
+	in.seen.setNode(node)
+	in.warnCapacity(ctx, api)
+	return false
+}
+
+// serveMetrics starts the Prometheus endpoint on METRICS_BIND_ADDRESS
+// (nil, nil when it is unset).
+func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error) {
+	if in.Cfg.MetricsBindAddress == "" {
+		return nil, nil
+	}
+	m := metrics.New(metrics.Sources{
+		RecordsDir:  filepath.Join(in.Cfg.StateDir, "metrics"),
+		JournalDir:  filepath.Join(in.Cfg.StateDir, "journal"),
+		IPAM:        in.ipamUsage,
+		TokenExpiry: func() time.Time { _, _, exp := in.seen.get(); return exp },
+	})
+	serve, err := m.Serve(ctx, in.Cfg.MetricsBindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("failed to serve metrics on METRICS_BIND_ADDRESS=%s: %w", in.Cfg.MetricsBindAddress, err)
+	}
+	go func() {
+		if err := serve(); err != nil {
+			in.Log.Error("metrics endpoint stopped", "err", err)
+		}
+	}()
+	in.Log.Info("serving metrics", "address", in.Cfg.MetricsBindAddress)
+	return m, nil
 }
 
 // replayJournal sends the annotation clears DELs journaled while the
