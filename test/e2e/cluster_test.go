@@ -62,7 +62,12 @@ func TestTwoNodeInstall(t *testing.T) {
 		n.assertPodNetworks(t, names)
 	}
 	c.expect("across nodes, no policy", [][2]string{{"a1", "b1"}, {"b1", "a1"}, {"a2", "b2"}}, nil)
-	t.Run("startup burst on both nodes at once", func(t *testing.T) { c.burst(t, 15) })
+	t.Run("startup burst on both nodes at once", func(t *testing.T) {
+		c.burst(t, 15)
+		for _, n := range c.nodes {
+			n.checkMetrics(t, 2+15, 15) // every sandbox so far, and the burst's deletions
+		}
+	})
 	c.policyAcrossNodes()
 
 	t.Run("rolling the DaemonSet keeps running pods networked", func(t *testing.T) { c.roll(t) })
@@ -74,8 +79,12 @@ func TestTwoNodeInstall(t *testing.T) {
 		c.expect("new pod after restarts", [][2]string{{"a1", "b3"}, {"b3", "a2"}}, nil)
 		b.assertPodNetworks(t, []string{"b1", "b2", "b3"})
 	})
+	t.Run("runtime state wiped: leaks reclaimed over CRI", func(t *testing.T) {
+		c.wipeRuntime(t, b, []string{"b1", "b2"}, []string{"b3"})
+		c.expect("after the wipe", [][2]string{{"a1", "b1"}, {"b2", "a2"}}, nil)
+	})
 	t.Run("drain", func(t *testing.T) { c.drain(a, "a1", "a2") })
-	b.deletePods([]string{"b1", "b2", "b3"})
+	b.deletePods([]string{"b1", "b2"})
 	for _, n := range c.nodes {
 		n.assertNothingLeft(t)
 		c.assertNoJournal(n)
@@ -206,8 +215,10 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	// Leak reclamation every 10 s, leaving leases younger than 30 s alone.
 	text := strings.NewReplacer("image: kdd-cni:dev", "image: "+kddImage,
-		"image: quay.io/calico/node:v3.31.0", "image: "+felixImage).Replace(string(bundle))
+		"image: quay.io/calico/node:v3.31.0", "image: "+felixImage,
+		"  veth_mtu: \"1500\"\n", "  veth_mtu: \"1500\"\n  leak_reclaim_interval: 10s\n  leak_reclaim_grace: 30s\n").Replace(string(bundle))
 	for k, v := range calicoKeys {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -219,7 +230,7 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 		text = strings.Replace(text, "            - name: FELIX_HEALTHENABLED\n",
 			fmt.Sprintf("            - name: %s\n              value: %q\n            - name: FELIX_HEALTHENABLED\n", k, v), 1)
 	}
-	for _, want := range []string{kddImage, felixImage} {
+	for _, want := range []string{kddImage, felixImage, "leak_reclaim_interval"} {
 		if !strings.Contains(text, want) {
 			c.t.Fatalf("conf/kdd-cni.yaml changed shape: %q not substituted", want)
 		}

@@ -85,7 +85,7 @@ func (n *node) nodeIP() string {
 // kdd-cni DaemonSet installs the CNI. The images are imported.
 func startHostNode(t *testing.T, h *harness.Host, images ...string) *node {
 	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h,
-		sock: filepath.Join(h.Dir, "node", "containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
+		sock: h.Root("/run/containerd/containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
 		stateDir: h.Root("/var/lib/kdd-cni"), cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), h.Name),
 		netnsAtStart: netnsNames()}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {

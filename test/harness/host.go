@@ -40,7 +40,7 @@ func (cp *ControlPlane) addClusterBridge() error {
 // mount namespace), so several Hosts on one machine never share files, and
 // the manifests use the standard paths unchanged.
 var HostPaths = []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/lib/kdd-cni", "/var/lib/cni",
-	"/var/lib/calico", "/var/run/calico", "/var/log/calico", "/var/log/pods", "/var/log/containers"}
+	"/var/lib/calico", "/var/run/calico", "/var/log/calico", "/var/log/pods", "/var/log/containers", "/run/containerd"}
 
 // Host is one machine of a cluster: its own network namespace (uplink on
 // the cluster bridge, default route via the gateway) and its own mount

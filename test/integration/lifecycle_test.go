@@ -15,10 +15,11 @@ import (
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
-// podCIDRs returns a fresh podCIDR pair for a test.
+// podCIDRs returns a fresh podCIDR pair for a test (10.200.0.0/24 on,
+// into 10.201... past 256 of them).
 func podCIDRs(families string) []string {
 	n := int(seq.Add(1))
-	v4 := fmt.Sprintf("10.200.%d.0/24", n)
+	v4 := fmt.Sprintf("10.%d.%d.0/24", 200+n/256, n%256)
 	v6 := fmt.Sprintf("fd00:200:%x::/64", n)
 	switch families {
 	case "v4":

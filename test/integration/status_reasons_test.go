@@ -105,14 +105,14 @@ func TestStatusReasons(t *testing.T) {
 	})
 
 	t.Run("IP pool exhausted blocks ADD, not DEL", func(t *testing.T) {
-		n := seq.Add(1)
-		e := newEnv(t, fmt.Sprintf("10.201.%d.0/30", n)) // one usable address
+		n := seq.Add(1) % 256
+		e := newEnv(t, fmt.Sprintf("10.210.%d.0/30", n)) // one usable address
 		if r := e.statusOrGC("STATUS", nil); r.Err != nil {
 			t.Fatalf("STATUS with a free address: %v", r.Err)
 		}
 		p := e.newPod("only", false)
 		e.add(p)
-		wantUnready(t, e, []string{fmt.Sprintf("ipam: IP pool exhausted: 1 of 1 usable IPv4 addresses of 10.201.%d.0/30 in use", n)})
+		wantUnready(t, e, []string{fmt.Sprintf("ipam: IP pool exhausted: 1 of 1 usable IPv4 addresses of 10.210.%d.0/30 in use", n)})
 		if r := e.call("DEL", p, e.conf()); r.Err != nil {
 			t.Fatalf("DEL while the pool is exhausted: %v", r.Err)
 		}

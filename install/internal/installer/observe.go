@@ -133,6 +133,9 @@ func (in *Installer) warnCapacity(ctx context.Context, api API) {
 		msg := fmt.Sprintf("the kubelet's maxPods (%d) exceeds the %d usable %s addresses of podCIDR %s: pods past that will fail to start (raise the controller-manager's --node-cidr-mask-size or lower maxPods)",
 			node.MaxPods, p.usable, p.name, p.cidr)
 		recorded, err := api.NodeEventRecorded(ctx, in.Cfg.NodeName, CapacityReason)
+		if err == nil && recorded {
+			in.Log.Info("capacity warning already recorded on the node", "reason", CapacityReason)
+		}
 		if err == nil && !recorded {
 			err = api.RecordNodeEvent(ctx, kube.NodeEvent{Node: in.Cfg.NodeName, NodeUID: node.UID, Type: "Warning",
 				Reason: CapacityReason, Message: msg, Source: "kdd-cni"})

@@ -64,7 +64,7 @@ func (in *Installer) Reclaim(ctx context.Context) (int, error) {
 	before, _ := ipamexec.HostLocalLeases(plugin)
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = ipamexec.Call{Plugin: "calico", Config: conf, Args: &skel.CmdArgs{Path: in.Cfg.BinDirs()[0]}}.GC(ctx)
+	err = ipamexec.Call{Plugin: "calico", Config: conf, Args: &skel.CmdArgs{Path: in.Cfg.BinSrcDir}}.GC(ctx)
 	after, _ := ipamexec.HostLocalLeases(plugin)
 	released := max(len(before)-len(after), 0)
 	if err != nil {

@@ -1,0 +1,162 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+)
+
+// scrape reads addr's /metrics in the node namespace and parses it as
+// Prometheus does.
+func scrape(t *testing.T, addr string) (map[string]*dto.MetricFamily, error) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: suite.CP.DialContext}}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
+}
+
+func sampleCount(fam *dto.MetricFamily, labels map[string]string) uint64 {
+	var n uint64
+	for _, m := range fam.GetMetric() {
+		match := true
+		for _, l := range m.GetLabel() {
+			if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+				match = false
+			}
+		}
+		if match {
+			n += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return n
+}
+
+// The sidecar serves the plugins' records as metrics, with the node's pool
+// and token, and records one Warning Event on a Node whose kubelet admits
+// more pods than its podCIDR has addresses, not one per loop or restart.
+func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
+	ctx := context.Background()
+	const capNode = "cap-node"
+	if _, err := suite.CP.CreateNode(ctx, capNode, "10.231.0.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := suite.CP.Admin.CoreV1().Nodes().Get(ctx, capNode, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Capacity = corev1.ResourceList{corev1.ResourcePods: resource.MustParse("300")}
+	if _, err := suite.CP.Admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHost(t)
+	const addr = "127.0.0.1:19097"
+	h.env["KUBERNETES_NODE_NAME"] = capNode
+	h.env["METRICS_BIND_ADDRESS"] = addr
+	records := h.path("var/lib/kdd-cni/metrics")
+	for i := range 5 {
+		oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "ADD", Result: "success", Seconds: 0.01 * float64(i+1),
+			Steps: map[string]float64{"ipam": 0.004}, API: map[string]int{"PATCH": 1, "GET": 1}})
+	}
+	oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "DEL", Result: "11", Seconds: 1, API: map[string]int{"PATCH": 1}})
+	s := startSidecar(t, h)
+
+	var fams map[string]*dto.MetricFamily
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fams, err = scrape(t, addr)
+		if err == nil && sampleCount(fams["kdd_cni_operation_duration_seconds"], map[string]string{"command": "ADD"}) == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %v %v\n%s", err, fams["kdd_cni_operation_duration_seconds"], s.out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ops := fams["kdd_cni_operation_duration_seconds"]
+	if got := sampleCount(ops, map[string]string{"command": "DEL", "result": "11"}); got != 1 {
+		t.Errorf("DEL/11 count %d", got)
+	}
+	api := map[string]float64{}
+	for _, m := range fams["kdd_cni_api_requests_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		api[l["command"]+" "+l["verb"]] = m.GetCounter().GetValue()
+	}
+	if api["ADD PATCH"] != 5 || api["ADD GET"] != 5 || api["DEL PATCH"] != 1 || len(api) != 3 {
+		t.Errorf("api requests: %v", api)
+	}
+	gauge := func(name, family string) float64 {
+		for _, m := range fams[name].GetMetric() {
+			if family == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == family) {
+				return m.GetGauge().GetValue()
+			}
+		}
+		t.Errorf("%s{%s} missing", name, family)
+		return -1
+	}
+	if c := gauge("kdd_cni_ipam_addresses_capacity", "IPv4"); c != 253 {
+		t.Errorf("capacity %v, want 253 (10.231.0.0/24 less network, gateway, broadcast)", c)
+	}
+	if j := gauge("kdd_cni_journal_pending", ""); j != 0 {
+		t.Errorf("journal pending %v", j)
+	}
+	exp, ok := kube.TokenExpiry(h.token())
+	if got := gauge("kdd_cni_token_expiry_timestamp_seconds", ""); !ok || got != float64(exp.Unix()) {
+		t.Errorf("token expiry gauge %v, token's exp %v", got, exp)
+	}
+	if left, _ := os.ReadDir(records); len(left) > 1 {
+		t.Errorf("records not drained: %v", left)
+	}
+
+	events := func() []corev1.Event {
+		l, err := suite.CP.Admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{
+			FieldSelector: fmt.Sprintf("involvedObject.name=%s,reason=PodCIDRTooSmall", capNode)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Items
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for len(events()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	ev := events()
+	if len(ev) != 1 || ev[0].Type != "Warning" || !strings.Contains(ev[0].Message, "maxPods (300) exceeds the 253 usable IPv4 addresses") {
+		t.Fatalf("capacity events: %+v", ev)
+	}
+	// A second sidecar on the node finds it and records none.
+	h2 := newHost(t)
+	h2.env["KUBERNETES_NODE_NAME"] = capNode
+	s2 := startSidecar(t, h2)
+	deadline = time.Now().Add(15 * time.Second)
+	for !strings.Contains(s2.out.String(), "capacity warning already recorded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("second sidecar did not check:\n%s", s2.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := len(events()); n != 1 {
+		t.Errorf("%d capacity events after a second sidecar, want 1", n)
+	}
+}
