@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +159,48 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 	}
 	if n := len(events()); n != 1 {
 		t.Errorf("%d capacity events after a second sidecar, want 1", n)
+	}
+}
+
+// When the runtime cannot be asked for its sandboxes, leak reclamation
+// touches nothing: every lease stays.
+func TestReclaimDoesNothingWithoutRuntime(t *testing.T) {
+	h := newHost(t)
+	leases := t.TempDir()
+	tmpl, err := os.ReadFile(h.env["CNI_NETWORK_CONFIG_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	withDir := strings.Replace(string(tmpl), `"subnet": "usePodCidr" }`, fmt.Sprintf(`"subnet": "usePodCidr", "dataDir": %q }`, leases), 1)
+	if withDir == string(tmpl) {
+		t.Fatal("the conflist template changed shape")
+	}
+	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
+	h.env["CNI_NETWORK_CONFIG"] = withDir
+	h.env["LEAK_RECLAIM_INTERVAL"] = "1s"
+	h.env["LEAK_RECLAIM_GRACE"] = "30s"
+	h.env["CONTAINER_RUNTIME_ENDPOINT"] = "unix://" + filepath.Join(t.TempDir(), "no-runtime.sock")
+	store := filepath.Join(leases, "k8s-pod-network")
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for i := 2; i < 5; i++ {
+		p := filepath.Join(store, fmt.Sprintf("10.230.0.%d", i))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("forgotten-%d\r\neth0", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chtimes(p, old, old)
+	}
+	s := startSidecar(t, h)
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(s.out.String(), "the runtime cannot be asked") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reclaim attempt logged:\n%s", s.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left, _ := filepath.Glob(filepath.Join(store, "10.230.0.*")); len(left) != 3 {
+		t.Errorf("leases left: %v, want all 3", left)
 	}
 }
