@@ -180,7 +180,7 @@ func (c *cluster) wipeRuntime(t *testing.T, n *node, keep, forget []string) {
 	n.assertPodNetworks(t, keep)
 	// It was the reclaimer: its log says what it released.
 	var said []string
-	logs, _ := filepath.Glob(filepath.Join(n.host.Root("/var/log/pods"), "kube-system_kdd-cni-node-*", "token-refresh", "*.log"))
+	logs, _ := filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "token-refresh", "*.log"))
 	for _, f := range logs {
 		b, _ := os.ReadFile(f)
 		for _, l := range strings.Split(string(b), "\n") {
