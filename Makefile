@@ -119,7 +119,7 @@ netpol: deps build image-rootfs
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools
-	cd test/bench && KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$($(CURDIR)/test/tools/build.sh) go run . -out $(CURDIR)/results
+	cd test/bench && KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$($(CURDIR)/test/tools/build.sh) KDD_CNI_CALICO=$$($(CURDIR)/test/tools/calico/build.sh) go run . -out $(CURDIR)/results
 
 # The long fault-injection run (docs/reliability.md); make test runs a short one.
 FAULT_CYCLES ?= 1000

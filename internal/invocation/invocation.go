@@ -62,6 +62,7 @@ type Frame struct {
 	Log       *slog.Logger
 	Start     time.Time
 	plugin    string
+	stepsMu   sync.Mutex
 	steps     map[string]float64 // seconds, for the invocation's record
 
 	ipam    *podcidr.Conf // stdin decoded generically; nil if ipamErr
@@ -162,7 +163,11 @@ func (f *Frame) PodCIDRNode() (string, error) {
 // API is the API client for the configured identity, built once; safe for
 // concurrent steps.
 func (f *Frame) API() (*kube.Client, error) {
-	f.apiOnce.Do(func() { f.api, f.apiErr = kube.New(f.Conf.APIAccess(f.Env, f.timeout)) })
+	f.apiOnce.Do(func() {
+		start := time.Now()
+		f.api, f.apiErr = kube.New(f.Conf.APIAccess(f.Env, f.timeout))
+		f.Time("credentials", time.Since(start))
+	})
 	return f.api, f.apiErr
 }
 
@@ -211,10 +216,17 @@ func (f *Frame) APITimeout() time.Duration { return f.timeout }
 // Step logs how long a named step took (debug level), keeps it for the
 // invocation's record, and restarts the clock.
 func (f *Frame) Step(name string, since *time.Time) {
-	took := time.Since(*since)
-	f.Log.Debug("step", "name", name, "took", took)
-	f.steps[name] += took.Seconds()
+	f.Time(name, time.Since(*since))
 	*since = time.Now()
+}
+
+// Time keeps how long a named piece of work took (debug log and the
+// invocation's record); safe from concurrent steps.
+func (f *Frame) Time(name string, took time.Duration) {
+	f.Log.Debug("step", "name", name, "took", took)
+	f.stepsMu.Lock()
+	defer f.stepsMu.Unlock()
+	f.steps[name] += took.Seconds()
 }
 
 // End logs the outcome once, appends the invocation's record for the
@@ -226,11 +238,16 @@ func (f *Frame) End(err error) {
 	} else {
 		f.Log.Info("done", "after", took)
 	}
+	f.stepsMu.Lock()
 	rec := oprecord.Record{Time: f.Start, Plugin: f.plugin, Command: f.Command, Result: Result(err),
 		Seconds: took.Seconds(), Steps: f.steps}
 	if f.api != nil {
 		rec.API = f.api.Requests()
+		for name, d := range f.api.Timings() {
+			rec.Steps[name] = d.Seconds()
+		}
 	}
+	f.stepsMu.Unlock()
 	if !oprecord.Append(f.Conf.MetricsDir(), rec) {
 		f.Log.Debug("metrics record dropped")
 	}

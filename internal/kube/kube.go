@@ -8,12 +8,14 @@ package kube
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
@@ -53,7 +55,40 @@ type Client struct {
 	token   string
 
 	mu       sync.Mutex
-	requests map[string]int // sent, by verb
+	requests map[string]int           // sent, by verb
+	timings  map[string]time.Duration // connection set-up, by phase
+}
+
+// Timings are how long the client's connection set-up took: "connect"
+// (TCP) and "tls-handshake", summed over connections.
+func (c *Client) Timings() map[string]time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Duration, len(c.timings))
+	for k, d := range c.timings {
+		out[k] = d
+	}
+	return out
+}
+
+func (c *Client) addTiming(phase string, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timings == nil {
+		c.timings = map[string]time.Duration{}
+	}
+	c.timings[phase] += d
+}
+
+// trace times the connection set-up of a request.
+func (c *Client) trace(ctx context.Context) context.Context {
+	var connect, handshake time.Time
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		ConnectStart:      func(string, string) { connect = time.Now() },
+		ConnectDone:       func(string, string, error) { c.addTiming("connect", time.Since(connect)) },
+		TLSHandshakeStart: func() { handshake = time.Now() },
+		TLSHandshakeDone:  func(tls.ConnectionState, error) { c.addTiming("tls-handshake", time.Since(handshake)) },
+	})
 }
 
 // Requests counts the requests sent so far, by verb (answered or not).
@@ -206,7 +241,7 @@ func (c *Client) do(ctx context.Context, verb, path, contentType string, body []
 	u := *c.base
 	p, query, _ := strings.Cut(path, "?")
 	u.Path, u.RawQuery = strings.TrimSuffix(u.Path, "/")+p, query
-	req, err := http.NewRequestWithContext(ctx, verb, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(c.trace(ctx), verb, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

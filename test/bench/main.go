@@ -1,10 +1,13 @@
-// Command bench measures kdd-cni's `calico` plugin against a baseline
-// (ptp + host-local, no datastore) in the same run, executed exactly as a
-// runtime does (fresh process, CNI env, config on stdin), against a real
-// kube-apiserver: ADD/DEL latency serial, at 16 and 64 concurrent pods and
-// in a 110-pod burst; API requests per command from the apiserver's own
-// metrics; peak RSS and CPU per invocation; binary size and start-up cost.
-// It writes a Markdown summary, a PNG plot and the raw samples.
+// Command bench measures kdd-cni's `calico` plugin against Calico's own
+// `calico` binary (built from the pinned Calico release) and the floor,
+// ptp + host-local with no datastore, in the same run: interleaved, each
+// executed exactly as a runtime does (fresh process, CNI env, config on
+// stdin), the two datastore plugins against one real kube-apiserver:
+// ADD/DEL latency serial, at 16 and 64 concurrent pods and in a 110-pod
+// burst; API requests per command, by verb and resource, from the
+// apiserver's audit log; peak RSS and CPU per invocation; binary size and
+// start-up cost; where kdd-cni's ADD spends its time. It writes a Markdown
+// summary, PNG plots and the raw samples.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -31,10 +35,20 @@ const (
 	maxPods   = 128
 )
 
+// The three plugins, in the tables' order.
+const (
+	ours   = "kdd-cni"
+	theirs = "calico"
+	floor  = "ptp"
+)
+
+var pluginNames = []string{ours, theirs, floor}
+
 type plugin struct {
 	name   string
 	binary string
 	conf   []byte
+	user   string // the API identity it runs as ("" for none)
 }
 
 // sample is one invocation.
@@ -53,8 +67,11 @@ type bench struct {
 	// results[scenario][plugin][command]
 	results map[string]map[string]map[string][]sample
 	rssrun  string // launcher used by the resource pass
+	records string // kdd-cni's per-invocation records (its metrics store)
 	mu      sync.Mutex
-	apiMark map[string]float64 // request counters between serialOurs' ADDs and DELs
+	// execStarts are when each serial invocation of kdd-cni was started,
+	// to time its process start-up against its record.
+	execStarts map[string][]time.Time
 }
 
 func main() {
@@ -63,6 +80,7 @@ func main() {
 	out := flag.String("out", "results", "results directory")
 	flag.StringVar(&logFile, "log", "", "write the plugin's debug log (with per-step timings) here")
 	flag.BoolVar(&quick, "quick", false, "serial and resource passes only")
+	flag.StringVar(&before, "before", "", "another build of kdd-cni's calico binary, run beside this one for a paired before/after figure")
 	flag.Parse()
 	if err := run(*rounds, *waves, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -73,7 +91,11 @@ func main() {
 var (
 	logFile string
 	quick   bool
+	before  string
 )
+
+// beforeName is the -before build's name in the results.
+const beforeName = "kdd-cni (before)"
 
 func run(rounds, waves int, outDir string) error {
 	if os.Geteuid() != 0 {
@@ -85,7 +107,8 @@ func run(rounds, waves int, outDir string) error {
 		return err
 	}
 	defer suite.Stop()
-	b := &bench{cp: suite.CP, bin: suite.BinDir, results: map[string]map[string]map[string][]sample{}}
+	b := &bench{cp: suite.CP, bin: suite.BinDir, results: map[string]map[string]map[string][]sample{},
+		execStarts: map[string][]time.Time{}}
 	defer b.cleanup()
 	if _, err := b.cp.CreateNode(ctx, node, "10.250.0.0/20"); err != nil {
 		return err
@@ -109,17 +132,21 @@ func run(rounds, waves int, outDir string) error {
 	if logFile != "" {
 		level = "debug"
 	}
-	ours, _ := json.Marshal(map[string]any{
+	oursConf, _ := json.Marshal(map[string]any{
 		"log_level": level, "log_file_path": logFile,
-		"cniVersion": "1.1.0", "name": "bench-calico", "type": "calico", "nodename": node, "mtu": 1500,
+		"cniVersion": "1.0.0", "name": "bench-calico", "type": "calico", "nodename": node, "mtu": 1500,
 		"datastore_type": "kubernetes", "state_dir": filepath.Join(work, "state"),
 		"kubernetes": map[string]any{"kubeconfig": suite.Kubeconfig},
 		"ipam":       map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": filepath.Join(work, "ours")},
 		// The pod's annotations, as containerd and CRI-O pass them.
 		"runtimeConfig": map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{}},
 	})
+	theirsConf, theirsBin, err := b.setUpCalico(ctx, work)
+	if err != nil {
+		return err
+	}
 	base, _ := json.Marshal(map[string]any{
-		"cniVersion": "1.1.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false, "mtu": 1500,
+		"cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false, "mtu": 1500,
 		"ipam": map[string]any{"type": "host-local", "subnet": "10.251.0.0/20", "dataDir": filepath.Join(work, "base")},
 	})
 	b.rssrun = filepath.Join(work, "rssrun")
@@ -129,35 +156,43 @@ func run(rounds, waves int, outDir string) error {
 		return fmt.Errorf("build rssrun: %w: %s", err, out)
 	}
 	b.plugins = []*plugin{
-		{name: "kdd-cni", binary: filepath.Join(b.bin, "calico"), conf: ours},
-		{name: "baseline", binary: filepath.Join(b.bin, "ptp"), conf: base},
+		{name: ours, binary: filepath.Join(b.bin, "calico"), conf: oursConf, user: harness.CNIUser},
+		{name: theirs, binary: theirsBin, conf: theirsConf, user: harness.CalicoCNIUser},
+		{name: floor, binary: filepath.Join(b.bin, "ptp"), conf: base},
+	}
+	b.records = filepath.Join(work, "state", "metrics")
+	if before != "" {
+		var c map[string]any
+		_ = json.Unmarshal(oursConf, &c)
+		c["state_dir"] = filepath.Join(work, "state-before")
+		c["ipam"] = map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": filepath.Join(work, "before")}
+		conf, _ := json.Marshal(c)
+		b.plugins = append(b.plugins, &plugin{name: beforeName, binary: before, conf: conf, user: harness.CNIUser})
 	}
 
 	fmt.Println("warming up")
 	b.serial("warmup", 1, 4)
 	delete(b.results, "warmup")
 
-	apiBefore, err := b.cp.RequestCounts(ctx)
-	if err != nil {
-		return err
+	fmt.Println("API requests")
+	api := map[string]apiCost{}
+	for _, p := range b.plugins {
+		if p.name == beforeName {
+			continue
+		}
+		if api[p.name], err = b.apiPass(p, 20); err != nil {
+			return err
+		}
 	}
-	cpuBefore := b.controlPlaneCPU()
-	b.serialOurs("api", 20)
-	cpCPU := (b.controlPlaneCPU() - cpuBefore) / 20
-	apiAfterAdd := b.apiMark
-	apiAfter, err := b.cp.RequestCounts(ctx)
-	if err != nil {
-		return err
-	}
-	api := apiCost{
-		add: harness.CountDelta(apiBefore, apiAfterAdd, "pods", "nodes", "namespaces"),
-		del: harness.CountDelta(apiAfterAdd, apiAfter, "pods", "nodes", "namespaces"),
-		n:   20, cpu: cpCPU,
-	}
-	delete(b.results, "api")
 
 	fmt.Println("serial")
+	_, _, _ = oprecord.Drain(b.records) // the profile covers the serial pass only
+	_, _, _ = oprecord.Drain(b.records)
 	b.serial("serial", rounds, 10)
+	profile, err := b.profile()
+	if err != nil {
+		return err
+	}
 	if !quick {
 		for _, c := range []int{16, 64} {
 			fmt.Printf("%d concurrent\n", c)
@@ -175,7 +210,7 @@ func run(rounds, waves int, outDir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	summary := b.summary(api, startup)
+	summary := b.summary(api, startup, profile)
 	fmt.Print(summary)
 	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(summary), 0o644); err != nil {
 		return err
@@ -282,17 +317,24 @@ func (b *bench) record(scenario, plugin, cmd string, s sample) {
 	b.results[scenario][plugin][cmd] = append(b.results[scenario][plugin][cmd], s)
 }
 
-// serial: each round, each plugin (alternating who goes first) ADDs n pods
+// order is the plugins rotated by r: each goes first in turn.
+func (b *bench) order(r int) []*plugin {
+	k := r % len(b.plugins)
+	return append(append([]*plugin(nil), b.plugins[k:]...), b.plugins[:k]...)
+}
+
+// serial: each round, each plugin (each going first in turn) ADDs n pods
 // one after another, then DELs them.
 func (b *bench) serial(scenario string, rounds, n int) {
 	for r := 0; r < rounds; r++ {
-		order := b.plugins
-		if r%2 == 1 {
-			order = []*plugin{b.plugins[1], b.plugins[0]}
-		}
-		for _, p := range order {
+		for _, p := range b.order(r) {
 			for _, cmd := range []string{"ADD", "DEL"} {
 				for i := 0; i < n; i++ {
+					if p.name == ours && scenario == "serial" {
+						b.mu.Lock()
+						b.execStarts[cmd] = append(b.execStarts[cmd], time.Now())
+						b.mu.Unlock()
+					}
 					b.record(scenario, p.name, cmd, b.invoke(p, cmd, i))
 				}
 			}
@@ -311,33 +353,48 @@ func (b *bench) resources(scenario string, rounds, n int) {
 			}
 		}
 	}
-	// The floor: rssrun exec'ing a program that exits at once.
-	floor := b.run(&plugin{name: "floor", binary: "/bin/true"}, "VERSION", 0, true)
-	b.record(scenario, "floor", "exec", floor)
+	// The measurement floor: rssrun exec'ing a program that exits at once.
+	f := b.run(&plugin{name: "exec-floor", binary: "/bin/true"}, "VERSION", 0, true)
+	b.record(scenario, "exec-floor", "exec", f)
 }
 
-// serialOurs ADDs then DELs n pods with kdd-cni, marking the request
-// counters in between, to attribute API requests to each command.
-func (b *bench) serialOurs(scenario string, n int) {
-	p := b.plugins[0]
-	for i := 0; i < n; i++ {
-		b.record(scenario, p.name, "ADD", b.invoke(p, "ADD", i))
+// apiPass ADDs then DELs n pods with p, serially, and reads from the
+// apiserver's audit log every request p's identity made for each command,
+// and the control plane's CPU time over the pass.
+func (b *bench) apiPass(p *plugin, n int) (apiCost, error) {
+	cost := apiCost{n: n, add: map[string]int{}, del: map[string]int{}}
+	cpuBefore := b.controlPlaneCPU()
+	for _, cmd := range []string{"ADD", "DEL"} {
+		mark := b.cp.AuditMark()
+		for i := 0; i < n; i++ {
+			if s := b.invoke(p, cmd, i); s.Err != "" {
+				return cost, fmt.Errorf("%s %s: %s", p.name, cmd, s.Err)
+			}
+		}
+		if p.user == "" {
+			continue
+		}
+		reqs, err := b.cp.AuditedSince(mark, p.user)
+		if err != nil {
+			return cost, err
+		}
+		into := cost.add
+		if cmd == "DEL" {
+			into = cost.del
+		}
+		for _, r := range reqs {
+			into[r]++
+		}
 	}
-	b.apiMark, _ = b.cp.RequestCounts(context.Background())
-	for i := 0; i < n; i++ {
-		b.record(scenario, p.name, "DEL", b.invoke(p, "DEL", i))
-	}
+	cost.cpu = (b.controlPlaneCPU() - cpuBefore) / time.Duration(n)
+	return cost, nil
 }
 
 // concurrent: waves of c pods ADDed at once (released together), then DELed
-// at once; plugins alternate wave by wave.
+// at once; each plugin goes first in turn.
 func (b *bench) concurrent(scenario string, c, waves int) {
 	for w := 0; w < waves; w++ {
-		order := b.plugins
-		if w%2 == 1 {
-			order = []*plugin{b.plugins[1], b.plugins[0]}
-		}
-		for _, p := range order {
+		for _, p := range b.order(w) {
 			for _, cmd := range []string{"ADD", "DEL"} {
 				var wg sync.WaitGroup
 				start := make(chan struct{})

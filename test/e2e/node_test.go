@@ -256,7 +256,7 @@ authorization:
   mode: AlwaysAllow
 resolvConf: ""
 podLogsDir: %s
-maxPods: 110
+maxPods: 120
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

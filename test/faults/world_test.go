@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -371,7 +372,7 @@ func (w *world) leases() map[string]string { return harness.HostLocalLeases(w.da
 func (w *world) caliLinks() []netlink.Link {
 	var out []netlink.Link
 	_ = suite.CP.DoInNode(func() error {
-		links, err := netlink.LinkList()
+		links, err := netlinksafe.LinkList()
 		for _, l := range links {
 			if strings.HasPrefix(l.Attrs().Name, "cali") {
 				out = append(out, l)

@@ -42,6 +42,50 @@ func (cp *ControlPlane) InstallCalicoCRDs(ctx context.Context) error {
 	return cp.ApplyManifest(ctx, objs, false)
 }
 
+// calicoCNIRBAC is the identity of Calico's calico binary: Calico v3.31.0's
+// calico-cni-plugin ClusterRole from its policy-only manifest, plus the
+// read of ClusterInformation its binary makes at every ADD (datastore
+// ready?), which that manifest grants through the calico-node role.
+const calicoCNIRBAC = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: calico-cni-plugin, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: calico-cni-plugin}
+rules:
+  - apiGroups: [""]
+    resources: [pods, nodes, namespaces]
+    verbs: [get]
+  - apiGroups: [""]
+    resources: [pods/status]
+    verbs: [patch]
+  - apiGroups: [crd.projectcalico.org]
+    resources: [clusterinformations]
+    verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: calico-cni-plugin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: calico-cni-plugin}
+subjects:
+  - {kind: ServiceAccount, name: calico-cni-plugin, namespace: kube-system}
+`
+
+// CalicoCNIKubeconfig creates the identity Calico's own calico binary runs
+// as (calicoCNIRBAC) and writes a kubeconfig for it to path. Calico's CRDs
+// must be installed (InstallCalicoCRDs).
+func (cp *ControlPlane) CalicoCNIKubeconfig(ctx context.Context, path string) error {
+	rbac := filepath.Join(cp.Dir, "calico-cni-rbac.yaml")
+	if err := os.WriteFile(rbac, []byte(calicoCNIRBAC), 0o644); err != nil {
+		return err
+	}
+	if err := cp.ApplyManifest(ctx, rbac, false); err != nil {
+		return err
+	}
+	return cp.ServiceAccountKubeconfig(ctx, path, "kube-system", "calico-cni-plugin", 86400)
+}
+
 // FelixOptions configure one Felix.
 type FelixOptions struct {
 	// Node is Felix's hostname: the Node name the pods are bound to.

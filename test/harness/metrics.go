@@ -72,14 +72,19 @@ func matchResource(key, resource string) bool {
 // CNIUser is the CNI identity's user name (conf/manifests/rbac-cni.yaml).
 const CNIUser = "system:serviceaccount:kube-system:kdd-cni-plugin"
 
-// auditPolicy records every request of the CNI identity, resource or not,
-// once (when its response is complete), and nothing else.
+// CalicoCNIUser is the identity Calico's own calico binary runs as where
+// a test or the benchmark runs it (Calico's calico-cni-plugin account).
+const CalicoCNIUser = "system:serviceaccount:kube-system:calico-cni-plugin"
+
+// auditPolicy records every request of the CNI identities (ours and
+// Calico's), resource or not, once (when its response is complete), and
+// nothing else.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
-    users: ["` + CNIUser + `"]
+    users: ["` + CNIUser + `", "` + CalicoCNIUser + `"]
   - level: None
 `
 

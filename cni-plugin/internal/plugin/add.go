@@ -134,7 +134,9 @@ func (p *Plugin) planFor(inv *command, s *apiSession, alloc *types100.Result) (p
 // its undo is a deferred clear, guarded by this sandbox's container ID.
 func (p *Plugin) network(ctx context.Context, inv *command, s *apiSession, pl plan.Plan, undo *undoStack) (dataplane.Result, error) {
 	s.startEndpointWrite(ctx, inv, pl.Addresses)
+	start := time.Now()
 	created, setupErr := dataplane.Setup(pl, inv.Args.Netns)
+	inv.Time("veth", time.Since(start))
 	if setupErr == nil {
 		undo.push("remove the interfaces", func() error { return dataplane.Remove(pl, created.HostIndex) })
 	}
@@ -186,7 +188,9 @@ func podOptions(inv *command, s *apiSession) (podopts.Options, error) {
 // podCIDRs, so no ADD fails and no address outside them is handed out.
 func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipamConf *podcidr.Conf, node string) (*types100.Result, error) {
 	add := func(conf []byte) (*types100.Result, error) {
+		start := time.Now()
 		r, err := ipamexec.Call{Plugin: inv.Conf.IPAM.Type, Config: conf, Args: inv.Args}.Add(ctx)
+		inv.Time(inv.Conf.IPAM.Type, time.Since(start)) // "host-local"
 		if err != nil {
 			// It may have allocated before failing (or being killed at the
 			// deadline): host-local's DEL of an unknown container is a no-op.

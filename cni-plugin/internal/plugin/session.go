@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
@@ -47,7 +48,9 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 				s.node <- result[podcidr.NodeCIDRs]{err: s.err}
 				return
 			}
+			start := time.Now()
 			c, err := podcidr.NodePodCIDRs(ctx, s.api, node)
+			inv.Time("get-node", time.Since(start))
 			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}
 		}()
 	}
@@ -95,7 +98,9 @@ func (s *apiSession) startEndpointWrite(ctx context.Context, inv *command, addrs
 			s.patched <- s.err
 			return
 		}
+		start := time.Now()
 		err := wep.Write(ctx, s.api, inv.Pod.Namespace, inv.Pod.Pod, addrs, inv.Args.ContainerID)
+		inv.Time("patch", time.Since(start))
 		if err != nil {
 			err = fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)
 		}
