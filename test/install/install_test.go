@@ -223,25 +223,38 @@ func TestBadEnvironmentWritesNothing(t *testing.T) {
 	}
 }
 
-// A template that does not render, or install-cni credentials that do not
-// load, are found before anything is written: no binary either.
+// A template that does not render, a conflist the calico plugin would
+// refuse, or install-cni credentials that do not load, are found before
+// anything is written: no binary either.
 func TestBadTemplateOrCredentialsWriteNothing(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.template")
 	if err := os.WriteFile(bad, []byte(`{"name":"k8s-pod-network","plugins":[{"type":"calico","mtu":__LOG_LEVEL__}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Valid JSON that the calico plugin would refuse (kddctl validate's checks).
+	refused := `{"name":"k8s-pod-network","plugins":[{"type":"calico","log_format":"xml","ipam":{"type":"host-local","subnet":"usePodCidr"}}]}`
+	noIPAM := `{"name":"k8s-pod-network","plugins":[{"type":"calico","mtu":1500}]}`
 	for name, env := range map[string]map[string]string{
-		"template":    {"CNI_NETWORK_CONFIG_FILE": bad},
-		"credentials": {"KUBECONFIG": "/nonexistent/kubeconfig"},
+		"template":                      {"CNI_NETWORK_CONFIG_FILE": bad},
+		"credentials":                   {"KUBECONFIG": "/nonexistent/kubeconfig"},
+		"conflist the plugin refuses":   {"CNI_NETWORK_CONFIG": refused},
+		"conflist without an ipam type": {"CNI_NETWORK_CONFIG": noIPAM},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := newHost(t)
 			for k, v := range env {
 				h.env[k] = v
 			}
+			_, conflist := env["CNI_NETWORK_CONFIG"]
+			if conflist {
+				delete(h.env, "CNI_NETWORK_CONFIG_FILE")
+			}
 			out, err := h.install()
 			if err == nil {
 				t.Fatalf("install-cni accepted a bad %s:\n%s", name, out)
+			}
+			if conflist && !strings.Contains(out, "refusing to write the conflist") {
+				t.Errorf("install-cni failed for another reason:\n%s", out)
 			}
 			entries, _ := os.ReadDir(h.root)
 			if len(entries) != 0 {

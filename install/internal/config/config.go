@@ -47,6 +47,7 @@ type Config struct {
 
 	ServiceAccount string        // CALICO_CNI_SERVICE_ACCOUNT: the CNI identity
 	Namespace      string        // POD_NAMESPACE, else the in-cluster namespace file
+	PodName        string        // POD_NAME: install-cni's own pod (leak reclamation checks the runtime knows it)
 	TokenTTL       time.Duration // CNI_TOKEN_TTL (default 24h)
 	Kubeconfig     string        // KUBECONFIG: the installer's own client (else in-cluster)
 	// StateDir is the plugin's state_dir as mounted here: the sidecar
@@ -180,6 +181,7 @@ func read(r *reader) *Config {
 			c.SkipBins[b] = true
 		}
 	}
+	c.PodName = r.str("POD_NAME", "")
 	c.MetricsBindAddress = r.str("METRICS_BIND_ADDRESS", "")
 	c.RuntimeEndpoint = r.str("CONTAINER_RUNTIME_ENDPOINT", "unix:///run/containerd/containerd.sock")
 	c.ReclaimInterval = r.duration("LEAK_RECLAIM_INTERVAL", 5*time.Minute, 0)

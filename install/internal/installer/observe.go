@@ -44,6 +44,21 @@ func (o *observed) get() (kube.NodeInfo, []byte, time.Time) {
 	return o.node, o.plugin, o.expiry
 }
 
+func (o *observed) hasWarned(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.warned[key]
+}
+
+func (o *observed) setWarned(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.warned == nil {
+		o.warned = map[string]bool{}
+	}
+	o.warned[key] = true
+}
+
 // pluginConf is the calico entry of the conflist as the runtime hands it
 // to the plugin (nil if there is none).
 func pluginConf(conflist []byte) []byte {
@@ -124,10 +139,7 @@ func (in *Installer) warnCapacity(ctx context.Context, api API) {
 			continue
 		}
 		key := fmt.Sprintf("%s/%s/%d", node.UID, p.cidr, node.MaxPods)
-		in.seen.mu.Lock()
-		done := in.seen.warned[key]
-		in.seen.mu.Unlock()
-		if done {
+		if in.seen.hasWarned(key) {
 			continue
 		}
 		msg := fmt.Sprintf("the kubelet's maxPods (%d) exceeds the %d usable %s addresses of podCIDR %s: pods past that will fail to start (raise the controller-manager's --node-cidr-mask-size or lower maxPods)",
@@ -145,11 +157,6 @@ func (in *Installer) warnCapacity(ctx context.Context, api API) {
 			continue // try again on the next node check
 		}
 		in.Log.Warn(msg)
-		in.seen.mu.Lock()
-		if in.seen.warned == nil {
-			in.seen.warned = map[string]bool{}
-		}
-		in.seen.warned[key] = true
-		in.seen.mu.Unlock()
+		in.seen.setWarned(key)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -53,6 +54,9 @@ func (in *Installer) Reclaim(ctx context.Context) (int, error) {
 		}
 	}
 	sandboxes, err := list(ctx)
+	if err == nil {
+		err = in.knowsOwnPod(sandboxes)
+	}
 	if err != nil {
 		in.Log.Warn("the runtime cannot be asked for its pod sandboxes; nothing reclaimed", "err", err)
 		return 0, err
@@ -73,6 +77,22 @@ func (in *Installer) Reclaim(ctx context.Context) (int, error) {
 	}
 	in.Log.Info("reclaimed leaks", "sandboxes", len(sandboxes), "leasesBefore", len(before), "released", released)
 	return released, nil
+}
+
+// knowsOwnPod guards against asking the wrong runtime (a stale socket of
+// another runtime on the node would list none of the pods, and every lease
+// would look leaked): the runtime must hold install-cni's own pod sandbox.
+func (in *Installer) knowsOwnPod(sandboxes []cri.Sandbox) error {
+	if in.Cfg.PodName == "" {
+		return nil // not run in a pod (POD_NAME unset): nothing to check against
+	}
+	for _, s := range sandboxes {
+		if s.Name == in.Cfg.PodName && s.Namespace == in.Cfg.Namespace {
+			return nil
+		}
+	}
+	return fmt.Errorf("the runtime at %s lists %d pod sandboxes but not this pod (%s/%s): is CONTAINER_RUNTIME_ENDPOINT this node's runtime?",
+		in.Cfg.RuntimeEndpoint, len(sandboxes), in.Cfg.Namespace, in.Cfg.PodName)
 }
 
 // gcConf is the plugin's configuration for a GC that keeps the runtime's
