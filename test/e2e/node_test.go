@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +35,7 @@ type node struct {
 	kubelet      *harness.Process
 	kubeProxy    *harness.Process
 	netnsAtStart map[string]bool
+	started      time.Time // when the node was made (its shims' sockets are newer)
 	// host is the machine of a node of the two-node cluster (nil: the
 	// single node, in the control plane's namespace).
 	host   *harness.Host
@@ -87,7 +90,7 @@ func startHostNode(t *testing.T, h *harness.Host, images ...string) *node {
 	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h,
 		sock: h.Root("/run/containerd/containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
 		stateDir: h.Root("/var/lib/kdd-cni"), cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), h.Name),
-		netnsAtStart: netnsNames()}
+		netnsAtStart: netnsNames(), started: time.Now()}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +110,7 @@ func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
 	}
 	n := &node{t: t, name: name, dir: dir, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
-		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), name), netnsAtStart: netnsNames()}
+		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), name), netnsAtStart: netnsNames(), started: time.Now()}
 	if _, err := os.Stat(containerLogs); os.IsNotExist(err) {
 		n.containerLogsCreated = true
 	}
@@ -412,10 +415,35 @@ func (n *node) teardown() {
 	}
 	removeCgroups(n.cgroupRoot)
 	removeContainerLogLinks(n.dir, n.containerLogsCreated)
+	removeDeadShimSockets(n.started)
 	// A node that is gone is not NotReady: later tests wait for all nodes.
 	_ = cp.Admin.CoreV1().Nodes().Delete(ctx, n.name, metav1.DeleteOptions{})
 	if err := os.RemoveAll(n.dir); err != nil {
 		n.t.Errorf("remove %s: %v", n.dir, err)
+	}
+}
+
+// shimSockets is where containerd 1.6 puts its shims' sockets, whatever
+// its state dir (a node on a Host has its own /run/containerd).
+const shimSockets = "/run/containerd/s"
+
+// removeDeadShimSockets removes the sockets our killed shims left: those
+// made since the node started that no process listens on any more.
+func removeDeadShimSockets(since time.Time) {
+	entries, _ := os.ReadDir(shimSockets)
+	for _, e := range entries {
+		p := filepath.Join(shimSockets, e.Name())
+		fi, err := e.Info()
+		if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.ModTime().Before(since) {
+			continue
+		}
+		if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+			c.Close()
+			continue
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			continue
+		}
+		_ = os.Remove(p)
 	}
 }
 
