@@ -33,11 +33,14 @@ func Backoff(n int) time.Duration {
 // bound to is still the node's (a re-created Node kills the token).
 const nodeCheckEvery = 15 * time.Second
 
-// runSidecar is install-cni's long-running part (SLEEP=true). Its jobs,
-// checked every second: replay the journal of annotation clears the plugin
-// could not send; re-mint the CNI token on schedule, at once when the
-// installer's own service-account token changes (e.g. signing-key rotation),
-// and when the node's Node object was re-created, retrying with backoff. A failed refresh leaves the previous
+// runSidecar is install-cni's long-running part (SLEEP=true). It serves the
+// plugins' metrics (METRICS_BIND_ADDRESS), warns on a Node whose maxPods
+// exceeds its podCIDR, and reclaims leaks (reclaimLoop). Its jobs, checked
+// every second: drain the plugins' records into the metrics; replay the
+// journal of annotation clears the plugin could not send; re-mint the CNI
+// token on schedule, at once when the installer's own service-account token
+// changes (e.g. signing-key rotation), and when the node's Node object was
+// re-created, retrying with backoff. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole.
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	m, err := in.serveMetrics(ctx)
