@@ -47,6 +47,15 @@ func findConflist(dir string) (string, error) {
 	return "", fmt.Errorf("failed to find a conflist with a calico plugin in %s: %w", dir, fs.ErrNotExist)
 }
 
+// conflistFlags parses the flags of the commands that read a conflist.
+func conflistFlags(cmd string, args []string) (file, kubeconfig string, err error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.StringVar(&file, "f", "", "conflist (default: the calico conflist in "+defaultNetDir+")")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the one the conflist names)")
+	err = fs.Parse(args)
+	return file, kubeconfig, err
+}
+
 // loadConflist reads and checks the conflist named by -f (else found in
 // /etc/cni/net.d), with --kubeconfig overriding the one it names.
 func loadConflist(path, kubeconfig string) (string, *confcheck.Result, error) {
@@ -73,13 +82,11 @@ func loadConflist(path, kubeconfig string) (string, *confcheck.Result, error) {
 // status runs the checks behind CNI STATUS for the node the conflist is
 // for, and shows every finding. Exit 1 when one fails (STATUS would).
 func status(args []string, out io.Writer) (int, error) {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	file := fs.String("f", "", "conflist (default: the calico conflist in "+defaultNetDir+")")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: the one the conflist names)")
-	if err := fs.Parse(args); err != nil {
+	file, kubeconfig, err := conflistFlags("status", args)
+	if err != nil {
 		return 2, err
 	}
-	path, r, err := loadConflist(*file, *kubeconfig)
+	path, r, err := loadConflist(file, kubeconfig)
 	if err != nil {
 		return 1, err
 	}
@@ -109,13 +116,11 @@ func status(args []string, out io.Writer) (int, error) {
 // validate checks a conflist as the plugin would read it, then the
 // kubeconfig it names and the identity's rights. Exit 1 on any problem.
 func validate(args []string, out io.Writer) (int, error) {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	file := fs.String("f", "", "conflist (default: the calico conflist in "+defaultNetDir+")")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: the one the conflist names)")
-	if err := fs.Parse(args); err != nil {
+	file, kubeconfig, err := conflistFlags("validate", args)
+	if err != nil {
 		return 2, err
 	}
-	path, r, err := loadConflist(*file, *kubeconfig)
+	path, r, err := loadConflist(file, kubeconfig)
 	if err != nil {
 		fmt.Fprintf(out, "FAIL  %s: %v\n", path, err)
 		return 1, nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -57,34 +56,14 @@ type NodeInfo struct {
 
 // Node reads a Node's UID, runtime, podCIDRs and pod capacity (a quorum
 // read: a re-created Node must not be answered from a cache).
-func (c *Client) Node(ctx context.Context, node string) (NodeInfo, error) {
-	var n struct {
-		Metadata struct {
-			UID string `json:"uid"`
-		} `json:"metadata"`
-		Spec struct {
-			PodCIDR  string   `json:"podCIDR"`
-			PodCIDRs []string `json:"podCIDRs"`
-		} `json:"spec"`
-		Status struct {
-			NodeInfo struct {
-				ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
-			} `json:"nodeInfo"`
-			Capacity struct {
-				Pods string `json:"pods"`
-			} `json:"capacity"`
-		} `json:"status"`
+func (c *Client) Node(ctx context.Context, name string) (NodeInfo, error) {
+	var n node
+	if err := c.do(ctx, "GET", nodePath(name), "", nil, &n); err != nil {
+		return NodeInfo{}, fmt.Errorf("failed to read node %q: %w", name, err)
 	}
-	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node), "", nil, &n); err != nil {
-		return NodeInfo{}, fmt.Errorf("failed to read node %q: %w", node, err)
-	}
-	info := NodeInfo{UID: n.Metadata.UID, ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion,
-		PodCIDRs: n.Spec.PodCIDRs}
-	if len(info.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
-		info.PodCIDRs = []string{n.Spec.PodCIDR}
-	}
-	info.MaxPods, _ = strconv.Atoi(n.Status.Capacity.Pods)
-	return info, nil
+	f := n.facts()
+	return NodeInfo{UID: f.UID, ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion,
+		PodCIDRs: f.PodCIDRs, MaxPods: f.MaxPods}, nil
 }
 
 // NodeEvent is an Event about a Node.

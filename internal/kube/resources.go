@@ -52,34 +52,46 @@ type NodeFacts struct {
 	MaxPods int
 }
 
-// NodeFacts reads a Node's UID, podCIDRs and pod capacity.
-func (c *Client) NodeFacts(ctx context.Context, node string) (NodeFacts, error) {
-	var n struct {
-		Metadata struct {
-			UID string `json:"uid"`
-		} `json:"metadata"`
-		Spec struct {
-			PodCIDR  string   `json:"podCIDR"`
-			PodCIDRs []string `json:"podCIDRs"`
-		} `json:"spec"`
-		Status struct {
-			Capacity struct {
-				Pods string `json:"pods"`
-			} `json:"capacity"`
-		} `json:"status"`
-	}
-	// resourceVersion=0: served from the apiserver's watch cache, no etcd
-	// read; a Node's podCIDRs never change once set, so any version of the
-	// same Node (UID) will do.
-	if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(node)+"?resourceVersion=0", "", nil, &n); err != nil {
-		return NodeFacts{}, err
-	}
+// node is the part of a Node kdd-cni reads.
+type node struct {
+	Metadata struct {
+		UID string `json:"uid"`
+	} `json:"metadata"`
+	Spec struct {
+		PodCIDR  string   `json:"podCIDR"`
+		PodCIDRs []string `json:"podCIDRs"`
+	} `json:"spec"`
+	Status struct {
+		NodeInfo struct {
+			ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
+		} `json:"nodeInfo"`
+		Capacity struct {
+			Pods string `json:"pods"`
+		} `json:"capacity"`
+	} `json:"status"`
+}
+
+func (n *node) facts() NodeFacts {
 	f := NodeFacts{UID: n.Metadata.UID, PodCIDRs: n.Spec.PodCIDRs}
 	if len(f.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
 		f.PodCIDRs = []string{n.Spec.PodCIDR}
 	}
 	f.MaxPods, _ = strconv.Atoi(n.Status.Capacity.Pods)
-	return f, nil
+	return f
+}
+
+func nodePath(name string) string { return "/api/v1/nodes/" + url.PathEscape(name) }
+
+// NodeFacts reads a Node's UID, podCIDRs and pod capacity.
+func (c *Client) NodeFacts(ctx context.Context, name string) (NodeFacts, error) {
+	var n node
+	// resourceVersion=0: served from the apiserver's watch cache, no etcd
+	// read; a Node's podCIDRs never change once set, so any version of the
+	// same Node (UID) will do.
+	if err := c.do(ctx, "GET", nodePath(name)+"?resourceVersion=0", "", nil, &n); err != nil {
+		return NodeFacts{}, err
+	}
+	return n.facts(), nil
 }
 
 // NodePodCIDRs returns a Node's UID and podCIDRs.

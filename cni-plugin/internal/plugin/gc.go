@@ -39,26 +39,30 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	ctx, cancel := withTimeout(gcTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
-	valid, err := withYoungLeases(inv, listed)
+	live := map[string]bool{} // kdd-cni.dev/valid-sandboxes
+	for _, id := range inv.Conf.GCSandboxes {
+		live[id] = true
+	}
+	valid, err := withYoungLeases(inv, listed, live)
 	if err != nil {
 		return err
 	}
 	released, ipamErr := p.collectLeases(ctx, inv, valid)
 	removeTornLeases(ctx, inv)
-	removed, linkErr := removeOrphanVeths(ctx, inv, valid)
-	liveIDs := map[string]bool{}
+	removed, linkErr := removeOrphanVeths(ctx, inv, valid, live)
+	validIDs := map[string]bool{}
 	for a := range valid {
-		liveIDs[a.ContainerID] = true
+		validIDs[a.ContainerID] = true
 	}
-	inv.Conf.AddMarks().ForgetExcept(func(id string) bool { return liveIDs[id] })
+	inv.Conf.AddMarks().ForgetExcept(func(id string) bool { return validIDs[id] })
 	inv.Log.Info("garbage collected", "valid", len(listed), "young", len(valid)-len(listed),
 		"leasesReleased", len(released), "linksRemoved", removed)
 	return errors.Join(ipamErr, linkErr)
 }
 
 // withYoungLeases adds to the listed attachments those whose lease is
-// younger than the grace period.
-func withYoungLeases(inv *command, listed map[types.GCAttachment]bool) (map[types.GCAttachment]bool, error) {
+// younger than the grace period, and the leases of the live sandboxes.
+func withYoungLeases(inv *command, listed map[types.GCAttachment]bool, live map[string]bool) (map[types.GCAttachment]bool, error) {
 	valid := map[types.GCAttachment]bool{}
 	for a := range listed {
 		valid[a] = true
@@ -77,12 +81,8 @@ func withYoungLeases(inv *command, listed map[types.GCAttachment]bool) (map[type
 	for _, a := range young {
 		valid[a] = true
 	}
-	if len(inv.Conf.GCSandboxes) == 0 {
+	if len(live) == 0 {
 		return valid, nil
-	}
-	live := map[string]bool{}
-	for _, id := range inv.Conf.GCSandboxes {
-		live[id] = true
 	}
 	leases, err := ipamexec.HostLocalLeases(inv.ReleaseConf())
 	if err != nil {
@@ -99,11 +99,7 @@ func withYoungLeases(inv *command, listed map[types.GCAttachment]bool) (map[type
 // removeOrphanVeths removes the host veths of attachments not in valid,
 // each under its pod's lock (the lock is named after the host veth); one
 // whose lock is held is left for the next GC.
-func removeOrphanVeths(ctx context.Context, inv *command, valid map[types.GCAttachment]bool) (int, error) {
-	live := map[string]bool{}
-	for _, id := range inv.Conf.GCSandboxes {
-		live[id] = true
-	}
+func removeOrphanVeths(ctx context.Context, inv *command, valid map[types.GCAttachment]bool, live map[string]bool) (int, error) {
 	orphans, err := dataplane.OrphanHostVeths(inv.Conf.InterfacePrefix, inv.Conf.Name, func(id, ifName string) bool {
 		return live[id] || valid[types.GCAttachment{ContainerID: id, IfName: ifName}]
 	})
