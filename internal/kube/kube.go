@@ -1,8 +1,9 @@
 // Package kube is kdd-cni's only door to the Kubernetes API. It loads
-// credentials with client-go (kubeconfig, tokens, client certificates, exec
-// plugins, in-cluster config) but sends plain HTTP requests and decodes only
-// the fields it needs, so a plugin invocation stays small and fast. Every
-// request carries its own timeout.
+// credentials as kubectl does (kubeconfig, tokens, client certificates,
+// exec plugins, in-cluster config; credentials.go) without linking
+// client-go, sends plain HTTP requests and decodes only the fields it needs,
+// so a plugin invocation stays small and fast. Every request carries its
+// own timeout.
 package kube
 
 import (
@@ -17,15 +18,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // DefaultTimeout bounds one request.
@@ -52,7 +48,7 @@ type Client struct {
 	ua      string
 	timeout time.Duration
 	caData  []byte
-	token   string
+	auth    *auth
 
 	mu       sync.Mutex
 	requests map[string]int           // sent, by verb
@@ -113,31 +109,38 @@ func (c *Client) count(verb string) {
 
 // New builds a client; it makes no request.
 func New(a Access) (*Client, error) {
-	cfg, err := restConfig(a)
+	cr, where, err := loadCredentials(a)
+	if err == nil {
+		var c *Client
+		if c, err = cr.client(a); err == nil {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("failed to load API credentials from %s: %w", where, err)
+}
+
+// client builds the client for resolved credentials.
+func (cr *credentials) client(a Access) (*Client, error) {
+	base, err := url.Parse(cr.cluster.Server)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("invalid API server address %q", cr.cluster.Server)
+	}
+	tc, ca, err := cr.trust()
 	if err != nil {
 		return nil, err
 	}
-	hc, err := rest.HTTPClientFor(cfg)
+	auth, cert, err := cr.identity(ca)
 	if err != nil {
-		return nil, fmt.Errorf("failed to build API client: %w", err)
+		return nil, err
 	}
-	base, err := url.Parse(cfg.Host)
-	if err != nil || base.Host == "" {
-		return nil, fmt.Errorf("invalid API server address %q", cfg.Host)
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
 	}
-	ca := cfg.CAData
-	if len(ca) == 0 && cfg.CAFile != "" {
-		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
-			return nil, fmt.Errorf("failed to read CA file: %w", err)
-		}
+	t, err := cr.transport(tc)
+	if err != nil {
+		return nil, err
 	}
-	token := cfg.BearerToken
-	if token == "" && cfg.BearerTokenFile != "" {
-		if b, err := os.ReadFile(cfg.BearerTokenFile); err == nil {
-			token = strings.TrimSpace(string(b))
-		}
-	}
-	c := &Client{http: hc, base: base, ua: a.UserAgent, timeout: a.Timeout, caData: ca, token: token}
+	c := &Client{http: &http.Client{Transport: t}, base: base, ua: a.UserAgent, timeout: a.Timeout, caData: ca, auth: auth}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -149,30 +152,10 @@ func (c *Client) Server() string { return c.base.String() }
 
 // BearerToken is the token the client authenticates with ("" for client
 // certificates and exec plugins).
-func (c *Client) BearerToken() string { return c.token }
+func (c *Client) BearerToken() string { return c.auth.bearer() }
 
 // CAData is the cluster CA the client trusts (PEM), if any.
 func (c *Client) CAData() []byte { return c.caData }
-
-func restConfig(a Access) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if a.Kubeconfig != "" {
-		rules = &clientcmd.ClientConfigLoadingRules{ExplicitPath: a.Kubeconfig}
-	}
-	overrides := &clientcmd.ConfigOverrides{
-		ClusterInfo: clientcmdapi.Cluster{Server: a.Server, CertificateAuthority: a.CAFile, InsecureSkipTLSVerify: a.InsecureTLS},
-		AuthInfo:    clientcmdapi.AuthInfo{Token: a.Token, ClientCertificate: a.CertFile, ClientKey: a.KeyFile},
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
-	if err != nil {
-		where := a.Kubeconfig
-		if where == "" {
-			where = "the default kubeconfig or in-cluster config"
-		}
-		return nil, fmt.Errorf("failed to load API credentials from %s: %w", where, err)
-	}
-	return cfg, nil
-}
 
 // APIError is a non-2xx answer from the API server.
 type APIError struct {
@@ -196,6 +179,18 @@ var (
 	// ErrForbidden is 403: the identity may not do this.
 	ErrForbidden = errors.New("forbidden")
 )
+
+// apiError is the error for a non-2xx answer whose body is data.
+func apiError(code int, verb, path string, data []byte) *APIError {
+	var st struct {
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(data, &st)
+	if st.Message == "" {
+		st.Message = strings.TrimSpace(string(data))
+	}
+	return &APIError{Code: code, Verb: verb, Path: path, Message: st.Message}
+}
 
 // Transient tells whether a request failed in a way that may pass if tried
 // again: no answer (connection refused, reset, timeout), 429, a 5xx, or 401
@@ -230,6 +225,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == http.StatusUnauthorized
 	case ErrForbidden:
 		return e.Code == http.StatusForbidden
+	case ErrGone:
+		return e.Code == http.StatusGone
 	}
 	return false
 }
@@ -238,12 +235,21 @@ func (e *APIError) Is(target error) bool {
 func (c *Client) do(ctx context.Context, verb, path, contentType string, body []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	req, err := c.request(ctx, verb, path, contentType, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	return c.roundTrip(req, verb, path, out)
+}
+
+// request builds a request to path (which may hold a query).
+func (c *Client) request(ctx context.Context, verb, path, contentType string, body io.Reader) (*http.Request, error) {
 	u := *c.base
 	p, query, _ := strings.Cut(path, "?")
 	u.Path, u.RawQuery = strings.TrimSuffix(u.Path, "/")+p, query
-	req, err := http.NewRequestWithContext(c.trace(ctx), verb, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(c.trace(ctx), verb, u.String(), body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	if contentType != "" {
@@ -252,6 +258,12 @@ func (c *Client) do(ctx context.Context, verb, path, contentType string, body []
 	if c.ua != "" {
 		req.Header.Set("User-Agent", c.ua)
 	}
+	c.auth.apply(req)
+	return req, nil
+}
+
+// roundTrip sends req and decodes a 2xx JSON body into out (if non-nil).
+func (c *Client) roundTrip(req *http.Request, verb, path string, out any) error {
 	c.count(verb)
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -263,14 +275,7 @@ func (c *Client) do(ctx context.Context, verb, path, contentType string, body []
 		return fmt.Errorf("failed to read answer to %s %s: %w", verb, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		var st struct {
-			Message string `json:"message"`
-		}
-		_ = json.Unmarshal(data, &st)
-		if st.Message == "" {
-			st.Message = strings.TrimSpace(string(data))
-		}
-		return &APIError{Code: resp.StatusCode, Verb: verb, Path: path, Message: st.Message}
+		return apiError(resp.StatusCode, verb, path, data)
 	}
 	if out == nil {
 		return nil

@@ -55,7 +55,8 @@ type NodeFacts struct {
 // node is the part of a Node kdd-cni reads.
 type node struct {
 	Metadata struct {
-		UID string `json:"uid"`
+		UID             string `json:"uid"`
+		ResourceVersion string `json:"resourceVersion"`
 	} `json:"metadata"`
 	Spec struct {
 		PodCIDR  string   `json:"podCIDR"`
@@ -124,4 +125,10 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return v.GitVersion, nil
+}
+
+// OpenPodStatusPatch opens a PATCH of a Pod through its status subresource
+// whose patch is sent later (Pending.Send).
+func (c *Client) OpenPodStatusPatch(ctx context.Context, namespace, name, patchType string) *Pending {
+	return c.Open(ctx, "PATCH", podPath(namespace, name)+"/status", patchType)
 }
