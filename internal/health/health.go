@@ -65,7 +65,9 @@ type Node struct {
 	// podCIDRs (to count its leases); nil otherwise.
 	HostLocal  []byte
 	JournalDir string
-	Now        time.Time
+	// StateDir holds the podCIDRs install-cni's sidecar publishes.
+	StateDir string
+	Now      time.Time
 }
 
 // Check runs every check. It sends one request: a GET of the Node.
@@ -146,6 +148,15 @@ func checkPodCIDRs(n Node, facts kube.NodeFacts, add adder) {
 		return
 	}
 	add("podCIDR", OK, "node %q has podCIDRs %s", n.Node, strings.Join(facts.PodCIDRs, ","))
+	switch w, ok := podcidr.Watched(n.StateDir, n.Node); {
+	case !ok:
+		add("podCIDR", OK, "install-cni's sidecar does not publish them (no live watch): each ADD reads the Node")
+	case w.UID != facts.UID || w.CIDRs != cidrs:
+		add("podCIDR", Warn, "install-cni's sidecar publishes %s for Node %s, the API server has %s for Node %s",
+			w.CIDRs, w.UID, cidrs, facts.UID)
+	default:
+		add("podCIDR", OK, "install-cni's sidecar publishes them from its watch on the Node: ADDs read no Node")
+	}
 	inUse := map[string]int{}
 	if n.HostLocal != nil {
 		v4, v6, err := ipamexec.InUse(n.HostLocal)

@@ -44,12 +44,7 @@ func cachePath(stateDir, node string) string {
 
 // Cached reads the cache; ok is false when there is none.
 func Cached(stateDir, node string) (NodeCIDRs, bool) {
-	var c NodeCIDRs
-	b, err := os.ReadFile(cachePath(stateDir, node))
-	if err != nil || json.Unmarshal(b, &c) != nil || c.Node != node || c.UID == "" || (c.CIDRs.V4 == "" && c.CIDRs.V6 == "") {
-		return NodeCIDRs{}, false
-	}
-	return c, true
+	return decodeCIDRs(cachePath(stateDir, node), node)
 }
 
 // Store writes the cache atomically.

@@ -25,6 +25,11 @@ type CIDRs struct {
 	V6 string `json:"v6,omitempty"`
 }
 
+// String lists the podCIDRs, IPv4 first, comma-separated.
+func (c CIDRs) String() string {
+	return strings.Trim(c.V4+","+c.V6, ",")
+}
+
 // ByFamily splits a Node's spec.podCIDRs into families. nodeName is used in
 // error messages only.
 func ByFamily(nodeName string, podCIDRs []string) (CIDRs, error) {

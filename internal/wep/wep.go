@@ -86,15 +86,17 @@ type API interface {
 	PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error
 }
 
-// Write stores a sandbox's annotations (ADD). A JSON merge patch stores
-// exactly what Calico's strategic-merge patch stores, and costs the
-// apiserver less.
-func Write(ctx context.Context, api API, namespace, pod string, ips []net.IPNet, containerID string) error {
+// Send stores a sandbox's annotations (ADD) through a PATCH opened before
+// the addresses were known (kube.Client.OpenPodStatusPatch). A JSON merge
+// patch stores exactly what Calico's strategic-merge patch stores, and
+// costs the apiserver less.
+func Send(ctx context.Context, write *kube.Pending, ips []net.IPNet, containerID string) error {
 	patch, err := AddPatch(ips, containerID)
 	if err != nil {
+		write.Abort()
 		return err
 	}
-	return api.PatchPodStatus(ctx, namespace, pod, kube.MergePatch, patch)
+	return write.Send(ctx, patch)
 }
 
 // Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422

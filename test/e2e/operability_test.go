@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -85,6 +86,14 @@ func (n *node) checkMetrics(t *testing.T, adds, dels int) {
 	}
 	if api["ADD PATCH"] != float64(adds) {
 		t.Errorf("%s: %v PATCHes by ADD, want one per ADD (%d): %v", n.name, api["ADD PATCH"], adds, api)
+	}
+	// The sidecar publishes the node's podCIDRs from its watch: ADDs read
+	// no Node, but the node's first sandboxes may precede the watch.
+	if api["ADD GET"] > 2 {
+		t.Errorf("%s: %v GETs by ADD, want none once the sidecar watches the Node: %v", n.name, api["ADD GET"], api)
+	}
+	if c, ok := podcidr.Watched(n.stateDir, n.name); !ok || c.CIDRs.V4 == "" {
+		t.Errorf("%s: the sidecar publishes no podCIDRs (%+v, live %v)", n.name, c, ok)
 	}
 	gauge := func(name string) float64 {
 		for _, m := range fams[name].GetMetric() {

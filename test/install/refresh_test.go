@@ -19,10 +19,11 @@ import (
 
 // sidecar is install-cni running with SLEEP=true.
 type sidecar struct {
-	h    *host
-	out  *syncBuffer
-	done chan error
-	pid  int
+	h       *host
+	out     *syncBuffer
+	done    chan error
+	pid     int
+	stopped bool
 }
 
 type syncBuffer struct {
@@ -48,21 +49,31 @@ func startSidecar(t *testing.T, h *host) *sidecar {
 	s.pid = cmd.Process.Pid
 	go func() { s.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-s.done:
-			if err != nil {
-				t.Errorf("sidecar exit on SIGTERM: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("sidecar ignored SIGTERM")
+		if !s.stopped {
+			s.stop(t, syscall.SIGTERM)
 		}
 		if t.Failed() {
 			t.Logf("sidecar log:\n%s", s.out)
 		}
 	})
 	return s
+}
+
+// stop ends the sidecar with sig; SIGTERM must end it cleanly.
+func (s *sidecar) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	s.stopped = true
+	_ = syscall.Kill(s.pid, sig)
+	select {
+	case err := <-s.done:
+		if err != nil && sig == syscall.SIGTERM {
+			t.Errorf("sidecar exit on SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(s.pid, syscall.SIGKILL)
+		<-s.done
+		t.Errorf("sidecar ignored %v", sig)
+	}
 }
 
 // token reads the CNI kubeconfig's token ("" while absent).

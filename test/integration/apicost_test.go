@@ -1,10 +1,17 @@
 package integration
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -26,6 +33,78 @@ func TestAPIRequestsPerCommand(t *testing.T) {
 	if want := "PATCH pods/status"; del != want {
 		t.Errorf("DEL made %s, want exactly %s", del, want)
 	}
+}
+
+// With install-cni's sidecar watching the Node (its copy of the podCIDRs
+// published under a live lock), ADD makes one request: the PATCH. The
+// addresses come from the published podCIDRs. A copy whose watch is gone
+// (its lock not held), naming other podCIDRs, is ignored: the Node is read.
+func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
+	e := newEnv(t, podCIDRs("dual")...)
+	delete(e.ipam, "subnet")
+	e.ipam["ranges"] = rangesFor("dual")
+	e.runtimeAnnotations(nil)
+	node, err := cluster.Admin.CoreV1().Nodes().Get(context.Background(), e.node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidrs, err := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(e.dataDir, "state")
+	pub, err := podcidr.NewPublisher(state, e.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}); err != nil {
+		t.Fatal(err)
+	}
+	p := e.newPod("watched", false)
+	if got := requestsOf(t, func() { e.add(p) }); got != "PATCH pods/status" {
+		t.Errorf("ADD with a live watched copy made %s, want only PATCH pods/status", got)
+	}
+	for _, ip := range p.ips() {
+		if !inAny(ip, node.Spec.PodCIDRs) {
+			t.Errorf("got %s, outside %v", ip, node.Spec.PodCIDRs)
+		}
+	}
+	ips := p.ips()
+	e.del(p)
+	e.assertGone(p, ips)
+
+	// IPAM fails after the PATCH was opened (at once: there is no GET to
+	// share a connection with): the PATCH is aborted, nothing is written.
+	f := e.newPod("refused", false)
+	f.extraArgs = "IP=10.99.0.5"
+	if r := e.call("ADD", f, e.conf()); r.Err == nil {
+		t.Fatal("ADD of an address outside the podCIDRs succeeded")
+	}
+	time.Sleep(300 * time.Millisecond) // an aborted PATCH the server applied would show by now
+	e.assertNothingAllocated(f, true)
+
+	// The sidecar died: its copy stays, naming podCIDRs the Node no longer
+	// has, and nobody holds the lock.
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stale := `{"node":"` + e.node + `","uid":"gone","cidrs":{"v4":"10.99.0.0/24","v6":"fd99::/64"}}`
+	if err := os.WriteFile(filepath.Join(state, "podcidrs", e.node+".watched.json"), []byte(stale), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q := e.newPod("unwatched", false)
+	if got := requestsOf(t, func() { e.add(q) }); got != "GET nodes, PATCH pods/status" {
+		t.Errorf("ADD with a dead watch's copy made %s, want GET nodes + PATCH pods/status", got)
+	}
+	for _, ip := range q.ips() {
+		if !inAny(ip, node.Spec.PodCIDRs) {
+			t.Errorf("got %s from a dead watch's copy, outside %v", ip, node.Spec.PodCIDRs)
+		}
+	}
+	ips = q.ips()
+	e.del(q)
+	e.assertGone(q, ips)
 }
 
 // requestsOf lists, sorted, every request the CNI identity made while fn

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // conflistFile writes e's configuration as a conflist, as install-cni would.
@@ -60,6 +62,33 @@ func TestKddctlStatus(t *testing.T) {
 	}
 	if code != 0 || strings.Contains(out, "FAIL") {
 		t.Errorf("status exit %d", code)
+	}
+	if !strings.Contains(words, "OK podCIDR install-cni's sidecar does not publish them") {
+		t.Errorf("status does not say the podCIDRs are not published:\n%s", out)
+	}
+
+	// The sidecar's copy, live: the same as the Node's, then another.
+	pub, err := podcidr.NewPublisher(filepath.Join(e.dataDir, "state"), e.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	cidrs, _ := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
+	for _, c := range []struct {
+		published podcidr.NodeCIDRs
+		want      string
+	}{
+		{podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}, "OK podCIDR install-cni's sidecar publishes them from its watch"},
+		{podcidr.NodeCIDRs{Node: e.node, UID: "older", CIDRs: podcidr.CIDRs{V4: "10.99.0.0/24"}},
+			"WARN podCIDR install-cni's sidecar publishes 10.99.0.0/24 for Node older, the API server has " + cidrs.String()},
+	} {
+		if err := pub.Publish(c.published); err != nil {
+			t.Fatal(err)
+		}
+		out, code := kddctl(t, "status", "-f", e.conflistFile(t, nil))
+		if code != 0 || !strings.Contains(strings.Join(strings.Fields(out), " "), c.want) {
+			t.Errorf("status with %+v published (%d) lacks %q:\n%s", c.published, code, c.want, out)
+		}
 	}
 
 	// Another family the node lacks, and an unreachable datastore.

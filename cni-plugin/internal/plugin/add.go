@@ -58,6 +58,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}()
 	t := inv.Start
 	session, alloc, err := p.ipam(ctx, inv, undo)
+	if session != nil {
+		defer session.close()
+	}
 	if err != nil {
 		return inv.Wrap(err)
 	}
@@ -104,16 +107,27 @@ func (p *Plugin) ipam(ctx context.Context, inv *command, undo *undoStack) (*apiS
 	if err != nil {
 		return nil, nil, err
 	}
-	node := ""
+	node, read := "", ""
+	var watched *podcidr.NodeCIDRs
 	if conf.Families().Any() {
 		if node, err = inv.PodCIDRNode(); err != nil {
 			return nil, nil, err
 		}
+		if c, ok := podcidr.Watched(inv.Conf.StateDir, node); ok {
+			watched = &c
+		} else {
+			read = node
+		}
 	}
-	session := p.openSession(ctx, inv, node, inv.Conf.RuntimeConfig.PodAnnotations)
-	alloc, err := p.allocate(ctx, inv, session, conf, node)
+	session := p.openSession(ctx, inv, read, inv.Conf.RuntimeConfig.PodAnnotations)
+	var alloc *types100.Result
+	if watched != nil {
+		alloc, err = p.allocateWatched(ctx, inv, conf, *watched)
+	} else {
+		alloc, err = p.allocate(ctx, inv, session, conf, node)
+	}
 	if err != nil {
-		return nil, nil, err
+		return session, nil, err
 	}
 	undo.push("release the IP addresses", func() error { return leaseCall(inv).Del(inv.rollback) })
 	return session, alloc, nil
@@ -181,25 +195,38 @@ func podOptions(inv *command, s *apiSession) (podopts.Options, error) {
 	return podopts.Parse(annotations, inv.Conf.IPAM.Type, inv.Conf.FeatureControl)
 }
 
+// allocateWatched runs IPAM on the podCIDRs install-cni's sidecar keeps
+// current from its watch on the Node: no request to the API server.
+func (p *Plugin) allocateWatched(ctx context.Context, inv *command, ipamConf *podcidr.Conf, watched podcidr.NodeCIDRs) (*types100.Result, error) {
+	conf, err := ipamConf.Rewrite(watched.CIDRs)
+	if err != nil {
+		return nil, err
+	}
+	return p.delegateAdd(ctx, inv, conf)
+}
+
+// delegateAdd runs the IPAM plugin's ADD; a failed one is released, as it
+// may have allocated before failing (or being killed at the deadline):
+// host-local's DEL of an unknown container is a no-op.
+func (p *Plugin) delegateAdd(ctx context.Context, inv *command, conf []byte) (*types100.Result, error) {
+	start := time.Now()
+	r, err := ipamexec.Call{Plugin: inv.Conf.IPAM.Type, Config: conf, Args: inv.Args}.Add(ctx)
+	inv.Time(inv.Conf.IPAM.Type, time.Since(start)) // "host-local"
+	if err != nil {
+		if rerr := leaseCall(inv).Del(inv.rollback); rerr != nil {
+			inv.Log.Warn("rollback: failed to release IP addresses", "err", rerr)
+		}
+	}
+	return r, err
+}
+
 // allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
 // once while the Node is read; the allocation is kept only if the Node's
 // podCIDRs are the cached ones. Otherwise (the Node was re-created with
 // other CIDRs) it is released and IPAM runs again on the Node's current
 // podCIDRs, so no ADD fails and no address outside them is handed out.
 func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipamConf *podcidr.Conf, node string) (*types100.Result, error) {
-	add := func(conf []byte) (*types100.Result, error) {
-		start := time.Now()
-		r, err := ipamexec.Call{Plugin: inv.Conf.IPAM.Type, Config: conf, Args: inv.Args}.Add(ctx)
-		inv.Time(inv.Conf.IPAM.Type, time.Since(start)) // "host-local"
-		if err != nil {
-			// It may have allocated before failing (or being killed at the
-			// deadline): host-local's DEL of an unknown container is a no-op.
-			if rerr := leaseCall(inv).Del(inv.rollback); rerr != nil {
-				inv.Log.Warn("rollback: failed to release IP addresses", "err", rerr)
-			}
-		}
-		return r, err
-	}
+	add := func(conf []byte) (*types100.Result, error) { return p.delegateAdd(ctx, inv, conf) }
 	if node == "" { // no usePodCidr
 		return add(inv.Args.StdinData)
 	}

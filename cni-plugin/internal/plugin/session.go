@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/kube"
@@ -24,6 +25,19 @@ type apiSession struct {
 	annot    chan result[map[string]string]
 	patched  chan error
 	nodeDone *result[podcidr.NodeCIDRs]
+	// write is the WorkloadEndpoint PATCH, opened with the client so its
+	// connection, TLS handshake and the API server's request set-up are
+	// done beside IPAM; its patch is sent once the addresses are known.
+	write     *kube.Pending
+	writeOnce sync.Once
+}
+
+// openWrite opens the PATCH once, after the first GET has set up the
+// connection it then shares (or at once when there is no GET).
+func (s *apiSession) openWrite(ctx context.Context, inv *command) {
+	s.writeOnce.Do(func() {
+		s.write = s.api.OpenPodStatusPatch(ctx, inv.Pod.Namespace, inv.Pod.Pod, kube.MergePatch)
+	})
 }
 
 type result[T any] struct {
@@ -39,6 +53,9 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 		annot: make(chan result[map[string]string], 1)}
 	go func() {
 		s.api, s.err = inv.API()
+		if s.err == nil && node == "" && annotations != nil {
+			s.openWrite(ctx, inv) // no GET to share the connection with
+		}
 		close(s.ready)
 	}()
 	if node != "" {
@@ -51,6 +68,7 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 			start := time.Now()
 			c, err := podcidr.NodePodCIDRs(ctx, s.api, node)
 			inv.Time("get-node", time.Since(start))
+			s.openWrite(ctx, inv)
 			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}
 		}()
 	}
@@ -65,6 +83,7 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 			return
 		}
 		pod, err := s.api.GetPod(ctx, inv.Pod.Namespace, inv.Pod.Pod)
+		s.openWrite(ctx, inv)
 		if err != nil {
 			s.annot <- result[map[string]string]{err: fmt.Errorf("failed to read the pod's annotations: %w", err)}
 			return
@@ -98,14 +117,28 @@ func (s *apiSession) startEndpointWrite(ctx context.Context, inv *command, addrs
 			s.patched <- s.err
 			return
 		}
+		s.openWrite(ctx, inv)
 		start := time.Now()
-		err := wep.Write(ctx, s.api, inv.Pod.Namespace, inv.Pod.Pod, addrs, inv.Args.ContainerID)
+		err := wep.Send(ctx, s.write, addrs, inv.Args.ContainerID)
 		inv.Time("patch", time.Since(start))
 		if err != nil {
 			err = fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)
 		}
 		s.patched <- err
 	}()
+}
+
+// close aborts the opened PATCH if its patch was never sent (ADD failed
+// before its addresses were known): the API server changes nothing.
+func (s *apiSession) close() {
+	if s.patched != nil {
+		return
+	}
+	<-s.ready
+	s.writeOnce.Do(func() {}) // no later open
+	if s.write != nil {
+		s.write.Abort()
+	}
 }
 
 // endpointWritten waits for the PATCH.

@@ -29,6 +29,7 @@ type API interface {
 	Node(ctx context.Context, node string) (kube.NodeInfo, error)
 	NodeEventRecorded(ctx context.Context, node, reason string) (bool, error)
 	RecordNodeEvent(ctx context.Context, e kube.NodeEvent) error
+	WatchNode(ctx context.Context, node, resourceVersion string, timeout time.Duration, fn func(kube.NodeChange) error) error
 	Server() string
 	CAData() []byte
 }

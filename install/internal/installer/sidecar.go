@@ -35,7 +35,8 @@ const nodeCheckEvery = 15 * time.Second
 
 // runSidecar is install-cni's long-running part (SLEEP=true). It serves the
 // plugins' metrics (METRICS_BIND_ADDRESS), warns on a Node whose maxPods
-// exceeds its podCIDR, and reclaims leaks (reclaimLoop). Its jobs, checked
+// exceeds its podCIDR, reclaims leaks (reclaimLoop) and publishes the
+// node's podCIDRs from a watch on its Node (watchNode). Its jobs, checked
 // every second: drain the plugins' records into the metrics; replay the
 // journal of annotation clears the plugin could not send; re-mint the CNI
 // token on schedule, at once when the installer's own service-account token
@@ -51,6 +52,9 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 		in.warnCapacity(ctx, api)
 	}
 	go in.reclaimLoop(ctx)
+	watched := make(chan struct{})
+	go func() { in.watchNode(ctx); close(watched) }()
+	defer func() { <-watched }() // the copy withdrawn, the lock released
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
 	own := fileDigest(in.Cfg.OwnTokenFile)

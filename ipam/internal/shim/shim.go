@@ -86,11 +86,14 @@ func resolve(ctx context.Context, f *invocation.Frame) ([]byte, error) {
 	if !conf.Families().Any() {
 		return conf.Unchanged()
 	}
-	api, err := f.API()
+	node, err := f.PodCIDRNode()
 	if err != nil {
 		return nil, err
 	}
-	node, err := f.PodCIDRNode()
+	if watched, ok := podcidr.Watched(f.Conf.StateDir, node); ok { // install-cni keeps it current
+		return conf.Rewrite(watched.CIDRs)
+	}
+	api, err := f.API()
 	if err != nil {
 		return nil, err
 	}
