@@ -6,7 +6,10 @@ go 1.26.0
 // carries only what the binaries link (the plots need gonum).
 require github.com/kdd-cni/kdd-cni v0.0.0
 
-require gonum.org/v1/plot v0.17.0
+require (
+	gonum.org/v1/plot v0.17.0
+	k8s.io/apimachinery v0.37.2
+)
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect
@@ -56,7 +59,6 @@ require (
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	k8s.io/api v0.37.2 // indirect
-	k8s.io/apimachinery v0.37.2 // indirect
 	k8s.io/client-go v0.37.2 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/kube-openapi v0.0.0-20260721132016-d427ff9ee9ad // indirect

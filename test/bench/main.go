@@ -25,7 +25,10 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -81,6 +84,7 @@ func main() {
 	flag.StringVar(&logFile, "log", "", "write the plugin's debug log (with per-step timings) here")
 	flag.BoolVar(&quick, "quick", false, "serial and resource passes only")
 	flag.StringVar(&before, "before", "", "another build of kdd-cni's calico binary, run beside this one for a paired before/after figure")
+	flag.BoolVar(&watched, "watched", true, "publish the node's podCIDRs as install-cni's sidecar does (false: kdd-cni reads the Node, as without the sidecar)")
 	flag.Parse()
 	if err := run(*rounds, *waves, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -92,6 +96,7 @@ var (
 	logFile string
 	quick   bool
 	before  string
+	watched bool
 )
 
 // beforeName is the -before build's name in the results.
@@ -168,6 +173,16 @@ func run(rounds, waves int, outDir string) error {
 		c["ipam"] = map[string]any{"type": "host-local", "subnet": "usePodCidr", "dataDir": filepath.Join(work, "before")}
 		conf, _ := json.Marshal(c)
 		b.plugins = append(b.plugins, &plugin{name: beforeName, binary: before, conf: conf, user: harness.CNIUser})
+	}
+
+	if watched {
+		for _, dir := range []string{"state", "state-before"} {
+			pub, err := publishPodCIDRs(ctx, b.cp, filepath.Join(work, dir))
+			if err != nil {
+				return err
+			}
+			defer pub.Close()
+		}
 	}
 
 	fmt.Println("warming up")
@@ -439,4 +454,28 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	idx := int(p/100*float64(len(s)-1) + 0.5)
 	return s[idx]
+}
+
+// publishPodCIDRs does for kdd-cni what install-cni's sidecar does on every
+// node: it keeps the Node's podCIDRs in the plugin's state directory under
+// the watch lock (podcidr.Publisher), so an ADD reads them from there. The
+// bench's Node never changes, so one read stands for the watch.
+func publishPodCIDRs(ctx context.Context, cp *harness.ControlPlane, stateDir string) (*podcidr.Publisher, error) {
+	n, err := cp.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	cidrs, err := podcidr.ByFamily(node, n.Spec.PodCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := podcidr.NewPublisher(stateDir, node)
+	if err != nil {
+		return nil, err
+	}
+	if err := pub.Publish(podcidr.NodeCIDRs{Node: node, UID: string(n.UID), CIDRs: cidrs}); err != nil {
+		pub.Close()
+		return nil, err
+	}
+	return pub, nil
 }

@@ -25,16 +25,17 @@ type stepProfile struct {
 var profileRows = []struct{ key, what string }{
 	{"start-up", "process start-up: exec → configuration read (runtime init, Go init)"},
 	{"credentials", "credentials: kubeconfig loaded, client built (beside host-local)"},
-	{"connect", "TCP connect to the apiserver (inside the GET)"},
-	{"tls-handshake", "TLS handshake (inside the GET)"},
-	{"get-node", "GET node: podCIDR confirmation, incl. connect + TLS (beside host-local)"},
+	{"connect", "TCP connect to the apiserver (beside host-local)"},
+	{"tls-handshake", "TLS handshake (beside host-local)"},
+	{"get-node", "GET node, only without the sidecar's podCIDRs (beside host-local)"},
 	{"host-local", "host-local exec (allocation)"},
 	{"ipam", "critical path to here: start → allocation confirmed"},
-	{"ipam-wait", "of which not host-local: lock, marks, podCIDR cache, waiting for the GET"},
+	{"ipam-wait", "of which not host-local: lock, marks, podCIDRs, any wait for the GET"},
 	{"veth", "veth pair, addresses, routes, sysctls"},
-	{"patch", "PATCH pods/status (beside the veth)"},
+	{"patch", "PATCH pods/status, patch sent → answer (opened beside host-local; beside the veth)"},
 	{"dataplane+endpoint", "critical path: max(veth, PATCH) and the plan"},
 	{"total", "in-process total (configuration read → result written)"},
+	{"exit", "record written → exit seen by the caller"},
 }
 
 // profile reads kdd-cni's own records of the serial pass (its metrics
@@ -59,10 +60,14 @@ func (b *bench) profile() (stepProfile, error) {
 	if len(adds) != len(starts) {
 		return stepProfile{}, fmt.Errorf("profile: %d ADD records for %d ADDs exec'd", len(adds), len(starts))
 	}
+	lat := b.results["serial"][ours]["ADD"]
 	steps := map[string][]time.Duration{}
 	for i, r := range adds {
 		steps["start-up"] = append(steps["start-up"], r.Time.Sub(starts[i]))
 		steps["total"] = append(steps["total"], secs(r.Seconds))
+		if len(lat) == len(adds) {
+			steps["exit"] = append(steps["exit"], lat[i].Latency-r.Time.Sub(starts[i])-secs(r.Seconds))
+		}
 		for k, v := range r.Steps {
 			steps[k] = append(steps[k], secs(v))
 		}

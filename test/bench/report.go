@@ -231,6 +231,9 @@ func (c apiCost) of(cmd string) map[string]int {
 func profileTable(w *strings.Builder, p stepProfile, startup map[string]time.Duration, oursP50, ptpP50 time.Duration) {
 	fmt.Fprintf(w, "\n| where a serial ADD's time goes (medians, ms; %d kdd-cni ADDs from its own records) | kdd-cni | ptp |\n|---|---|---|\n", p.n)
 	for _, r := range profileRows {
+		if _, ok := p.ours[r.key]; !ok {
+			continue // a step this configuration does not take (the GET, with the sidecar's podCIDRs)
+		}
 		theirs := "–"
 		switch r.key {
 		case "start-up":
