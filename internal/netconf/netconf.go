@@ -115,6 +115,7 @@ type IPAMSection struct {
 	LogLevel             string     `json:"log_level"`
 	LogFilePath          string     `json:"log_file_path"`
 	LogFormat            string     `json:"log_format"`
+	StateDir             string     `json:"state_dir"`
 }
 
 // PodAnnotationsCapability is the capability under which containerd and
@@ -285,6 +286,7 @@ func (c *NetConf) applyIPAMOverlay(o *IPAMSection) {
 	set(&c.LogLevel, o.LogLevel)
 	set(&c.LogFilePath, o.LogFilePath)
 	set(&c.LogFormat, o.LogFormat)
+	set(&c.StateDir, o.StateDir)
 	c.NodenameFileOptional = c.NodenameFileOptional || o.NodenameFileOptional
 }
 

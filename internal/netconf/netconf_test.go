@@ -192,12 +192,12 @@ func TestParseIdentity(t *testing.T) {
 
 func TestLoadForIPAM(t *testing.T) {
 	conf := `{"cniVersion":"1.1.0","name":"net","type":"ptp","nodename":"top","kubernetes":{"kubeconfig":"/top"},
-	  "ipam":{"type":"podcidr","nodename":"from-ipam","kubernetes":{"node_name":"cidr-node"},"subnet":"usePodCidr"}}`
+	  "ipam":{"type":"podcidr","nodename":"from-ipam","kubernetes":{"node_name":"cidr-node"},"subnet":"usePodCidr","state_dir":"/ipam-state"}}`
 	c, err := LoadForIPAM([]byte(conf), testEnv(nil, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Nodename != "from-ipam" || c.Kubernetes.Kubeconfig != "/top" || c.Kubernetes.NodeName != "cidr-node" {
+	if c.Nodename != "from-ipam" || c.Kubernetes.Kubeconfig != "/top" || c.Kubernetes.NodeName != "cidr-node" || c.StateDir != "/ipam-state" {
 		t.Errorf("overlay: %+v", c)
 	}
 	if _, err := LoadForIPAM([]byte(`{"name":"n","ipam":{"type":"podcidr","datastore_type":"etcdv3"}}`), testEnv(nil, nil)); err == nil {

@@ -11,7 +11,9 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -120,6 +122,66 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 		if r := run("DEL", p, conf()); r.Err != nil {
 			t.Errorf("ptp DEL: %v", r.Err)
 		}
+	}
+	if l := e.leases(); len(l) != 0 {
+		t.Errorf("leases after DEL: %v", l)
+	}
+}
+
+// With install-cni's sidecar publishing the node's podCIDRs (a live watch
+// lock), the shim makes no API request; the addresses come from them.
+func TestPodCIDRShimWithWatchedPodCIDRs(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	ctx := context.Background()
+	node, err := cluster.Admin.CoreV1().Nodes().Get(ctx, e.node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidrs, err := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(e.dataDir, "state")
+	pub, err := podcidr.NewPublisher(state, e.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}); err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0", "name": networkName, "type": "ptp", "ipMasq": false, "mtu": 1400,
+		"ipam": map[string]any{
+			"type": "podcidr", "nodename": e.node, "datastore_type": "kubernetes", "state_dir": state,
+			"kubernetes": map[string]any{"kubeconfig": kubeconfig},
+			"subnet":     "usePodCidr", "dataDir": e.dataDir,
+		},
+	})
+	p := e.newPod("a", false)
+	run := func(cmd string) cniResult {
+		call := cniCall(e, p, cmd, conf, "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.name)
+		call.Binary = filepath.Join(binDir, "ptp")
+		return cluster.RunCNI(ctx, call)
+	}
+	var r cniResult
+	if got := requestsOf(t, func() { r = run("ADD") }); got != "" {
+		t.Errorf("shim ADD with a live watched copy made %s, want no request", got)
+	}
+	if r.Err != nil {
+		t.Fatalf("ptp ADD: %v", r.Err)
+	}
+	res, err := version.NewResult("1.1.0", r.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := types100.NewResultFromResult(res)
+	_, n, _ := net.ParseCIDR(cidrs.V4)
+	if len(got.IPs) != 1 || !n.Contains(got.IPs[0].Address.IP) {
+		t.Errorf("IPs %v, want one in %s", got.IPs, n)
+	}
+	if r := run("DEL"); r.Err != nil {
+		t.Errorf("ptp DEL: %v", r.Err)
 	}
 	if l := e.leases(); len(l) != 0 {
 		t.Errorf("leases after DEL: %v", l)
