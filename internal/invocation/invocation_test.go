@@ -1,6 +1,7 @@
 package invocation
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -31,6 +32,13 @@ func open(t *testing.T, stdin, cniArgs string, o Options) (*Frame, error) {
 	}
 	if o.Command == "" {
 		o.Command = "ADD"
+	}
+	// Records and state in the test's own directory, not the host's default.
+	var conf map[string]any
+	if json.Unmarshal([]byte(stdin), &conf) == nil && conf["state_dir"] == nil {
+		conf["state_dir"] = t.TempDir()
+		b, _ := json.Marshal(conf)
+		stdin = string(b)
 	}
 	return Open(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Args: cniArgs, StdinData: []byte(stdin)}, o)
 }

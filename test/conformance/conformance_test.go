@@ -94,7 +94,7 @@ func ptpConflist(ver, node, dataDir string) map[string]any {
 			"type": "ptp", "ipMasq": false,
 			"ipam": map[string]any{
 				"type": "podcidr", "nodename": node, "kubernetes": map[string]any{"kubeconfig": suite.Kubeconfig},
-				"ranges": dualRanges(), "dataDir": dataDir,
+				"ranges": dualRanges(), "dataDir": dataDir, "state_dir": filepath.Join(dataDir, "state"),
 			},
 		}},
 	}

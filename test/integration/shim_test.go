@@ -28,8 +28,8 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 			"cniVersion": "1.1.0", "name": networkName, "type": "ptp", "ipMasq": false, "mtu": 1400,
 			"ipam": map[string]any{
 				"type": "podcidr", "nodename": e.node, "datastore_type": "kubernetes",
-				"kubernetes": map[string]any{"kubeconfig": kubeconfig},
-				"ranges":     rangesFor("dual"), "dataDir": e.dataDir,
+				"kubernetes": map[string]any{"kubeconfig": kubeconfig}, "state_dir": filepath.Join(e.dataDir, "state"),
+				"ranges": rangesFor("dual"), "dataDir": e.dataDir,
 			},
 		})
 		return b
