@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -44,32 +40,12 @@ func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
 	delete(e.ipam, "subnet")
 	e.ipam["ranges"] = rangesFor("dual")
 	e.runtimeAnnotations(nil)
-	node, err := cluster.Admin.CoreV1().Nodes().Get(context.Background(), e.node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cidrs, err := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(e.dataDir, "state")
-	pub, err := podcidr.NewPublisher(state, e.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	if err := pub.Publish(podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}); err != nil {
-		t.Fatal(err)
-	}
+	pub, node, _ := e.publishPodCIDRs()
 	p := e.newPod("watched", false)
 	if got := requestsOf(t, func() { e.add(p) }); got != "PATCH pods/status" {
 		t.Errorf("ADD with a live watched copy made %s, want only PATCH pods/status", got)
 	}
-	for _, ip := range p.ips() {
-		if !inAny(ip, node.Spec.PodCIDRs) {
-			t.Errorf("got %s, outside %v", ip, node.Spec.PodCIDRs)
-		}
-	}
+	e.assertInPodCIDRs(p, node)
 	ips := p.ips()
 	e.del(p)
 	e.assertGone(p, ips)
@@ -90,18 +66,14 @@ func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := `{"node":"` + e.node + `","uid":"gone","cidrs":{"v4":"10.99.0.0/24","v6":"fd99::/64"}}`
-	if err := os.WriteFile(filepath.Join(state, "podcidrs", e.node+".watched.json"), []byte(stale), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(e.stateDir(), "podcidrs", e.node+".watched.json"), []byte(stale), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	q := e.newPod("unwatched", false)
 	if got := requestsOf(t, func() { e.add(q) }); got != "GET nodes, PATCH pods/status" {
 		t.Errorf("ADD with a dead watch's copy made %s, want GET nodes + PATCH pods/status", got)
 	}
-	for _, ip := range q.ips() {
-		if !inAny(ip, node.Spec.PodCIDRs) {
-			t.Errorf("got %s from a dead watch's copy, outside %v", ip, node.Spec.PodCIDRs)
-		}
-	}
+	e.assertInPodCIDRs(q, node) // not the dead watch's copy
 	ips = q.ips()
 	e.del(q)
 	e.assertGone(q, ips)

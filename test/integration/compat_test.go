@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/policywait"
 )
 
@@ -55,6 +57,43 @@ func (e *env) recreateNode(cidrs []string) {
 	}
 	if n.UID == old.UID {
 		e.t.Fatalf("node %s kept its UID", e.node)
+	}
+}
+
+// stateDir is the plugin's state_dir in e's configuration.
+func (e *env) stateDir() string { return filepath.Join(e.dataDir, "state") }
+
+// publishPodCIDRs publishes the Node's current podCIDRs in e's state_dir
+// as install-cni's sidecar does; the watch lock is held until the test
+// ends (or Close). It returns the Node it read and its podCIDRs.
+func (e *env) publishPodCIDRs() (*podcidr.Publisher, *corev1.Node, podcidr.CIDRs) {
+	e.t.Helper()
+	node, err := cluster.Admin.CoreV1().Nodes().Get(context.Background(), e.node, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cidrs, err := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pub, err := podcidr.NewPublisher(e.stateDir(), e.node)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = pub.Close() })
+	if err := pub.Publish(podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}); err != nil {
+		e.t.Fatal(err)
+	}
+	return pub, node, cidrs
+}
+
+// assertInPodCIDRs: every address of p is in the Node's podCIDRs.
+func (e *env) assertInPodCIDRs(p *pod, node *corev1.Node) {
+	e.t.Helper()
+	for _, ip := range p.ips() {
+		if !inAny(ip, node.Spec.PodCIDRs) {
+			e.t.Errorf("%s got %s, outside %v", p.name, ip, node.Spec.PodCIDRs)
+		}
 	}
 }
 

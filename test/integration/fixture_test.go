@@ -73,7 +73,7 @@ func newEnv(t *testing.T, podCIDRs ...string) *env {
 
 func (e *env) conf() []byte {
 	return harness.NetConf{Version: e.version, Name: networkName, Node: e.node, Kubeconfig: kubeconfig,
-		StateDir: filepath.Join(e.dataDir, "state"), LogFile: e.logFile, IPAM: e.ipam, Extra: e.extra}.JSON()
+		StateDir: e.stateDir(), LogFile: e.logFile, IPAM: e.ipam, Extra: e.extra}.JSON()
 }
 
 // pod is one pod sandbox: the Pod object, its netns and container ID.

@@ -68,12 +68,7 @@ func TestKddctlStatus(t *testing.T) {
 	}
 
 	// The sidecar's copy, live: the same as the Node's, then another.
-	pub, err := podcidr.NewPublisher(filepath.Join(e.dataDir, "state"), e.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	cidrs, _ := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
+	pub, _, cidrs := e.publishPodCIDRs()
 	for _, c := range []struct {
 		published podcidr.NodeCIDRs
 		want      string

@@ -11,9 +11,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -28,7 +26,7 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 			"cniVersion": "1.1.0", "name": networkName, "type": "ptp", "ipMasq": false, "mtu": 1400,
 			"ipam": map[string]any{
 				"type": "podcidr", "nodename": e.node, "datastore_type": "kubernetes",
-				"kubernetes": map[string]any{"kubeconfig": kubeconfig}, "state_dir": filepath.Join(e.dataDir, "state"),
+				"kubernetes": map[string]any{"kubeconfig": kubeconfig}, "state_dir": e.stateDir(),
 				"ranges": rangesFor("dual"), "dataDir": e.dataDir,
 			},
 		})
@@ -133,27 +131,11 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 func TestPodCIDRShimWithWatchedPodCIDRs(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
 	ctx := context.Background()
-	node, err := cluster.Admin.CoreV1().Nodes().Get(ctx, e.node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cidrs, err := podcidr.ByFamily(e.node, node.Spec.PodCIDRs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(e.dataDir, "state")
-	pub, err := podcidr.NewPublisher(state, e.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	if err := pub.Publish(podcidr.NodeCIDRs{Node: e.node, UID: string(node.UID), CIDRs: cidrs}); err != nil {
-		t.Fatal(err)
-	}
+	_, _, cidrs := e.publishPodCIDRs()
 	conf, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0", "name": networkName, "type": "ptp", "ipMasq": false, "mtu": 1400,
 		"ipam": map[string]any{
-			"type": "podcidr", "nodename": e.node, "datastore_type": "kubernetes", "state_dir": state,
+			"type": "podcidr", "nodename": e.node, "datastore_type": "kubernetes", "state_dir": e.stateDir(),
 			"kubernetes": map[string]any{"kubeconfig": kubeconfig},
 			"subnet":     "usePodCidr", "dataDir": e.dataDir,
 		},

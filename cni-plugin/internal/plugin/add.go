@@ -116,16 +116,11 @@ func (p *Plugin) ipam(ctx context.Context, inv *command, undo *undoStack) (*apiS
 		if c, ok := podcidr.Watched(inv.Conf.StateDir, node); ok {
 			watched = &c
 		} else {
-			read = node
+			read = node // no live watch: the session reads the Node
 		}
 	}
 	session := p.openSession(ctx, inv, read, inv.Conf.RuntimeConfig.PodAnnotations)
-	var alloc *types100.Result
-	if watched != nil {
-		alloc, err = p.allocateWatched(ctx, inv, conf, *watched)
-	} else {
-		alloc, err = p.allocate(ctx, inv, session, conf, node)
-	}
+	alloc, err := p.allocate(ctx, inv, session, conf, node, watched)
 	if err != nil {
 		return session, nil, err
 	}
@@ -195,16 +190,6 @@ func podOptions(inv *command, s *apiSession) (podopts.Options, error) {
 	return podopts.Parse(annotations, inv.Conf.IPAM.Type, inv.Conf.FeatureControl)
 }
 
-// allocateWatched runs IPAM on the podCIDRs install-cni's sidecar keeps
-// current from its watch on the Node: no request to the API server.
-func (p *Plugin) allocateWatched(ctx context.Context, inv *command, ipamConf *podcidr.Conf, watched podcidr.NodeCIDRs) (*types100.Result, error) {
-	conf, err := ipamConf.Rewrite(watched.CIDRs)
-	if err != nil {
-		return nil, err
-	}
-	return p.delegateAdd(ctx, inv, conf)
-}
-
 // delegateAdd runs the IPAM plugin's ADD; a failed one is released, as it
 // may have allocated before failing (or being killed at the deadline):
 // host-local's DEL of an unknown container is a no-op.
@@ -220,15 +205,24 @@ func (p *Plugin) delegateAdd(ctx context.Context, inv *command, conf []byte) (*t
 	return r, err
 }
 
-// allocate runs IPAM. usePodCidr is resolved from the cached podCIDRs at
+// allocate runs IPAM. usePodCidr is resolved from watched, the podCIDRs
+// install-cni's sidecar keeps current from its watch on the Node, when
+// there is a live copy: no request. Otherwise from the cached podCIDRs at
 // once while the Node is read; the allocation is kept only if the Node's
 // podCIDRs are the cached ones. Otherwise (the Node was re-created with
 // other CIDRs) it is released and IPAM runs again on the Node's current
 // podCIDRs, so no ADD fails and no address outside them is handed out.
-func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipamConf *podcidr.Conf, node string) (*types100.Result, error) {
+func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipamConf *podcidr.Conf, node string, watched *podcidr.NodeCIDRs) (*types100.Result, error) {
 	add := func(conf []byte) (*types100.Result, error) { return p.delegateAdd(ctx, inv, conf) }
 	if node == "" { // no usePodCidr
 		return add(inv.Args.StdinData)
+	}
+	if watched != nil {
+		conf, err := ipamConf.Rewrite(watched.CIDRs)
+		if err != nil {
+			return nil, err
+		}
+		return add(conf)
 	}
 	if cached, ok := podcidr.Cached(inv.Conf.StateDir, node); ok {
 		if conf, err := ipamConf.Rewrite(cached.CIDRs); err == nil {
