@@ -116,19 +116,6 @@ func InUse(netconf []byte) (v4, v6 int, err error) {
 // host-local leases of this network. It only reads host-local's store: a
 // file per IP holding "<containerID>\r\n<ifname>".
 func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
-	return leasesNewerThan(netconf, time.Time{})
-}
-
-// YoungLeases lists the attachments holding a lease written after since:
-// possibly an ADD still running, which GC must leave alone.
-func YoungLeases(netconf []byte, since time.Time) ([]types.GCAttachment, error) {
-	if since.IsZero() {
-		return nil, nil
-	}
-	return leasesNewerThan(netconf, since)
-}
-
-func leasesNewerThan(netconf []byte, since time.Time) ([]types.GCAttachment, error) {
 	dir, err := leaseDir(netconf)
 	if err != nil {
 		return nil, err
@@ -146,11 +133,6 @@ func leasesNewerThan(netconf []byte, since time.Time) ([]types.GCAttachment, err
 		if net.ParseIP(e.Name()) == nil {
 			continue // lock and last_reserved_ip files
 		}
-		if !since.IsZero() {
-			if fi, err := e.Info(); err != nil || !fi.ModTime().After(since) {
-				continue
-			}
-		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue // released meanwhile
@@ -167,9 +149,10 @@ func leasesNewerThan(netconf []byte, since time.Time) ([]types.GCAttachment, err
 }
 
 // ReleaseStale releases, through the IPAM plugin's own DEL, every lease
-// whose attachment valid rejects. conf is the configuration DEL accepts.
+// whose attachment keep rejects, asked once per attachment as it is about
+// to be released. conf is the configuration DEL accepts.
 func ReleaseStale(ctx context.Context, plugin string, conf []byte, base *skel.CmdArgs,
-	valid func(types.GCAttachment) bool) ([]types.GCAttachment, error) {
+	keep func(types.GCAttachment) bool) ([]types.GCAttachment, error) {
 	leases, err := HostLocalLeases(conf)
 	if err != nil {
 		return nil, err
@@ -177,7 +160,7 @@ func ReleaseStale(ctx context.Context, plugin string, conf []byte, base *skel.Cm
 	var released []types.GCAttachment
 	var errs []error
 	for _, a := range leases {
-		if valid(a) {
+		if keep(a) {
 			continue
 		}
 		args := *base

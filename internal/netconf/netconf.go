@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -81,10 +82,10 @@ type NetConf struct {
 	IPAMSection *IPAMSection `json:"ipam"`
 	// Valid is cni.dev/valid-attachments (GC); nil when absent.
 	Valid *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
-	// GCGraceSeconds (GC, kdd-cni) keeps leases written this recently, and
-	// their host veths, whatever the list says: install-cni's reclaimer
-	// sets it, since the runtime may list a sandbox only once its ADD is
-	// done.
+	// GCGraceSeconds (GC, kdd-cni): an attachment the lists leave out is
+	// collected only once GC passes at least this far apart have all found
+	// it stale (package sweep): install-cni's reclaimer sets it, since the
+	// runtime may list a sandbox only once its ADD is done.
 	GCGraceSeconds int `json:"kdd-cni.dev/gc-grace-seconds"`
 	// GCSandboxes (GC, kdd-cni) are container IDs whose attachments are all
 	// valid, whatever their interface: the runtime's CRI lists sandboxes,
@@ -312,6 +313,24 @@ func (c *NetConf) MetricsDir() string { return c.StateDir + "/metrics" }
 
 // LockDir holds the per-pod locks (root only).
 func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }
+
+// GCDir holds the marks of attachments GC found stale (package sweep).
+func (c *NetConf) GCDir() string { return c.StateDir + "/gc" }
+
+// GCGrace is how long an attachment must be found stale before GC
+// collects it (0: at once).
+func (c *NetConf) GCGrace() time.Duration { return time.Duration(c.GCGraceSeconds) * time.Second }
+
+// GCLive reports whether an attachment is valid by the request's lists:
+// cni.dev/valid-attachments, or a sandbox of kdd-cni.dev/valid-sandboxes.
+func (c *NetConf) GCLive() func(types.GCAttachment) bool {
+	valid, _ := c.ValidAttachments()
+	live := map[string]bool{}
+	for _, id := range c.GCSandboxes {
+		live[id] = true
+	}
+	return func(a types.GCAttachment) bool { return valid[a] || live[a.ContainerID] }
+}
 
 // AddMarks are the marks of running ADDs.
 func (c *NetConf) AddMarks() addmark.Marks { return addmark.Marks{Dir: c.StateDir + "/adding"} }

@@ -141,13 +141,21 @@ func (e *env) add(p *pod) {
 		e.t.Fatalf("ADD %s: %v", p.name, r.Err)
 	}
 	p.raw = r.Stdout
-	res, err := resultForVersion(e.version, r.Stdout)
+	if err := p.parse(e.version); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// parse reads the ADD result in p.raw.
+func (p *pod) parse(version string) error {
+	res, err := resultForVersion(version, p.raw)
 	if err != nil {
-		e.t.Fatalf("parse ADD result %s: %v", r.Stdout, err)
+		return fmt.Errorf("parse ADD result %s: %w", p.raw, err)
 	}
 	if p.result, err = types100.NewResultFromResult(res); err != nil {
-		e.t.Fatalf("convert ADD result %s: %v", r.Stdout, err)
+		return fmt.Errorf("convert ADD result %s: %w", p.raw, err)
 	}
+	return nil
 }
 
 // check runs CHECK with the ADD result as prevResult.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,14 +24,21 @@ func TestGCReclaimerKeys(t *testing.T) {
 	}
 	none := []types.GCAttachment{}
 
-	// Every lease is younger than the grace: nothing is collected.
+	// A first pass with a grace period only marks: nothing is collected,
+	// however old the leases look (the wall clock stepped an hour ahead).
+	old := time.Now().Add(-time.Hour)
+	for ip := range e.leases() {
+		if err := os.Chtimes(filepath.Join(e.dataDir, networkName, ip), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
 	gc := func(body map[string]any) {
 		t.Helper()
 		if r := e.statusOrGC("GC", body); r.Err != nil {
 			t.Fatalf("GC: %v", r.Err)
 		}
 	}
-	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 600})
+	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 1})
 	if n := len(e.leases()); n != 3 {
 		t.Fatalf("GC within the grace period released leases: %d left", n)
 	}
@@ -42,7 +50,7 @@ func TestGCReclaimerKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond) // the leases are now older than a 1 s grace
+	time.Sleep(1100 * time.Millisecond) // a pass a grace period after the marks
 	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 1,
 		"kdd-cni.dev/valid-sandboxes": []string{pods["live"].containerID}})
 	owners := map[string]bool{}

@@ -108,6 +108,20 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 	if r := shim("STATUS", nil); r.Err != nil {
 		t.Errorf("podcidr STATUS: %v", r.Err)
 	}
+	// The calico plugin's GC rules hold for the shim: within the grace
+	// period (a first pass only marks) and for the runtime's sandboxes,
+	// nothing is released.
+	none := []map[string]string{}
+	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 600}); r.Err != nil {
+		t.Errorf("podcidr GC with a grace period: %v", r.Err)
+	}
+	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 600,
+		"kdd-cni.dev/valid-sandboxes": []string{pods[0].containerID, pods[1].containerID}}); r.Err != nil {
+		t.Errorf("podcidr GC with valid sandboxes: %v", r.Err)
+	}
+	if n := len(e.leases()); n != 4 {
+		t.Fatalf("podcidr GC released leases within the grace period or of valid sandboxes: %d of 4 left", n)
+	}
 	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": pods[0].containerID, "ifname": "eth0"}}}); r.Err != nil {
 		t.Errorf("podcidr GC: %v", r.Err)
 	}

@@ -7,6 +7,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -19,6 +20,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/sweep"
 )
 
 // Delegate is the IPAM plugin that does the allocating.
@@ -154,16 +156,18 @@ func (s *Shim) Status(args *skel.CmdArgs) (err error) {
 	return f.Status(ctx, "podcidr", true)
 }
 
-// GC releases, through host-local's DEL, the leases of attachments not in
-// cni.dev/valid-attachments (nothing when the key is absent).
+// GC releases, through host-local's DEL, the leases of stale attachments
+// by the same rules as the calico plugin's GC: not in
+// cni.dev/valid-attachments nor of a sandbox in kdd-cni.dev/valid-sandboxes,
+// and, with kdd-cni.dev/gc-grace-seconds, found stale by passes at least
+// that far apart (package sweep). Nothing when the key is absent.
 func (s *Shim) GC(args *skel.CmdArgs) (err error) {
 	f, err := s.open("GC", args)
 	if err != nil {
 		return err
 	}
 	defer func() { f.End(err) }()
-	valid, given := f.Conf.ValidAttachments()
-	if !given {
+	if _, given := f.Conf.ValidAttachments(); !given {
 		return nil
 	}
 	conf, err := released(f)
@@ -172,6 +176,11 @@ func (s *Shim) GC(args *skel.CmdArgs) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	_, err = ipamexec.ReleaseStale(ctx, Delegate, conf, args, func(a types.GCAttachment) bool { return valid[a] })
-	return err
+	pass, err := sweep.Begin(ctx, f.Conf.GCDir(), f.Conf.LockDir(), f.Conf.Name, "podcidr", f.Conf.GCGrace())
+	if err != nil {
+		return err
+	}
+	live := f.Conf.GCLive()
+	_, err = ipamexec.ReleaseStale(ctx, Delegate, conf, args, func(a types.GCAttachment) bool { return live(a) || !pass.Due(a) })
+	return errors.Join(err, pass.End())
 }
