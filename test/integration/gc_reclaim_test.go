@@ -13,7 +13,7 @@ import (
 )
 
 // The keys install-cni's leak reclaimer passes to GC: the runtime's
-// sandboxes (all their interfaces valid), a grace period for young leases,
+// sandboxes (all their interfaces valid), a grace period (mark and sweep),
 // and the pod lock a host veth is removed under.
 func TestGCReclaimerKeys(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)

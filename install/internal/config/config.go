@@ -66,8 +66,8 @@ type Config struct {
 	// ReclaimInterval is how often leaked leases and host veths are
 	// reclaimed (LEAK_RECLAIM_INTERVAL); 0 disables it.
 	ReclaimInterval time.Duration
-	// ReclaimGrace leaves leases younger than this alone
-	// (LEAK_RECLAIM_GRACE): their ADD may still be running.
+	// ReclaimGrace is how long a lease or host veth must be found stale
+	// before it is reclaimed (LEAK_RECLAIM_GRACE): an ADD may be running.
 	ReclaimGrace time.Duration
 }
 

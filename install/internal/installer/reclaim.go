@@ -37,10 +37,10 @@ func (in *Installer) reclaimLoop(ctx context.Context) {
 // calls CNI GC): it asks the runtime over CRI which pod sandboxes it holds
 // and runs the plugin's own GC with them as the valid attachments, so the
 // leases and host veths of sandboxes the runtime has forgotten (a reboot, a
-// lost DEL) are released. The GC leaves alone leases younger than
-// LEAK_RECLAIM_GRACE (their ADD may be running: the runtime lists a sandbox
-// only once it is set up) and removes a host veth only under its pod's
-// lock. When the runtime cannot be asked, nothing is touched. It returns
+// lost DEL) are released. The GC collects only what passes at least
+// LEAK_RECLAIM_GRACE apart all found stale (an ADD may be running: the
+// runtime lists a sandbox only once it is set up) and removes a host veth
+// only under its pod's lock. When the runtime cannot be asked, nothing is touched. It returns
 // how many leases were released.
 func (in *Installer) Reclaim(ctx context.Context) (int, error) {
 	_, plugin, _ := in.seen.get()
