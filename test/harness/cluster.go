@@ -154,6 +154,24 @@ func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, path, name
 	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
 }
 
+// NodeBoundKubeconfig writes a kubeconfig with a token of namespace/sa
+// bound to the Node node, as a pod's token on that node carries its name
+// (user extra authentication.kubernetes.io/node-name).
+func (cp *ControlPlane) NodeBoundKubeconfig(ctx context.Context, path, namespace, sa, node string, ttlSeconds int64) error {
+	n, err := cp.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to read Node %s: %w", node, err)
+	}
+	tr, err := cp.Admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{
+		ExpirationSeconds: &ttlSeconds,
+		BoundObjectRef:    &authv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: node, UID: n.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to request a token for %s/%s bound to Node %s: %w", namespace, sa, node, err)
+	}
+	return cp.writeKubeconfig(path, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
+}
+
 // TokenKubeconfig writes a kubeconfig for the cluster that holds token as
 // given (e.g. a forged or expired one).
 func (cp *ControlPlane) TokenKubeconfig(path, token string) error {
