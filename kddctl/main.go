@@ -1,7 +1,9 @@
 // Command kddctl is kdd-cni's operator CLI for the Kubernetes datastore:
 //
 //	kddctl get workloadendpoints|wep [-n NS | -A] [-o wide|json|yaml]
-//	kddctl check        datastore connectivity and the CNI identity's rights
+//	kddctl check        datastore connectivity, the CNI identity's rights, its
+//	                    node binding and (with an admin's kubeconfig) the
+//	                    admission policies that scope it
 //	kddctl status       the node's readiness, every reason CNI STATUS checks
 //	kddctl validate     a conflist as the plugin reads it, its kubeconfig and rights
 //	kddctl version
@@ -29,7 +31,7 @@ import (
 
 const usage = `usage:
   kddctl get workloadendpoints|wep [-n NAMESPACE | -A] [-o wide|json|yaml] [--kubeconfig PATH]
-  kddctl check [--kubeconfig PATH]
+  kddctl check [--kubeconfig PATH] [--admin-kubeconfig PATH]
   kddctl status [-f CONFLIST] [--kubeconfig PATH]
   kddctl validate [-f CONFLIST] [--kubeconfig PATH]
   kddctl version
@@ -126,6 +128,7 @@ var (
 func check(args []string, out io.Writer) (int, error) {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (e.g. /etc/cni/net.d/calico-kubeconfig)")
+	adminKubeconfig := fs.String("admin-kubeconfig", "", "an admin's kubeconfig: also check the admission policies that scope the identity")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -133,7 +136,18 @@ func check(args []string, out io.Writer) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	return checkRights(api, out), nil
+	code := checkRights(api, out)
+	if code != 0 {
+		return code, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := api.WhoAmI(ctx)
+	if err != nil {
+		fmt.Fprintf(out, "FAIL  identity: %v\n", err)
+		return 1, nil
+	}
+	return checkScope(ctx, id, *adminKubeconfig, out), nil
 }
 
 // checkRights proves the datastore answers the identity, that it has the

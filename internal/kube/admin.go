@@ -166,3 +166,39 @@ func (c *Client) CanI(ctx context.Context, ra ResourceAccess) (bool, error) {
 	}
 	return r.Status.Allowed, nil
 }
+
+// Identity is who the API server takes the client for.
+type Identity struct {
+	Username string
+	Groups   []string
+	Extra    map[string][]string
+}
+
+// Node is the node the identity's token is bound to (user extra
+// authentication.kubernetes.io/node-name), "" when none.
+func (i Identity) Node() string {
+	if n := i.Extra["authentication.kubernetes.io/node-name"]; len(n) > 0 {
+		return n[0]
+	}
+	return ""
+}
+
+// WhoAmI asks the API server who the client is (a SelfSubjectReview,
+// which every authenticated identity may create).
+func (c *Client) WhoAmI(ctx context.Context) (Identity, error) {
+	body := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)
+	var r struct {
+		Status struct {
+			UserInfo struct {
+				Username string              `json:"username"`
+				Groups   []string            `json:"groups"`
+				Extra    map[string][]string `json:"extra"`
+			} `json:"userInfo"`
+		} `json:"status"`
+	}
+	if err := c.do(ctx, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", "application/json", body, &r); err != nil {
+		return Identity{}, fmt.Errorf("failed to ask who the identity is: %w", err)
+	}
+	u := r.Status.UserInfo
+	return Identity{Username: u.Username, Groups: u.Groups, Extra: u.Extra}, nil
+}

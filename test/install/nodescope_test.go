@@ -1,8 +1,10 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,6 +133,28 @@ func TestNodeScopedCNIIdentity(t *testing.T) {
 	if _, err := a.CoreV1().Pods("scope").Patch(ctx, "pa", types.JSONPatchType, []byte(clear), metav1.PatchOptions{}, "status"); err != nil {
 		t.Errorf("node A's token clearing its annotations: %v", err)
 	}
+
+	// kddctl check says whether the scoping is in force for the identity.
+	kddctl := func() (string, error) {
+		cmd := exec.Command(filepath.Join(rootfs, "opt/cni/bin/kddctl"), "check",
+			"--kubeconfig", h.path("etc/cni/net.d/calico-kubeconfig"), "--admin-kubeconfig", cp.AdminKubeconfig)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cp.Run(cmd)
+		return out.String(), err
+	}
+	out, err := kddctl()
+	for _, want := range []string{"OK    node binding", "OK    admission kdd-cni-node-scope", "OK    admission kdd-cni-token-scope", "OK    admission probe"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("kddctl check (%v) lacks %q:\n%s", err, want, out)
+		}
+	}
+	setCNIServiceAccount(t, "another-cni")
+	waitFor(t, "the policy to follow cni_service_account", func() bool { return patchAnnotation(ctx, unbound, "pa") == nil })
+	if out, err := kddctl(); err == nil || !strings.Contains(out, "FAIL  admission kdd-cni-node-scope") || !strings.Contains(out, "FAIL  admission probe") {
+		t.Errorf("kddctl check with the policies scoping another identity (%v):\n%s", err, out)
+	}
+	setCNIServiceAccount(t, "kdd-cni-plugin")
 
 	if err := cp.Admin.CoreV1().Nodes().Delete(ctx, "scope-a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
