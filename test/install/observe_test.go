@@ -3,9 +3,11 @@ package install
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,4 +205,87 @@ func TestReclaimDoesNothingWithoutRuntime(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(store, "10.230.0.*")); len(left) != 3 {
 		t.Errorf("leases left: %v, want all 3", left)
 	}
+}
+
+// TestMetricsUnderConnectionFlood: the metrics endpoint, on an IPv6 host
+// given as METRICS_HOST and METRICS_PORT as the DaemonSet gives the node's
+// IP, holds thousands of idle and half-sent connections (any pod can open
+// them: the sidecar is on the host network) without growing towards its
+// 64 MiB limit, and serves a scrape again as soon as they go.
+func TestMetricsUnderConnectionFlood(t *testing.T) {
+	const flood = 5000
+	h := newHost(t)
+	h.env["METRICS_HOST"], h.env["METRICS_PORT"] = "::1", "19098"
+	const addr = "[::1]:19098"
+	s := startSidecar(t, h)
+	deadline := time.Now().Add(15 * time.Second)
+	for _, err := scrape(t, addr); err != nil; _, err = scrape(t, addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics on %s: %v\n%s", addr, err, s.out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	base := rssBytes(t, s.pid)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	refused := 0
+	for i := range flood {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		c, err := suite.CP.DialContext(ctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			refused++
+			continue
+		}
+		if i%2 == 0 { // half a request, never finished
+			_, _ = c.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n"))
+		}
+		conns = append(conns, c)
+	}
+	peak := base
+	for range 20 {
+		peak = max(peak, rssBytes(t, s.pid))
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("%d connections held (%d not accepted in time): sidecar RSS %.1f MiB before, %.1f MiB peak",
+		len(conns), refused, float64(base)/(1<<20), float64(peak)/(1<<20))
+	if len(conns) < flood/2 {
+		t.Errorf("only %d of %d connections opened: the flood proves nothing", len(conns), flood)
+	}
+	if peak > 40<<20 || peak-base > 16<<20 {
+		t.Errorf("sidecar RSS grew from %.1f to %.1f MiB under %d connections (limit 64 MiB)",
+			float64(base)/(1<<20), float64(peak)/(1<<20), len(conns))
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	conns = nil
+	deadline = time.Now().Add(10 * time.Second)
+	for _, err := scrape(t, addr); err != nil; _, err = scrape(t, addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no scrape within 10 s of the flood ending: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rssBytes is a process's resident set (VmRSS).
+func rssBytes(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
 }

@@ -58,7 +58,8 @@ type Config struct {
 	OwnTokenFile string // SERVICEACCOUNT_TOKEN_FILE
 
 	// MetricsBindAddress is host:port for the sidecar's Prometheus
-	// endpoint (METRICS_BIND_ADDRESS); empty disables it.
+	// endpoint (METRICS_BIND_ADDRESS, else METRICS_HOST and METRICS_PORT
+	// joined); empty disables it.
 	MetricsBindAddress string
 	// RuntimeEndpoint is the container runtime's CRI socket
 	// (CONTAINER_RUNTIME_ENDPOINT), asked for the live pod sandboxes.
@@ -183,6 +184,10 @@ func read(r *reader) *Config {
 	}
 	c.PodName = r.str("POD_NAME", "")
 	c.MetricsBindAddress = r.str("METRICS_BIND_ADDRESS", "")
+	if port := r.str("METRICS_PORT", ""); c.MetricsBindAddress == "" && port != "" {
+		// Joined, so an IPv6 host (a node's status.hostIP) gets its brackets.
+		c.MetricsBindAddress = net.JoinHostPort(r.str("METRICS_HOST", ""), port)
+	}
 	c.RuntimeEndpoint = r.str("CONTAINER_RUNTIME_ENDPOINT", "unix:///run/containerd/containerd.sock")
 	c.ReclaimInterval = r.duration("LEAK_RECLAIM_INTERVAL", 5*time.Minute, 0)
 	c.ReclaimGrace = r.duration("LEAK_RECLAIM_GRACE", 2*time.Minute, 30*time.Second)
@@ -221,7 +226,11 @@ func (c *Config) check(r *reader) {
 	}
 	if a := c.MetricsBindAddress; a != "" {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			r.fail("invalid METRICS_BIND_ADDRESS=%q: want host:port (e.g. :9097)", a)
+			hint := "want host:port (e.g. :9097)"
+			if strings.Count(a, ":") > 1 && !strings.HasPrefix(a, "[") {
+				hint = "an IPv6 host needs brackets ([fd00::10]:9097), or set METRICS_HOST and METRICS_PORT"
+			}
+			r.fail("invalid METRICS_BIND_ADDRESS=%q (or METRICS_HOST and METRICS_PORT): %s", a, hint)
 		}
 	}
 	if e := c.RuntimeEndpoint; !strings.HasPrefix(e, "unix://") && !strings.HasPrefix(e, "/") {

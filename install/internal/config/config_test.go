@@ -53,6 +53,18 @@ func TestBadValues(t *testing.T) {
 			t.Errorf("%s=%q: got %v", k, v, err)
 		}
 	}
+	// An IPv6 node IP: joined with its brackets, or refused with a hint.
+	for env, want := range map[[2]string]string{
+		{"fd00::10", "9097"}: "[fd00::10]:9097", {"10.0.0.4", "9097"}: "10.0.0.4:9097", {"", "9097"}: ":9097",
+	} {
+		c, err := load(map[string]string{"METRICS_HOST": env[0], "METRICS_PORT": env[1]})
+		if err != nil || c.MetricsBindAddress != want {
+			t.Errorf("METRICS_HOST=%q METRICS_PORT=%q: %q %v, want %q", env[0], env[1], c.MetricsBindAddress, err, want)
+		}
+	}
+	if _, err := load(map[string]string{"METRICS_BIND_ADDRESS": "fd00::10:9097"}); err == nil || !strings.Contains(err.Error(), "brackets") {
+		t.Errorf("an unbracketed IPv6 address: %v", err)
+	}
 	// Several problems are reported together.
 	_, err := load(map[string]string{"SLEEP": "x", "CNI_MTU": "y"})
 	if err == nil || !strings.Contains(err.Error(), "SLEEP") || !strings.Contains(err.Error(), "CNI_MTU") {

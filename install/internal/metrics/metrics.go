@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
@@ -99,9 +100,22 @@ func (m *Metrics) Drain() error {
 	return err
 }
 
+// Bounds of the endpoint, which every pod can reach (host network): its
+// memory must not grow with what clients open or send.
+const (
+	maxConns         = 64 // more wait in the kernel's accept queue
+	maxInFlight      = 2  // scrapes gathered at once; more get 503
+	scrapeTimeout    = 10 * time.Second
+	readHeaderTimout = 3 * time.Second
+	readTimeout      = 5 * time.Second
+	writeTimeout     = 15 * time.Second
+	idleTimeout      = 30 * time.Second
+)
+
 // Handler serves the registry in Prometheus' text format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg,
+		MaxRequestsInFlight: maxInFlight, Timeout: scrapeTimeout})
 }
 
 // Serve serves /metrics on addr until ctx is done. The listener is opened
@@ -112,9 +126,11 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (func() error, error) 
 	if err != nil {
 		return nil, err
 	}
+	ln = netutil.LimitListener(ln, maxConns)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimout, ReadTimeout: readTimeout,
+		WriteTimeout: writeTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 8 << 10}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
