@@ -30,6 +30,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // Options say how a command reads its input.
@@ -90,6 +91,9 @@ func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
 	}
 	conf, err := load(args.StdinData, o.Env)
 	if err != nil {
+		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
+	}
+	if err := statedir.Check(conf.StateDir); err != nil {
 		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
 	f := &Frame{Command: o.Command, Args: args, Env: o.Env, Conf: conf, Start: time.Now(), timeout: o.APITimeout,

@@ -44,7 +44,8 @@ func cachePath(stateDir, node string) string {
 
 // Cached reads the cache; ok is false when there is none.
 func Cached(stateDir, node string) (NodeCIDRs, bool) {
-	return decodeCIDRs(cachePath(stateDir, node), node)
+	c, ok := decodeCIDRs(cachePath(stateDir, node), node)
+	return c.NodeCIDRs, ok
 }
 
 // Store writes the cache atomically.

@@ -7,7 +7,11 @@ package podcidr
 // trust that copy instead of reading the Node: it is as current as the
 // apiserver's watch cache, which is what their own read (resourceVersion=0)
 // is served from. A sidecar that dies releases the lock with its last file
-// descriptor, so a copy left behind is never trusted.
+// descriptor, so a copy left behind is never trusted. A sidecar that lives
+// but stops hearing from the API server (a stalled watch, SIGSTOP) stops
+// confirming its copy: each copy carries when it was last confirmed (a
+// watch event or bookmark, or the sidecar's own read of the Node), and one
+// older than MaxAge is not trusted.
 
 import (
 	"encoding/json"
@@ -15,11 +19,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
+	"github.com/kdd-cni/kdd-cni/internal/boottime"
 )
 
 func watchedPath(stateDir, node string) string {
@@ -30,9 +36,21 @@ func watchLockPath(stateDir, node string) string {
 	return filepath.Join(stateDir, "podcidrs", node+".watch.lock")
 }
 
+// MaxAge is how long a copy is trusted after the sidecar last confirmed
+// it; the sidecar confirms it at least every 15 s.
+const MaxAge = 45 * time.Second
+
+// watchedCopy is the file: the podCIDRs and when (boottime) they were last
+// confirmed.
+type watchedCopy struct {
+	NodeCIDRs
+	ConfirmedAt int64 `json:"confirmedAt"`
+}
+
 // Watched reads the sidecar's copy of the node's podCIDRs; ok is false
 // unless a live watch holds the lock both before and after the read (so a
-// copy from a watch that ended in between is at most that read old).
+// copy from a watch that ended in between is at most that read old) and
+// the copy was confirmed within MaxAge.
 func Watched(stateDir, node string) (NodeCIDRs, bool) {
 	lock := watchLockPath(stateDir, node)
 	if !watchLive(lock) {
@@ -42,7 +60,11 @@ func Watched(stateDir, node string) (NodeCIDRs, bool) {
 	if !ok || !watchLive(lock) {
 		return NodeCIDRs{}, false
 	}
-	return c, true
+	now, err := boottime.Now()
+	if age := now - time.Duration(c.ConfirmedAt); err != nil || age < 0 || age > MaxAge {
+		return NodeCIDRs{}, false
+	}
+	return c.NodeCIDRs, true
 }
 
 // watchLive tells whether another open file holds an exclusive lock on path.
@@ -60,18 +82,20 @@ func watchLive(path string) bool {
 	return errors.Is(err, unix.EWOULDBLOCK)
 }
 
-func decodeCIDRs(path, node string) (NodeCIDRs, bool) {
-	var c NodeCIDRs
+func decodeCIDRs(path, node string) (watchedCopy, bool) {
+	var c watchedCopy
 	b, err := os.ReadFile(path)
 	if err != nil || json.Unmarshal(b, &c) != nil || c.Node != node || c.UID == "" || (c.CIDRs.V4 == "" && c.CIDRs.V6 == "") {
-		return NodeCIDRs{}, false
+		return watchedCopy{}, false
 	}
 	return c, true
 }
 
-// Publisher is the sidecar's side of Watched, for one node.
+// Publisher is the sidecar's side of Watched, for one node; its watch and
+// its periodic read of the Node both use it.
 type Publisher struct {
 	stateDir, node string
+	mu             sync.Mutex
 	lock           *os.File // held while published
 	last           NodeCIDRs
 }
@@ -86,16 +110,51 @@ func NewPublisher(stateDir, node string) (*Publisher, error) {
 	return p, p.Withdraw()
 }
 
-// Publish holds the lock and writes the Node's podCIDRs. It fails while
-// another sidecar (say, during a rolling update) holds the lock.
+// Publish holds the lock and writes the Node's podCIDRs, confirmed now
+// (a watch event). It fails while another sidecar (say, during a rolling
+// update) holds the lock.
 func (p *Publisher) Publish(c NodeCIDRs) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.hold(); err != nil {
 		return err
 	}
-	if c == p.last {
+	return p.write(c)
+}
+
+// Touch confirms the published copy (a watch bookmark: nothing changed up
+// to the server's current version); nothing when none is published.
+func (p *Publisher) Touch() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lock == nil || p.last == (NodeCIDRs{}) {
 		return nil
 	}
-	b, err := json.Marshal(c)
+	return p.write(p.last)
+}
+
+// Confirm compares the published copy with the Node as read from the API
+// server: the same confirms it, another withdraws it (the watch missed a
+// change; the plugins read the Node until the watch publishes again). It
+// reports whether it withdrew a copy.
+func (p *Publisher) Confirm(read NodeCIDRs) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.lock == nil || p.last == (NodeCIDRs{}):
+		return false, nil
+	case read == p.last:
+		return false, p.write(p.last)
+	}
+	return true, p.withdraw()
+}
+
+func (p *Publisher) write(c NodeCIDRs) error {
+	now, err := boottime.Now()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(watchedCopy{NodeCIDRs: c, ConfirmedAt: int64(now)})
 	if err != nil {
 		return err
 	}
@@ -133,6 +192,12 @@ func (p *Publisher) hold() error {
 // Withdraw removes the copy (the Node is gone or has no podCIDRs); the
 // plugins read the Node themselves meanwhile.
 func (p *Publisher) Withdraw() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.withdraw()
+}
+
+func (p *Publisher) withdraw() error {
 	p.last = NodeCIDRs{}
 	if err := os.Remove(watchedPath(p.stateDir, p.node)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("failed to withdraw the node's podCIDRs: %w", err)
@@ -142,7 +207,9 @@ func (p *Publisher) Withdraw() error {
 
 // Close withdraws the copy and releases the lock: the watch has ended.
 func (p *Publisher) Close() error {
-	err := p.Withdraw()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.withdraw()
 	if p.lock != nil {
 		_ = p.lock.Close() // releases the flock
 		p.lock = nil

@@ -1,12 +1,16 @@
 package podcidr
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kdd-cni/kdd-cni/internal/boottime"
 )
 
 func TestWatchedNeedsALiveLock(t *testing.T) {
@@ -108,5 +112,62 @@ func TestWatchedRejectsBadCopies(t *testing.T) {
 		if c, ok := Watched(dir, "n1"); ok {
 			t.Errorf("trusted %s: %+v", bad, c)
 		}
+	}
+}
+
+// A live sidecar that stopped confirming its copy (a stalled watch, a
+// stopped process) is trusted for MaxAge only; its Node read withdraws a
+// copy that differs from the Node.
+func TestWatchedCopyFreshness(t *testing.T) {
+	dir := t.TempDir()
+	const node = "n1"
+	c := NodeCIDRs{Node: node, UID: "u1", CIDRs: CIDRs{V4: "10.1.0.0/24"}}
+	p, err := NewPublisher(dir, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Publish(c); err != nil {
+		t.Fatal(err)
+	}
+	age := func(d time.Duration) {
+		t.Helper()
+		now, _ := boottime.Now()
+		b, _ := json.Marshal(watchedCopy{NodeCIDRs: c, ConfirmedAt: int64(now - d)})
+		if err := os.WriteFile(watchedPath(dir, node), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(MaxAge + time.Second)
+	if _, ok := Watched(dir, node); ok {
+		t.Fatal("trusted a copy not confirmed for longer than MaxAge")
+	}
+	if err := p.Touch(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Watched(dir, node); !ok || got != c {
+		t.Fatalf("after a bookmark: %+v %v", got, ok)
+	}
+	age(-time.Hour) // from the future (another boot): not trusted either
+	if _, ok := Watched(dir, node); ok {
+		t.Fatal("trusted a copy confirmed in the future")
+	}
+	if withdrew, err := p.Confirm(c); withdrew || err != nil {
+		t.Fatalf("Confirm of the same podCIDRs: %v %v", withdrew, err)
+	}
+	if _, ok := Watched(dir, node); !ok {
+		t.Fatal("a confirmed copy not trusted")
+	}
+	if withdrew, err := p.Confirm(NodeCIDRs{Node: node, UID: "u1", CIDRs: CIDRs{V4: "10.2.0.0/24"}}); !withdrew || err != nil {
+		t.Fatalf("Confirm of other podCIDRs: %v %v", withdrew, err)
+	}
+	if _, ok := Watched(dir, node); ok {
+		t.Fatal("a copy that differs from the Node still trusted")
+	}
+	if err := p.Touch(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := Watched(dir, node); ok {
+		t.Fatal("a bookmark republished a withdrawn copy")
 	}
 }

@@ -29,9 +29,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"golang.org/x/sys/unix"
-
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
+	"github.com/kdd-cni/kdd-cni/internal/boottime"
 	"github.com/kdd-cni/kdd-cni/internal/podlock"
 )
 
@@ -98,7 +97,7 @@ type record struct {
 // marks, so calico and the podcidr shim under it keep their own) in
 // lockDir and loads its marks from dir.
 func Begin(ctx context.Context, dir, lockDir, network, owner string, grace time.Duration) (*Pass, error) {
-	now, err := Now()
+	now, err := boottime.Now()
 	if err != nil {
 		return nil, err
 	}
@@ -164,15 +163,6 @@ func (p *Pass) load() error {
 		p.Marks[types.GCAttachment{ContainerID: id, IfName: ifName}] = time.Duration(t)
 	}
 	return nil
-}
-
-// Now is CLOCK_BOOTTIME: monotonic, across processes, through suspend.
-func Now() (time.Duration, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0, fmt.Errorf("failed to read the monotonic clock: %w", err)
-	}
-	return time.Duration(ts.Nano()), nil
 }
 
 func bootID() (string, error) {

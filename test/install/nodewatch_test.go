@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,9 +81,59 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 		t.Fatalf("trusted the killed sidecar's copy %+v", c)
 	}
 
-	// A new sidecar publishes again; stopped, it withdraws the copy.
+	// A new sidecar publishes again.
 	s = startSidecar(t, h)
 	watched("published by the next sidecar", published("10.231.1.0/24", uid2))
+
+	// A sidecar that stops confirming (SIGSTOP: it holds the lock, its
+	// watch hears nothing) is trusted for podcidr.MaxAge at most; resumed,
+	// it confirms its copy again.
+	if err := syscall.Kill(s.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	for {
+		if _, ok := podcidr.Watched(state, name); !ok {
+			break
+		}
+		if time.Since(stopped) > podcidr.MaxAge+2*time.Second {
+			_ = syscall.Kill(s.pid, syscall.SIGCONT)
+			t.Fatalf("a stopped sidecar's copy still trusted %s after it stopped", time.Since(stopped).Round(time.Second))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("a stopped sidecar's copy distrusted %s after it stopped", time.Since(stopped).Round(100*time.Millisecond))
+	if err := syscall.Kill(s.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !published("10.231.1.0/24", uid2)(podcidr.Watched(state, name)) {
+		if time.Now().After(deadline) {
+			t.Fatal("the resumed sidecar did not confirm its copy within 20 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The sidecar's Node read withdraws a copy its watch let go stale: one
+	// written behind its back names other podCIDRs.
+	b, _ := os.ReadFile(state + "/podcidrs/" + name + ".watched.json")
+	forged := strings.Replace(string(b), "10.231.1.0/24", "10.96.0.0/24", 1)
+	if err := os.WriteFile(state+"/podcidrs/"+name+".watched.json", []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		c, ok := podcidr.Watched(state, name)
+		if !ok || c.CIDRs.V4 == "10.231.1.0/24" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a copy that differs from the Node still trusted after 20 s: %+v", c)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Stopped, it withdraws the copy.
 	s.stop(t, syscall.SIGTERM)
 	if _, err := os.Stat(state + "/podcidrs/" + name + ".watched.json"); !os.IsNotExist(err) {
 		t.Fatalf("a stopped sidecar left its copy: %v", err)

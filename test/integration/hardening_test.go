@@ -146,3 +146,50 @@ func TestNamesCannotEscape(t *testing.T) {
 		t.Errorf("relative state_dir: %+v", ce)
 	}
 }
+
+// TestStateDirMustBeRoots: a state_dir another user owns, or one anyone may
+// write into, is refused before anything is done: a non-root user who could
+// write there would publish the podCIDRs ADD allocates from, journal
+// patches the plugin sends with its identity, or squat the pod locks. A
+// podCIDR copy planted there is never used.
+func TestStateDirMustBeRoots(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	state := e.stateDir()
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = e.publishPodCIDRs() // a live watch lock, as a planted copy would need
+	for name, spoil := range map[string]func() error{
+		"world-writable": func() error { return os.Chmod(state, 0o777) },
+		"another-users":  func() error { return os.Chown(state, 65534, 65534) },
+		"group-writable": func() error { return os.Chmod(state, 0o770) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := spoil(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = os.Chown(state, 0, 0); _ = os.Chmod(state, 0o700) })
+			p := e.newPod("p-"+name, false)
+			for _, cmd := range []string{"ADD", "DEL"} {
+				r := e.call(cmd, p, e.conf())
+				ce := cniErr(t, r)
+				if ce.Code != types.ErrInvalidNetworkConfig || !strings.Contains(ce.Msg, "invalid state_dir") {
+					t.Errorf("%s with a %s state_dir: code %d %q, want 7 naming the state_dir", cmd, name, ce.Code, ce.Msg)
+				}
+			}
+			if linkExists(t, p.hostVeth) || len(e.leases()) != 0 {
+				t.Errorf("a refused ADD left a link or leases: %v", e.leases())
+			}
+		})
+	}
+	// Root's and 0755 (a hostPath the kubelet made): tightened and used.
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.newPod("fine", false)
+	e.add(p)
+	if st, _ := os.Stat(state); st.Mode().Perm() != 0o700 {
+		t.Errorf("state_dir not tightened to 0700: %04o", st.Mode().Perm())
+	}
+	e.del(p)
+}

@@ -21,6 +21,8 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/confcheck"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // API is what install-cni needs from the API server.
@@ -52,6 +54,8 @@ type Installer struct {
 	Sandboxes func(context.Context) ([]cri.Sandbox, error)
 	// seen is what the sidecar last learnt of its node and files.
 	seen observed
+	// pub publishes the node's podCIDRs for the plugins (sidecar only).
+	pub *podcidr.Publisher
 }
 
 // confVersion is the conflist's cniVersion: CNI_CONF_VERSION if set, else
@@ -76,6 +80,9 @@ func (in *Installer) Run(ctx context.Context) error {
 	if err := in.InstallBinaries(); err != nil {
 		return err
 	}
+	if err := in.prepareStateDir(); err != nil {
+		return err
+	}
 	expiry, err := in.WriteCredentials(ctx)
 	if err != nil {
 		return err
@@ -88,6 +95,16 @@ func (in *Installer) Run(ctx context.Context) error {
 		return nil
 	}
 	return in.runSidecar(ctx, expiry)
+}
+
+// prepareStateDir makes the plugins' state_dir root's and 0700 (the
+// kubelet makes a hostPath 0755), and refuses one someone else can write
+// into, as the plugins do.
+func (in *Installer) prepareStateDir() error {
+	if err := os.MkdirAll(in.Cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("failed to create the state dir: %w", err)
+	}
+	return statedir.Check(in.Cfg.StateDir)
 }
 
 // Validate proves, before anything is written, that the conflist template

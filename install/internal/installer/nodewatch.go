@@ -3,6 +3,7 @@ package installer
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/kube"
@@ -10,7 +11,8 @@ import (
 )
 
 // nodeWatchTimeout is how long one watch request lasts before the server
-// ends it and the sidecar resumes from the last version seen.
+// ends it and the sidecar resumes from the last version seen; each request
+// adds up to a fifth of it at random, so a fleet's watches do not end in step.
 const nodeWatchTimeout = 5 * time.Minute
 
 // watchNode publishes the node's podCIDRs for the plugins (podcidr.Watched)
@@ -18,14 +20,10 @@ const nodeWatchTimeout = 5 * time.Minute
 // the API server. The copy is withdrawn while the Node is gone or has no
 // podCIDRs, and withdrawn with the lock whenever the watch is not
 // established (an error, a refused resume, ctx ending): the plugins then
-// read the Node themselves, as without a sidecar.
-func (in *Installer) watchNode(ctx context.Context) {
-	node := in.Cfg.NodeName
-	pub, err := podcidr.NewPublisher(in.Cfg.StateDir, node)
-	if err != nil {
-		in.Log.Error("not publishing the node's podCIDRs", "err", err)
-		return
-	}
+// read the Node themselves, as without a sidecar. Every event and bookmark
+// confirms the copy; so does the sidecar's own read of the Node
+// (confirmPodCIDRs), which withdraws a copy the watch let go stale.
+func (in *Installer) watchNode(ctx context.Context, pub *podcidr.Publisher) {
 	defer pub.Close()
 	rv, failures := "", 0
 	for ctx.Err() == nil {
@@ -42,11 +40,12 @@ func (in *Installer) watchNode(ctx context.Context) {
 		}
 		failures++
 		_ = pub.Close()
+		wait := Backoff(failures)
 		in.Log.Warn("the watch on the node's Node failed; plugins read the Node until it is back",
-			"err", err, "retryIn", Backoff(failures))
+			"err", err, "retryIn", wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(Backoff(failures)):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -58,7 +57,8 @@ func (in *Installer) watchNodeOnce(ctx context.Context, pub *podcidr.Publisher, 
 		return err
 	}
 	node := in.Cfg.NodeName
-	return api.WatchNode(ctx, node, *rv, nodeWatchTimeout, func(e kube.NodeChange) error {
+	timeout := nodeWatchTimeout + rand.N(nodeWatchTimeout/5)
+	return api.WatchNode(ctx, node, *rv, timeout, func(e kube.NodeChange) error {
 		*rv = e.ResourceVersion
 		switch e.Type {
 		case "ADDED", "MODIFIED":
@@ -70,6 +70,6 @@ func (in *Installer) watchNodeOnce(ctx context.Context, pub *podcidr.Publisher, 
 		case "DELETED":
 			return pub.Withdraw()
 		}
-		return nil // BOOKMARK
+		return pub.Touch() // BOOKMARK: nothing changed up to e.ResourceVersion
 	})
 }

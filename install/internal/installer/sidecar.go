@@ -13,6 +13,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/install/internal/metrics"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at
@@ -23,10 +24,12 @@ func NextRefresh(issued, expiry time.Time, jitter float64) time.Time {
 	return issued.Add(time.Duration(float64(life) * (0.75 - 0.1*jitter)))
 }
 
-// Backoff after the n-th consecutive failure: 1s, 2s, 4s ... at most 1m.
+// Backoff after the n-th consecutive failure: 1s, 2s, 4s ... at most 1m,
+// each less up to a fifth at random, so a fleet of nodes that lost the API
+// server together does not come back in step.
 func Backoff(n int) time.Duration {
-	d := time.Second << min(n, 6)
-	return min(d, time.Minute)
+	d := min(time.Second<<min(n, 6), time.Minute)
+	return d - rand.N(d/5)
 }
 
 // nodeCheckEvery is how often the sidecar checks that the Node its token is
@@ -52,9 +55,13 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 		in.warnCapacity(ctx, api)
 	}
 	go in.reclaimLoop(ctx)
-	watched := make(chan struct{})
-	go func() { in.watchNode(ctx); close(watched) }()
-	defer func() { <-watched }() // the copy withdrawn, the lock released
+	if in.pub, err = podcidr.NewPublisher(in.Cfg.StateDir, in.Cfg.NodeName); err != nil {
+		in.Log.Error("not publishing the node's podCIDRs", "err", err)
+	} else {
+		watched := make(chan struct{})
+		go func() { in.watchNode(ctx, in.pub); close(watched) }()
+		defer func() { <-watched }() // the copy withdrawn, the lock released
+	}
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
 	own := fileDigest(in.Cfg.OwnTokenFile)
@@ -91,13 +98,31 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 		exp, err := in.WriteCredentials(ctx)
 		if err != nil {
 			failures++
-			next = time.Now().Add(Backoff(failures))
-			in.Log.Error("failed to refresh the CNI token", "err", err, "retryIn", Backoff(failures), "currentExpiry", expiry)
+			wait := Backoff(failures)
+			next = time.Now().Add(wait)
+			in.Log.Error("failed to refresh the CNI token", "err", err, "retryIn", wait, "currentExpiry", expiry)
 			continue
 		}
 		failures, issued, expiry = 0, time.Now(), exp
 		next = in.schedule(issued, expiry)
 		in.Log.Info("refreshed the CNI token", "reason", reason, "expiry", expiry, "next", next)
+	}
+}
+
+// confirmPodCIDRs holds the published podCIDRs against the Node as just
+// read (a quorum read): the same confirms the copy, another withdraws it.
+func (in *Installer) confirmPodCIDRs(node kube.NodeInfo) {
+	if in.pub == nil {
+		return
+	}
+	cidrs, err := podcidr.ByFamily(in.Cfg.NodeName, node.PodCIDRs)
+	if err != nil {
+		return
+	}
+	withdrew, err := in.pub.Confirm(podcidr.NodeCIDRs{Node: in.Cfg.NodeName, UID: node.UID, CIDRs: cidrs})
+	if withdrew || err != nil {
+		in.Log.Warn("the published podCIDRs differ from the Node: withdrawn until the watch publishes again",
+			"node", node.PodCIDRs, "err", err)
 	}
 }
 
@@ -118,6 +143,7 @@ func (in *Installer) nodeRecreated(ctx context.Context) bool {
 	if node.UID != in.boundUID {
 		return true
 	}
+	in.confirmPodCIDRs(node)
 	in.seen.setNode(node)
 	in.warnCapacity(ctx, api)
 	return false
