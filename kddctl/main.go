@@ -76,7 +76,9 @@ func client(kubeconfig string) (*kube.Client, error) {
 	if ds := conf.Datastore(env); ds != netconf.DatastoreKubernetes {
 		return nil, fmt.Errorf("unsupported DATASTORE_TYPE %q: kddctl only reads the Kubernetes datastore", ds)
 	}
-	return kube.New(conf.APIAccess(env, 10*time.Second))
+	a := conf.APIAccess(env, 10*time.Second)
+	a.HomeKubeconfig = true // as kubectl
+	return kube.New(a)
 }
 
 func get(args []string, out io.Writer) (int, error) {

@@ -2,8 +2,11 @@ package cnierror
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -22,6 +25,8 @@ func TestCoded(t *testing.T) {
 		"403":       {&kube.APIError{Code: 403}, types.ErrInternal},
 		"kept code": {fmt.Errorf("pod x: %w", types.NewError(types.ErrInvalidEnvironmentVariables, "bad", "")), types.ErrInvalidEnvironmentVariables},
 		"plain":     {errors.New("boom"), types.ErrInternal},
+		// A wrong CA does not pass by waiting.
+		"untrusted certificate": {&url.Error{Op: "Get", URL: "https://x", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, types.ErrInternal},
 	} {
 		var te *types.Error
 		if !errors.As(Coded(tc.err), &te) || te.Code != tc.code {

@@ -62,9 +62,12 @@ type Frame struct {
 	HostAlias string
 	Log       *slog.Logger
 	Start     time.Time
-	plugin    string
-	stepsMu   sync.Mutex
-	steps     map[string]float64 // seconds, for the invocation's record
+	// Deadline, when set, bounds building the API client (an exec
+	// credential plugin): the command's own deadline.
+	Deadline time.Time
+	plugin   string
+	stepsMu  sync.Mutex
+	steps    map[string]float64 // seconds, for the invocation's record
 
 	ipam    *podcidr.Conf // stdin decoded generically; nil if ipamErr
 	ipamErr error
@@ -169,7 +172,9 @@ func (f *Frame) PodCIDRNode() (string, error) {
 func (f *Frame) API() (*kube.Client, error) {
 	f.apiOnce.Do(func() {
 		start := time.Now()
-		f.api, f.apiErr = kube.New(f.Conf.APIAccess(f.Env, f.timeout))
+		a := f.Conf.APIAccess(f.Env, f.timeout)
+		a.ExecDeadline = f.Deadline
+		f.api, f.apiErr = kube.New(a)
 		f.Time("credentials", time.Since(start))
 	})
 	return f.api, f.apiErr

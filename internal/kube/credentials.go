@@ -1,19 +1,20 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,13 +24,17 @@ import (
 
 // Credentials are loaded as kubectl loads them, without linking client-go
 // (whose package initialisation alone costs a plugin invocation most of a
-// millisecond): the kubeconfig (Access.Kubeconfig, else the first file of
-// $KUBECONFIG, else ~/.kube/config) at its current context, else the
+// millisecond): the kubeconfig (Access.Kubeconfig, else $KUBECONFIG, each
+// a list of files merged as kubectl merges them; ~/.kube/config only where
+// Access.HomeKubeconfig allows it) at its current context, else the
 // in-cluster service account; then Access's fields override it. Supported:
 // bearer tokens and token files, client certificates, basic auth, exec
-// credential plugins (client.authentication.k8s.io), CA files and data,
-// insecure-skip-tls-verify, tls-server-name and proxy-url. Auth-provider
-// plugins (removed from kubectl) are refused with a clear error.
+// credential plugins (client.authentication.k8s.io, their answer cached
+// until it expires), CA files and data, insecure-skip-tls-verify,
+// tls-server-name and proxy-url. Refused with a clear error, as client-go
+// refuses them or because kdd-cni would otherwise ignore them: auth-provider
+// plugins, impersonation, a CA together with insecure-skip-tls-verify, a
+// context naming a user or cluster the kubeconfig lacks.
 
 // inClusterDir holds the service account's token and CA in a pod.
 var inClusterDir = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -39,22 +44,28 @@ const execTimeout = 10 * time.Second
 
 // kubeconfigFile is the part of a kubeconfig kdd-cni reads.
 type kubeconfigFile struct {
-	CurrentContext string `json:"current-context"`
-	Contexts       []struct {
-		Name    string `json:"name"`
-		Context struct {
-			Cluster string `json:"cluster"`
-			User    string `json:"user"`
-		} `json:"context"`
-	} `json:"contexts"`
-	Clusters []struct {
-		Name    string       `json:"name"`
-		Cluster clusterEntry `json:"cluster"`
-	} `json:"clusters"`
-	Users []struct {
-		Name string    `json:"name"`
-		User userEntry `json:"user"`
-	} `json:"users"`
+	CurrentContext string         `json:"current-context"`
+	Contexts       []namedContext `json:"contexts"`
+	Clusters       []namedCluster `json:"clusters"`
+	Users          []namedUser    `json:"users"`
+}
+
+type namedContext struct {
+	Name    string `json:"name"`
+	Context struct {
+		Cluster string `json:"cluster"`
+		User    string `json:"user"`
+	} `json:"context"`
+}
+
+type namedCluster struct {
+	Name    string       `json:"name"`
+	Cluster clusterEntry `json:"cluster"`
+}
+
+type namedUser struct {
+	Name string    `json:"name"`
+	User userEntry `json:"user"`
 }
 
 type clusterEntry struct {
@@ -79,6 +90,11 @@ type userEntry struct {
 	AuthProvider          *struct {
 		Name string `json:"name"`
 	} `json:"auth-provider"`
+	// Impersonation: refused (the plugin's identity must be its own).
+	As          string              `json:"as"`
+	AsUID       string              `json:"as-uid"`
+	AsGroups    []string            `json:"as-groups"`
+	AsUserExtra map[string][]string `json:"as-user-extra"`
 }
 
 type execConfig struct {
@@ -101,14 +117,11 @@ type credentials struct {
 // loadCredentials resolves a's kubeconfig or the in-cluster configuration
 // and applies a's overrides; where names the source for errors.
 func loadCredentials(a Access) (cr credentials, where string, err error) {
-	path := a.Kubeconfig
-	if path == "" {
-		path = defaultKubeconfig()
-	}
+	paths := kubeconfigFiles(a)
 	switch {
-	case path != "":
-		where = path
-		if cr, err = readKubeconfig(path); err != nil {
+	case len(paths) > 0:
+		where = strings.Join(paths, string(filepath.ListSeparator))
+		if cr, err = readKubeconfigs(paths); err != nil {
 			return cr, where, err
 		}
 	case a.Server == "":
@@ -126,7 +139,12 @@ func loadCredentials(a Access) (cr credentials, where string, err error) {
 		cr.cluster.CertificateAuthority, cr.cluster.CertificateAuthorityData = a.CAFile, nil
 	}
 	if a.InsecureTLS {
+		// As kubectl's flag: it clears the kubeconfig's CA, not one given
+		// beside it (that pair is refused in trust).
 		cr.cluster.InsecureSkipTLSVerify = true
+		if a.CAFile == "" {
+			cr.cluster.CertificateAuthority, cr.cluster.CertificateAuthorityData = "", nil
+		}
 	}
 	if a.Token != "" {
 		cr.user.Token, cr.user.TokenFile = a.Token, ""
@@ -143,69 +161,135 @@ func loadCredentials(a Access) (cr credentials, where string, err error) {
 	return cr, where, nil
 }
 
-// defaultKubeconfig is the first existing file of $KUBECONFIG, else
-// ~/.kube/config if it exists, else "".
-func defaultKubeconfig() string {
-	candidates := filepath.SplitList(os.Getenv("KUBECONFIG"))
-	if home, err := os.UserHomeDir(); err == nil {
-		candidates = append(candidates, filepath.Join(home, ".kube", "config"))
+// kubeconfigFiles are the kubeconfig files to merge: Access.Kubeconfig,
+// else $KUBECONFIG (lists, as kubectl reads them; files that do not exist
+// are skipped), else ~/.kube/config where allowed; none means in-cluster.
+func kubeconfigFiles(a Access) []string {
+	list := a.Kubeconfig
+	if list == "" {
+		list = os.Getenv("KUBECONFIG")
 	}
-	for _, p := range candidates {
+	var out []string
+	for _, p := range filepath.SplitList(list) {
 		if p == "" {
 			continue
 		}
-		if _, err := os.Stat(p); err == nil {
-			return p
+		if _, err := os.Stat(p); err == nil || a.Kubeconfig != "" && !strings.ContainsRune(list, filepath.ListSeparator) {
+			out = append(out, p) // a single file named explicitly must exist: its read says why not
 		}
 	}
-	return ""
+	if len(out) == 0 && list == "" && a.HomeKubeconfig {
+		if home, err := os.UserHomeDir(); err == nil {
+			if p := filepath.Join(home, ".kube", "config"); fileExists(p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
-// readKubeconfig resolves a kubeconfig's current context; relative file
-// paths in it are relative to the kubeconfig's directory.
-func readKubeconfig(path string) (credentials, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return credentials{}, err
-	}
-	var f kubeconfigFile
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		return credentials{}, fmt.Errorf("invalid kubeconfig: %w", err)
-	}
-	var cr credentials
-	if f.CurrentContext == "" {
-		return cr, nil // Access may still name the server
-	}
-	found := false
-	for _, c := range f.Contexts {
-		if c.Name != f.CurrentContext {
-			continue
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// readKubeconfigs merges kubeconfig files as kubectl does (the first file
+// to name a context, cluster or user, or to set current-context, wins) and
+// resolves the current context; relative paths are relative to the file
+// that holds them.
+func readKubeconfigs(paths []string) (credentials, error) {
+	var merged kubeconfigFile
+	seen := map[string]bool{}
+	for _, path := range paths {
+		f, err := parseKubeconfig(path)
+		if err != nil {
+			return credentials{}, err
 		}
-		found = true
-		for _, cl := range f.Clusters {
-			if cl.Name == c.Context.Cluster {
-				cr.cluster = cl.Cluster
+		if merged.CurrentContext == "" {
+			merged.CurrentContext = f.CurrentContext
+		}
+		for _, c := range f.Contexts {
+			if !seen["context/"+c.Name] {
+				seen["context/"+c.Name] = true
+				merged.Contexts = append(merged.Contexts, c)
+			}
+		}
+		for _, c := range f.Clusters {
+			if !seen["cluster/"+c.Name] {
+				seen["cluster/"+c.Name] = true
+				merged.Clusters = append(merged.Clusters, c)
 			}
 		}
 		for _, u := range f.Users {
-			if u.Name == c.Context.User {
-				cr.user = u.User
+			if !seen["user/"+u.Name] {
+				seen["user/"+u.Name] = true
+				merged.Users = append(merged.Users, u)
 			}
 		}
 	}
-	if !found {
-		return cr, fmt.Errorf("invalid kubeconfig: context %q not found", f.CurrentContext)
+	return merged.current()
+}
+
+// parseKubeconfig reads one file and makes its relative paths absolute.
+func parseKubeconfig(path string) (kubeconfigFile, error) {
+	var f kubeconfigFile
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return f, err
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("invalid kubeconfig %s: %w", path, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&cr.cluster.CertificateAuthority, &cr.user.TokenFile, &cr.user.ClientCertificate, &cr.user.ClientKey} {
+	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
-	if e := cr.user.Exec; e != nil && strings.ContainsRune(e.Command, filepath.Separator) && !filepath.IsAbs(e.Command) {
-		e.Command = filepath.Join(dir, e.Command)
+	for i := range f.Clusters {
+		abs(&f.Clusters[i].Cluster.CertificateAuthority)
 	}
-	return cr, nil
+	for i := range f.Users {
+		u := &f.Users[i].User
+		abs(&u.TokenFile)
+		abs(&u.ClientCertificate)
+		abs(&u.ClientKey)
+		if e := u.Exec; e != nil && strings.ContainsRune(e.Command, filepath.Separator) {
+			abs(&e.Command)
+		}
+	}
+	return f, nil
+}
+
+// current resolves the current context: its cluster and user, which must
+// exist when named (kubectl refuses a context naming a missing one, where
+// kdd-cni would otherwise talk to the server anonymously).
+func (f *kubeconfigFile) current() (credentials, error) {
+	var cr credentials
+	if f.CurrentContext == "" {
+		return cr, nil // Access may still name the server
+	}
+	for _, c := range f.Contexts {
+		if c.Name != f.CurrentContext {
+			continue
+		}
+		if c.Context.Cluster != "" {
+			i := slices.IndexFunc(f.Clusters, func(x namedCluster) bool { return x.Name == c.Context.Cluster })
+			if i < 0 {
+				return cr, fmt.Errorf("invalid kubeconfig: context %q names cluster %q, which it does not define", c.Name, c.Context.Cluster)
+			}
+			cr.cluster = f.Clusters[i].Cluster
+		}
+		if c.Context.User != "" {
+			i := slices.IndexFunc(f.Users, func(x namedUser) bool { return x.Name == c.Context.User })
+			if i < 0 {
+				return cr, fmt.Errorf("invalid kubeconfig: context %q names user %q, which it does not define", c.Name, c.Context.User)
+			}
+			cr.user = f.Users[i].User
+		}
+		return cr, nil
+	}
+	return cr, fmt.Errorf("invalid kubeconfig: context %q not found", f.CurrentContext)
 }
 
 // inCluster is the pod's service account and the kubernetes Service.
@@ -236,6 +320,8 @@ func (cr *credentials) trust() (*tls.Config, []byte, error) {
 		}
 	}
 	switch {
+	case cr.cluster.InsecureSkipTLSVerify && (len(ca) > 0 || cr.cluster.CertificateAuthority != ""):
+		return nil, nil, errors.New("a CA together with insecure-skip-tls-verify is refused, as kubectl refuses it: drop one of them")
 	case cr.cluster.InsecureSkipTLSVerify:
 		tc.InsecureSkipVerify = true
 	case len(ca) > 0:
@@ -250,15 +336,18 @@ func (cr *credentials) trust() (*tls.Config, []byte, error) {
 // identity is how requests authenticate: a token or basic auth, and a
 // client certificate (nil for none). An exec plugin runs here, when the
 // user has neither a token nor a certificate of its own.
-func (cr *credentials) identity(ca []byte) (*auth, *tls.Certificate, error) {
+func (cr *credentials) identity(ca []byte, execDeadline time.Time) (*auth, *tls.Certificate, error) {
 	u := cr.user
 	if u.AuthProvider != nil {
 		return nil, nil, fmt.Errorf("the %q auth-provider is not supported: use a token, a client certificate or an exec credential plugin", u.AuthProvider.Name)
 	}
+	if u.As != "" || u.AsUID != "" || len(u.AsGroups) > 0 || len(u.AsUserExtra) > 0 {
+		return nil, nil, errors.New("impersonation (as, as-uid, as-groups, as-user-extra) is not supported: the kubeconfig must name the identity itself")
+	}
 	a := &auth{token: u.Token, tokenFile: u.TokenFile, username: u.Username, password: u.Password}
 	certPEM, keyPEM := u.ClientCertificateData, u.ClientKeyData
 	if u.Exec != nil && a.token == "" && a.tokenFile == "" && len(certPEM) == 0 && u.ClientCertificate == "" {
-		cred, err := runExec(u.Exec, cr.cluster, ca)
+		cred, err := execCredential(u.Exec, cr.cluster, ca, execDeadline)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -356,13 +445,50 @@ func (a *auth) apply(req *http.Request) {
 
 // execStatus is an ExecCredential's status.
 type execStatus struct {
-	Token                 string `json:"token"`
-	ClientCertificateData string `json:"clientCertificateData"`
-	ClientKeyData         string `json:"clientKeyData"`
+	Token                 string     `json:"token"`
+	ClientCertificateData string     `json:"clientCertificateData"`
+	ClientKeyData         string     `json:"clientKeyData"`
+	ExpirationTimestamp   *time.Time `json:"expirationTimestamp"`
 }
 
-// runExec runs an exec credential plugin, non-interactively.
-func runExec(e *execConfig, cluster clusterEntry, ca []byte) (execStatus, error) {
+// execCache keeps exec credential plugins' answers until they expire, as
+// client-go does: a long-running install-cni or kddctl builds clients
+// often, and the plugin must not run for each.
+var execCache struct {
+	sync.Mutex
+	m map[string]execStatus
+}
+
+// execCredential is the exec plugin's answer, from the cache while it has
+// not expired (one without an expiry is not cached).
+func execCredential(e *execConfig, cluster clusterEntry, ca []byte, deadline time.Time) (execStatus, error) {
+	key, _ := json.Marshal([]any{e, cluster, ca})
+	execCache.Lock()
+	defer execCache.Unlock()
+	if c, ok := execCache.m[string(key)]; ok && time.Now().Before(*c.ExpirationTimestamp) {
+		return c, nil
+	}
+	c, err := runExec(e, cluster, ca, deadline)
+	if err != nil {
+		return c, err
+	}
+	if c.ExpirationTimestamp != nil {
+		if execCache.m == nil {
+			execCache.m = map[string]execStatus{}
+		}
+		execCache.m[string(key)] = c
+	}
+	return c, nil
+}
+
+// execWaitDelay bounds how long the plugin's output is waited for once it
+// was killed: a child it left holding stdout must not hold the command.
+const execWaitDelay = 500 * time.Millisecond
+
+// runExec runs an exec credential plugin, non-interactively, within its
+// 10 s limit and the deadline. Its stderr is never shown: a plugin may
+// print secrets there, and errors reach the pod's Events.
+func runExec(e *execConfig, cluster clusterEntry, ca []byte, deadline time.Time) (execStatus, error) {
 	spec := map[string]any{"interactive": false}
 	if e.ProvideClusterInfo {
 		spec["cluster"] = map[string]any{"server": cluster.Server, "tls-server-name": cluster.TLSServerName,
@@ -374,16 +500,24 @@ func runExec(e *execConfig, cluster clusterEntry, ca []byte) (execStatus, error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
 	defer cancel()
+	if !deadline.IsZero() {
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
+		defer cancelDeadline()
+	}
 	cmd := exec.CommandContext(ctx, e.Command, e.Args...)
+	cmd.WaitDelay = execWaitDelay
 	cmd.Env = append(os.Environ(), "KUBERNETES_EXEC_INFO="+string(info))
 	for _, v := range e.Env {
 		cmd.Env = append(cmd.Env, v.Name+"="+v.Value)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = io.Discard
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return execStatus{}, fmt.Errorf("failed to run the exec credential plugin %s: %w", e.Command, ctx.Err())
+	}
 	if err != nil {
-		return execStatus{}, fmt.Errorf("failed to run the exec credential plugin %s: %w: %s", e.Command, err, strings.TrimSpace(stderr.String()))
+		return execStatus{}, fmt.Errorf("failed to run the exec credential plugin %s: %w (its stderr is not shown: it may hold secrets)", e.Command, err)
 	}
 	var cred struct {
 		APIVersion string     `json:"apiVersion"`

@@ -150,6 +150,7 @@ echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","s
 		{"exec plugin", server + "    certificate-authority: ca.crt",
 			"    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./exec-plugin\n      env: [{name: EXTRA, value: x}]\n      provideClusterInfo: true", Access{}, "Bearer from-exec-x"},
 		{"insecure", server + "    insecure-skip-tls-verify: true", "    token: tok", Access{}, "Bearer tok"},
+		{"insecure override clears the kubeconfig's CA", server + "    certificate-authority: ca.crt", "    token: tok", Access{InsecureTLS: true}, "Bearer tok"},
 		{"overrides win", "    server: https://192.0.2.1:1", "    token: tok",
 			Access{Server: srv.URL, CAFile: filepath.Join(dir, "ca.crt"), Token: "override"}, "Bearer override"},
 	} {
@@ -170,7 +171,8 @@ func TestCredentialErrors(t *testing.T) {
 	dir := t.TempDir()
 	otherCA, _ := clientCert(t, "other-ca") // did not sign srv's certificate
 	writeFile(t, dir, "other-ca.crt", string(otherCA), 0o600)
-	writeFile(t, dir, "failing-plugin", "#!/bin/sh\necho 'denied by policy' >&2\nexit 3\n", 0o755)
+	writeFile(t, dir, "failing-plugin", "#!/bin/sh\necho 'denied: secret-s3cr3t' >&2\nexit 3\n", 0o755)
+	writeFile(t, dir, "ca.crt", string(srv.ca), 0o600)
 	server := "    server: " + srv.URL + "\n"
 	for _, tc := range []struct {
 		name, cluster, user, want string
@@ -179,7 +181,10 @@ func TestCredentialErrors(t *testing.T) {
 		{"missing CA file", server + "    certificate-authority: missing.crt", "    token: tok", "missing.crt"},
 		{"CA without a certificate", server + "    certificate-authority-data: " + base64.StdEncoding.EncodeToString([]byte("junk")), "    token: tok", "no PEM certificate"},
 		{"auth-provider", server, "    auth-provider: {name: gcp}", `"gcp" auth-provider is not supported`},
-		{"exec plugin fails", server, "    exec: {apiVersion: client.authentication.k8s.io/v1, command: ./failing-plugin}", "denied by policy"},
+		{"exec plugin fails", server, "    exec: {apiVersion: client.authentication.k8s.io/v1, command: ./failing-plugin}", "exit status 3"},
+		{"CA with insecure", server + "    certificate-authority: ca.crt\n    insecure-skip-tls-verify: true", "    token: tok", "insecure-skip-tls-verify is refused"},
+		{"impersonation", server + "    certificate-authority: ca.crt", "    token: tok\n    as: system:admin", "impersonation"},
+		{"impersonated groups", server + "    certificate-authority: ca.crt", "    token: tok\n    as-groups: [system:masters]", "impersonation"},
 		{"no server", "    insecure-skip-tls-verify: true", "    token: tok", "no API server address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,7 +192,26 @@ func TestCredentialErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error about %q", err, tc.want)
 			}
+			if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("the exec plugin's stderr reached the error: %v", err)
+			}
 		})
+	}
+	// The plugin configuration's CA and insecure together: refused, not
+	// insecure (a wrong CA must never be accepted).
+	err := version(t, Access{Server: srv.URL, CAFile: filepath.Join(dir, "other-ca.crt"), InsecureTLS: true, Token: "t"})
+	if err == nil || !strings.Contains(err.Error(), "insecure-skip-tls-verify is refused") {
+		t.Errorf("CA file with insecure: %v", err)
+	}
+	for name, ctx := range map[string]string{
+		"user":    "{cluster: c, user: gone}",
+		"cluster": "{cluster: gone, user: u}",
+	} {
+		p := writeFile(t, dir, "dangling-"+name, "current-context: x\ncontexts:\n- name: x\n  context: "+ctx+
+			"\nclusters:\n- name: c\n  cluster: {server: \""+srv.URL+"\"}\nusers:\n- name: u\n  user: {token: t}\n", 0o600)
+		if _, err := New(Access{Kubeconfig: p}); err == nil || !strings.Contains(err.Error(), name+` "gone", which it does not define`) {
+			t.Errorf("context naming a missing %s: %v", name, err)
+		}
 	}
 	missingCtx := writeFile(t, dir, "no-context", "current-context: gone\ncontexts: []\n", 0o600)
 	if _, err := New(Access{Kubeconfig: missingCtx}); err == nil || !strings.Contains(err.Error(), `context "gone" not found`) {
@@ -240,5 +264,78 @@ func TestCredentialsDefaultAndInCluster(t *testing.T) {
 	c.auth.read = time.Now().Add(-2 * time.Minute)
 	if _, err := c.Version(context.Background()); err != nil || srv.last() != "Bearer rotated" {
 		t.Errorf("after rotation: %v, %q", err, srv.last())
+	}
+}
+
+// Exec credential plugins: bounded by the deadline even when a child holds
+// their stdout; their answer cached until its expirationTimestamp.
+func TestExecCredentialBoundsAndCache(t *testing.T) {
+	srv := newAPIServer(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "ca.crt", string(srv.ca), 0o600)
+	server := "    server: " + srv.URL + "\n    certificate-authority: ca.crt"
+	writeFile(t, dir, "hanging-plugin", "#!/bin/sh\n(sleep 30) &\nsleep 30\n", 0o755)
+	start := time.Now()
+	err := version(t, Access{Kubeconfig: kubeconfig(t, dir, server, "    exec: {apiVersion: client.authentication.k8s.io/v1, command: ./hanging-plugin}"),
+		ExecDeadline: time.Now().Add(time.Second)})
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") || time.Since(start) > 5*time.Second {
+		t.Errorf("a hanging exec plugin with its child holding stdout: %v after %s, want the deadline's error", err, time.Since(start))
+	}
+	count := filepath.Join(dir, "count")
+	plugin := func(expiry string) {
+		writeFile(t, dir, "counting-plugin", "#!/bin/sh\necho x >> "+count+"\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"status\":{\"token\":\"t\",\"expirationTimestamp\":\""+expiry+"\"}}'\n", 0o755)
+	}
+	runs := func() int { b, _ := os.ReadFile(count); return strings.Count(string(b), "x") }
+	user := "    exec: {apiVersion: client.authentication.k8s.io/v1, command: ./counting-plugin}"
+	plugin(time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	kc := kubeconfig(t, dir, server, user)
+	for range 3 {
+		if err := version(t, Access{Kubeconfig: kc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := runs(); n != 1 {
+		t.Errorf("an unexpired exec credential: the plugin ran %d times for 3 clients, want 1", n)
+	}
+	execCache.Lock()
+	execCache.m = nil
+	execCache.Unlock()
+	plugin(time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))
+	for range 2 {
+		if err := version(t, Access{Kubeconfig: kc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := runs(); n != 3 {
+		t.Errorf("an expired exec credential: the plugin ran %d times in all, want 3", n)
+	}
+}
+
+// $KUBECONFIG lists are merged as kubectl merges them (the first file to
+// name a thing wins); ~/.kube/config serves only where allowed (kddctl).
+func TestKubeconfigListsMerged(t *testing.T) {
+	srv := newAPIServer(t)
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	writeFile(t, dir, "ca.crt", string(srv.ca), 0o600)
+	a := writeFile(t, dir, "a", "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {token: from-a}\n", 0o600)
+	b := writeFile(t, dir, "b", "current-context: y\nclusters:\n- name: c\n  cluster: {server: \""+srv.URL+"\", certificate-authority: ca.crt}\nusers:\n- name: u\n  user: {token: from-b}\n", 0o600)
+	list := a + string(filepath.ListSeparator) + b
+	for name, access := range map[string]Access{"Access.Kubeconfig": {Kubeconfig: list}, "$KUBECONFIG": {}} {
+		t.Setenv("KUBECONFIG", list)
+		if err := version(t, access); err != nil || srv.last() != "Bearer from-a" {
+			t.Errorf("%s list: %v, %q, want the first file's user", name, err, srv.last())
+		}
+	}
+	t.Setenv("KUBECONFIG", "")
+	if err := os.MkdirAll(filepath.Join(dir, ".kube"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, ".kube"), "config", "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: \""+srv.URL+"\", certificate-authority: "+filepath.Join(dir, "ca.crt")+"}\nusers:\n- name: u\n  user: {token: from-home}\n", 0o600)
+	if _, err := New(Access{}); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
+		t.Errorf("a plugin used ~/.kube/config: %v", err)
+	}
+	if err := version(t, Access{HomeKubeconfig: true}); err != nil || srv.last() != "Bearer from-home" {
+		t.Errorf("kddctl without ~/.kube/config: %v, %q", err, srv.last())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,12 @@ type Access struct {
 	InsecureTLS bool
 	UserAgent   string
 	Timeout     time.Duration
+	// HomeKubeconfig lets ~/.kube/config serve when neither Kubeconfig nor
+	// $KUBECONFIG names one, as kubectl does (kddctl); never for a plugin.
+	HomeKubeconfig bool
+	// ExecDeadline bounds an exec credential plugin (the command's own
+	// deadline), besides its 10 s limit.
+	ExecDeadline time.Time
 }
 
 // Client talks to one API server.
@@ -129,7 +136,7 @@ func (cr *credentials) client(a Access) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	auth, cert, err := cr.identity(ca)
+	auth, cert, err := cr.identity(ca, a.ExecDeadline)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +203,9 @@ func apiError(code int, verb, path string, data []byte) *APIError {
 // again: no answer (connection refused, reset, timeout), 429, a 5xx, or 401
 // (the token may be refreshed meanwhile).
 func Transient(err error) bool {
+	if untrusted(err) {
+		return false // a wrong CA or server certificate does not pass by waiting
+	}
 	var api *APIError
 	if errors.As(err, &api) {
 		return api.Code == http.StatusTooManyRequests || api.Code >= 500 || api.Code == http.StatusUnauthorized
@@ -204,6 +214,16 @@ func Transient(err error) bool {
 	var urlErr *url.Error
 	return errors.As(err, &netErr) || errors.As(err, &urlErr) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// untrusted tells whether err is the server's certificate failing
+// verification.
+func untrusted(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 // Definitive tells whether a failed request certainly changed nothing: the

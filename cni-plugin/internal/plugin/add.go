@@ -38,6 +38,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	ctx, rollback, cancel := addContexts()
 	defer cancel()
 	inv.rollback = rollback
+	inv.Deadline, _ = ctx.Deadline() // an exec credential plugin ends by then
 	p.replayJournal(ctx, inv)
 	lock, err := p.lockPod(ctx, inv)
 	if err != nil {
