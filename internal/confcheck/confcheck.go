@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -44,8 +46,17 @@ func Conflist(conflist []byte, env netconf.Env) (*Result, error) {
 	if r.Conf, err = netconf.Load(plugin, env); err != nil {
 		return nil, fmt.Errorf("the calico plugin would refuse it: %w", err)
 	}
+	if v := r.Conf.CNIVersion; !slices.Contains(netconf.SupportedVersions, v) {
+		return nil, fmt.Errorf("the calico plugin would refuse it: unsupported cniVersion %q: it speaks %s",
+			v, strings.Join(netconf.SupportedVersions, ", "))
+	}
 	if r.IPAM, err = podcidr.Parse(plugin); err != nil {
 		return nil, fmt.Errorf("the calico plugin would refuse its ipam section: %w", err)
+	}
+	for _, s := range r.IPAM.StaticSubnets() {
+		if _, _, err := net.ParseCIDR(s); err != nil {
+			return nil, fmt.Errorf("host-local would refuse its ipam section: subnet %q is not a CIDR", s)
+		}
 	}
 	if t := r.Conf.IPAM.Type; t != "host-local" && t != "podcidr" {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("ipam.type %q: kdd-cni is built and tested with host-local", t))

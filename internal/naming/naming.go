@@ -39,6 +39,9 @@ func WorkloadEndpoint(node, pod, endpoint string) string {
 // aliasPrefix marks host veths created by kdd-cni. GC removes only those.
 const aliasPrefix = "kdd-cni/"
 
+// MaxAlias is the longest interface alias the kernel keeps (IFALIASZ-1).
+const MaxAlias = 255
+
 // HostVethAlias is the interface alias set on a host veth: it records the
 // network and the attachment (container ID and interface) that own it, so
 // GC for one network never touches another's links.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -161,7 +162,19 @@ type FeatureControl struct {
 	FloatingIPs   bool `json:"floating_ips"`
 }
 
-var networkName = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
+// networkName is the CNI spec's rule for a network name (libcni's).
+var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// maxNetworkName keeps the host veth's alias, which names the network, the
+// container (64 hex digits from the runtimes) and the interface (at most
+// 15 bytes), within the kernel's 255 bytes.
+var maxNetworkName = naming.MaxAlias - len(naming.HostVethAlias("", strings.Repeat("0", 64), strings.Repeat("i", 15)))
+
+// SupportedVersions are the CNI spec versions calico and podcidr speak.
+var SupportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// MinMTU is the smallest MTU IPv4 allows.
+const MinMTU = 68
 
 // Load parses and validates a netconf, filling defaults. env supplies the
 // environment seeds (DATASTORE_TYPE and friends).
@@ -210,8 +223,13 @@ func load(stdin []byte, env Env, ipamOverrides bool) (*NetConf, error) {
 }
 
 func (c *NetConf) validate(env Env) error {
-	if c.Name != "" && !networkName.MatchString(c.Name) {
-		return fmt.Errorf("invalid network name %q: only letters, digits, '_', '.' and '-' are allowed", c.Name)
+	switch {
+	case c.Name == "":
+		return errors.New("invalid configuration: the network has no name")
+	case !networkName.MatchString(c.Name):
+		return fmt.Errorf("invalid network name %q: a letter or digit, then only letters, digits, '_', '.' and '-'", c.Name)
+	case len(c.Name) > maxNetworkName:
+		return fmt.Errorf("invalid network name: %d bytes, at most %d (the host veth's alias names it)", len(c.Name), maxNetworkName)
 	}
 	if c.IPAM.Type == "" {
 		return errors.New("invalid configuration: ipam.type is required")
@@ -219,8 +237,21 @@ func (c *NetConf) validate(env Env) error {
 	if ds := c.Datastore(env); ds != DatastoreKubernetes {
 		return fmt.Errorf("unsupported datastore_type %q: kdd-cni only supports the Kubernetes datastore (%q)", ds, DatastoreKubernetes)
 	}
-	if c.MTU < 0 || c.MTU > 65535 {
-		return fmt.Errorf("invalid mtu %d: must be between 0 and 65535", c.MTU)
+	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > 65535) {
+		return fmt.Errorf("invalid mtu %d: must be 0 (the host's) or between %d and 65535", c.MTU, MinMTU)
+	}
+	for i, dst := range c.IPAMRoutes {
+		if _, _, err := net.ParseCIDR(dst); err != nil {
+			return fmt.Errorf("invalid ipam.routes[%d] dst %q: not a CIDR", i, dst)
+		}
+	}
+	for key, root := range map[string]string{"kubernetes.k8s_api_root": c.Kubernetes.APIRoot, "policy.k8s_api_root": c.Policy.APIRoot} {
+		if u, err := url.Parse(root); root != "" && (err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
+			return fmt.Errorf("invalid %s %q: want an http(s) URL with a host", key, root)
+		}
+	}
+	if c.LogFilePath != "" && !filepath.IsAbs(c.LogFilePath) {
+		return fmt.Errorf("invalid log_file_path %q: must be an absolute path", c.LogFilePath)
 	}
 	if c.NumQueues == 0 {
 		c.NumQueues = 1

@@ -80,6 +80,17 @@ type Conf struct {
 	ipamType string // set in every output when not empty
 }
 
+// StaticSubnets are the ipam subnets that are not podCIDR symbols.
+func (c *Conf) StaticSubnets() []string {
+	var out []string
+	for _, r := range c.refs {
+		if r.symbol() == "" {
+			out = append(out, r.value)
+		}
+	}
+	return out
+}
+
 // WithIPAMType is the configuration whose outputs name typ as ipam.type,
 // e.g. to hand a podcidr configuration to host-local.
 func (c *Conf) WithIPAMType(typ string) *Conf {

@@ -20,7 +20,7 @@ import (
 )
 
 // Versions are the CNI spec versions the plugin speaks.
-var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+var Versions = version.PluginSupports(netconf.SupportedVersions...)
 
 // Time bounds. Every API request has its own (kube.DefaultTimeout); these
 // bound whole commands and the namespace step of DEL.

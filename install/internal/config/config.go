@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
 // Config is everything install-cni needs.
@@ -160,7 +162,7 @@ func read(r *reader) *Config {
 		SkipBins:        map[string]bool{},
 		UpdateBins:      r.boolean("UPDATE_CNI_BINARIES", true),
 		Sleep:           r.boolean("SLEEP", true),
-		MTU:             r.integer("CNI_MTU", 1500, 0, 65535),
+		MTU:             r.integer("CNI_MTU", 1500, 0, 65535), // 0 or at least netconf.MinMTU: below
 		DatastoreType:   r.str("DATASTORE_TYPE", "kubernetes"),
 		LogLevel:        r.str("LOG_LEVEL", "info"),
 		LogFilePath:     r.str("LOG_FILE_PATH", "/var/log/calico/cni/cni.log"),
@@ -223,6 +225,9 @@ func (c *Config) check(r *reader) {
 		if strings.ContainsRune(v, '/') || v == "." || v == ".." {
 			r.fail("invalid %s=%q: want a file name", k, v)
 		}
+	}
+	if c.MTU != 0 && c.MTU < netconf.MinMTU {
+		r.fail("invalid CNI_MTU=%d: want 0 (the host's) or from %d to 65535", c.MTU, netconf.MinMTU)
 	}
 	if a := c.MetricsBindAddress; a != "" {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {

@@ -53,6 +53,12 @@ func TestBadValues(t *testing.T) {
 			t.Errorf("%s=%q: got %v", k, v, err)
 		}
 	}
+	for k, v := range map[string]string{"CNI_MTU": "50"} {
+		_, err := load(map[string]string{k: v})
+		if err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%q: got %v", k, v, err)
+		}
+	}
 	// An IPv6 node IP: joined with its brackets, or refused with a hint.
 	for env, want := range map[[2]string]string{
 		{"fd00::10", "9097"}: "[fd00::10]:9097", {"10.0.0.4", "9097"}: "10.0.0.4:9097", {"", "9097"}: ":9097",

@@ -27,7 +27,7 @@ import (
 const Delegate = "host-local"
 
 // Versions are the CNI spec versions the shim speaks.
-var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+var Versions = version.PluginSupports(netconf.SupportedVersions...)
 
 const commandTimeout = 30 * time.Second
 
