@@ -401,7 +401,9 @@ func (c *cluster) roll(t *testing.T) {
 		n.createPods([]string{"roll-" + n.name})
 	}
 	c.expect("pods created after the roll", [][2]string{{"roll-node-a", "roll-node-b"}, {"roll-node-b", "roll-node-a"}}, nil)
-	c.nodes[0].deletePods([]string{"roll-node-a", "roll-node-b"})
+	for _, n := range c.nodes {
+		n.deletePods([]string{"roll-" + n.name})
+	}
 }
 
 // drain cordons n and evicts its pods (DaemonSet pods stay), as kubectl

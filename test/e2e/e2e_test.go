@@ -90,6 +90,19 @@ func (n *node) deletePods(names []string) {
 		}
 		return true
 	})
+	// A pod deleted with grace 0 leaves the API before the kubelet has torn
+	// down its sandbox (StopPodSandbox, CNI DEL): wait for the node, so a
+	// restart of containerd or the kubelet that follows does not interrupt
+	// that DEL and leave the sandbox to the kubelet's garbage collection.
+	n.waitFor("the deleted pods' sandboxes torn down on "+n.name, 120*time.Second, func() bool {
+		links := n.caliLinks(n.t)
+		for _, name := range names {
+			if slices.Contains(links, naming.HostVeth("cali", namespace, name)) {
+				return false
+			}
+		}
+		return len(n.leaseOwners()) == len(links)
+	})
 }
 
 func getPod(t *testing.T, name string) *corev1.Pod {
@@ -164,7 +177,7 @@ func (n *node) assertPodNetworks(t *testing.T, names []string) {
 		}
 	}
 	if len(leases) != len(names) || len(links) != len(names) {
-		t.Errorf("%d leases and %d cali links for %d pods: %v %v", len(leases), len(links), len(names), leases, links)
+		t.Errorf("%d leases and %d cali links for %d pods: %v %v (links of pods: %v)", len(leases), len(links), len(names), leases, links, podsOfLinks(links))
 	}
 }
 
@@ -283,4 +296,22 @@ func harnessBin(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// podsOfLinks names the pods of the namespace (live, or created and deleted
+// by this run, as far as the API still knows) whose host veths are links.
+func podsOfLinks(links map[string]bool) map[string]string {
+	out := map[string]string{}
+	l, _ := cp.Admin.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{})
+	var names []string
+	for _, p := range l.Items {
+		names = append(names, p.Name)
+	}
+	names = append(names, "roll-node-a", "roll-node-b")
+	for _, name := range names {
+		if v := naming.HostVeth("cali", namespace, name); links[v] {
+			out[v] = name
+		}
+	}
+	return out
 }
