@@ -174,7 +174,15 @@ func (c *cluster) uninstall() {
 	for _, ds := range []string{"kdd-cni-node", "calico-node"} {
 		_ = cp.Admin.AppsV1().DaemonSets("kube-system").Delete(ctx, ds, metav1.DeleteOptions{})
 	}
-	_ = cp.Admin.CoreV1().ConfigMaps("kube-system").Delete(ctx, "kubernetes-services-endpoint", metav1.DeleteOptions{})
+	for _, cm := range []string{"kubernetes-services-endpoint", "kdd-cni-config"} {
+		_ = cp.Admin.CoreV1().ConfigMaps("kube-system").Delete(ctx, cm, metav1.DeleteOptions{})
+	}
+	// The admission policies scope the identity the ConfigMap names; without
+	// it they scope nothing, but the next suite must not inherit them.
+	for _, p := range []string{"kdd-cni-node-scope", "kdd-cni-token-scope"} {
+		_ = cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, p, metav1.DeleteOptions{})
+		_ = cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, p, metav1.DeleteOptions{})
+	}
 	for _, n := range c.nodes {
 		_ = cp.Admin.CoreV1().Nodes().Delete(ctx, n.name, metav1.DeleteOptions{})
 	}

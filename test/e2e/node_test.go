@@ -336,10 +336,25 @@ func (n *node) waitFor(what string, timeout time.Duration, ok func() bool) {
 			}
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("timed out waiting for %s\n--- kubelet ---\n%s\n--- containerd ---\n%s", what, tail(n.kubelet), tail(n.containerd))
+			n.t.Fatalf("timed out waiting for %s\n--- kubelet ---\n%s\n--- containerd ---\n%s%s", what, tail(n.kubelet), tail(n.containerd), n.kddLogs())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// kddLogs is the end of each kdd-cni container's log on the node (the
+// kubelet's pod logs): why an install-cni crash-loops, say.
+func (n *node) kddLogs() string {
+	logs, _ := filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "*", "*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		if len(data) > 2000 {
+			data = data[len(data)-2000:]
+		}
+		fmt.Fprintf(&b, "\n--- %s ---\n%s", strings.TrimPrefix(l, n.dir), data)
+	}
+	return b.String()
 }
 
 func tail(p *harness.Process) string {

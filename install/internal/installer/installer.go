@@ -80,9 +80,6 @@ func (in *Installer) Run(ctx context.Context) error {
 	if err := in.InstallBinaries(); err != nil {
 		return err
 	}
-	if err := in.prepareStateDir(); err != nil {
-		return err
-	}
 	expiry, err := in.WriteCredentials(ctx)
 	if err != nil {
 		return err
@@ -97,9 +94,9 @@ func (in *Installer) Run(ctx context.Context) error {
 	return in.runSidecar(ctx, expiry)
 }
 
-// prepareStateDir makes the plugins' state_dir root's and 0700 (the
-// kubelet makes a hostPath 0755), and refuses one someone else can write
-// into, as the plugins do.
+// prepareStateDir makes the plugins' state_dir (mounted in the sidecar)
+// root's and 0700 (the kubelet makes a hostPath 0755), and refuses one
+// someone else can write into, as the plugins do.
 func (in *Installer) prepareStateDir() error {
 	if err := os.MkdirAll(in.Cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("failed to create the state dir: %w", err)

@@ -47,6 +47,9 @@ const nodeCheckEvery = 15 * time.Second
 // re-created, retrying with backoff. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole.
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
+	if err := in.prepareStateDir(); err != nil {
+		return err
+	}
 	m, err := in.serveMetrics(ctx)
 	if err != nil {
 		return err
