@@ -187,20 +187,27 @@ func (c *cluster) wipeRuntime(t *testing.T, n *node, keep, forget []string) {
 	t.Logf("%s: %d leases before the wipe (%d pods kept, %d forgotten); leaks reclaimed %s after the node came back",
 		n.name, len(before), len(keep), len(forget), time.Since(start).Round(time.Millisecond))
 	n.assertPodNetworks(t, keep)
-	// It was the reclaimer: its log says what it released.
+	// It was the reclaimer: its log says what it released. The line is
+	// written once its GC has returned, and reaches the log file through
+	// the runtime: the leases can be seen gone a moment before.
 	var said []string
-	logs, _ := filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "token-refresh", "*.log"))
-	for _, f := range logs {
-		b, _ := os.ReadFile(f)
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "reclaimed leaks") && !strings.Contains(l, "released=0") {
-				_, msg, _ := strings.Cut(l, " F ") // CRI log: time stream F message
-				said = append(said, msg)
+	var logs []string
+	deadline := time.Now().Add(15 * time.Second)
+	for len(said) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		logs, _ = filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "token-refresh", "*.log"))
+		for _, f := range logs {
+			b, _ := os.ReadFile(f)
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "reclaimed leaks") && !strings.Contains(l, "released=0") {
+					_, msg, _ := strings.Cut(l, " F ") // CRI log: time stream F message
+					said = append(said, msg)
+				}
 			}
 		}
 	}
 	if len(said) == 0 {
-		t.Errorf("%s: no reclaimer log line says it released a lease (logs %v)", n.name, logs)
+		t.Errorf("%s: no reclaimer log line says it released a lease within 15 s (logs %v)", n.name, logs)
 	}
 	t.Logf("%s: install-cni's reclaimer:\n%s", n.name, strings.Join(said, "\n"))
 	after := n.leaseOwners()

@@ -70,7 +70,7 @@ func (in *Installer) Reclaim(ctx context.Context) (int, error) {
 	defer cancel()
 	err = ipamexec.Call{Plugin: "calico", Config: conf, Args: &skel.CmdArgs{Path: in.Cfg.BinSrcDir}}.GC(ctx)
 	after, _ := ipamexec.HostLocalLeases(plugin)
-	released := max(len(before)-len(after), 0)
+	released := gone(before, after) // ADDs meanwhile do not hide a release
 	if err != nil {
 		in.Log.Error("failed to reclaim leaks", "err", err, "sandboxes", len(sandboxes), "released", released)
 		return released, err
@@ -115,4 +115,19 @@ func gcConf(plugin []byte, sandboxes []cri.Sandbox, grace time.Duration) ([]byte
 	m["kdd-cni.dev/valid-sandboxes"] = ids
 	m["kdd-cni.dev/gc-grace-seconds"] = int(grace / time.Second)
 	return json.Marshal(m)
+}
+
+// gone counts the attachments of before that after no longer holds.
+func gone(before, after []types.GCAttachment) int {
+	held := map[types.GCAttachment]bool{}
+	for _, a := range after {
+		held[a] = true
+	}
+	n := 0
+	for _, a := range before {
+		if !held[a] {
+			n++
+		}
+	}
+	return n
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
+
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/cri"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
@@ -64,5 +66,16 @@ func TestReclaimRefusesARuntimeThatDoesNotKnowItsPod(t *testing.T) {
 	in.Cfg.PodName = ""
 	if err := in.knowsOwnPod(nil); err != nil {
 		t.Error(err)
+	}
+}
+
+// The released count is what went, not the difference of two counts: an
+// ADD between the two reads must not hide a release.
+func TestGoneCountsReleasesDespiteADDs(t *testing.T) {
+	a := func(id string) types.GCAttachment { return types.GCAttachment{ContainerID: id, IfName: "eth0"} }
+	before := []types.GCAttachment{a("kept"), a("leaked")}
+	after := []types.GCAttachment{a("kept"), a("new")}
+	if n := gone(before, after); n != 1 {
+		t.Errorf("gone = %d, want 1", n)
 	}
 }
