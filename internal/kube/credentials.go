@@ -169,13 +169,13 @@ func kubeconfigFiles(a Access) []string {
 	if list == "" {
 		list = os.Getenv("KUBECONFIG")
 	}
+	files := filepath.SplitList(list)
+	// A single file named explicitly must exist: its read says why not.
+	explicitOne := a.Kubeconfig != "" && len(files) == 1
 	var out []string
-	for _, p := range filepath.SplitList(list) {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil || a.Kubeconfig != "" && !strings.ContainsRune(list, filepath.ListSeparator) {
-			out = append(out, p) // a single file named explicitly must exist: its read says why not
+	for _, p := range files {
+		if p != "" && (explicitOne || fileExists(p)) {
+			out = append(out, p)
 		}
 	}
 	if len(out) == 0 && list == "" && a.HomeKubeconfig {
