@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +41,10 @@ func TestTwoNodeInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newCluster(t, []string{"node-a", "node-b"}, 1, kddArchive, kddArchive2, felixArchive)
+	// node-b is IPv6-primary (its kubelet reports fd00:99::12 first): the
+	// DaemonSet's NODE_IP, and so the metrics address, is IPv6 there.
+	c := newCluster(t, []clusterNode{{name: "node-a"}, {name: "node-b", ipv6Primary: true}}, 1,
+		kddArchive, kddArchive2, felixArchive)
 	for _, n := range c.nodes {
 		c.expectNotReady(n)
 	}
@@ -48,6 +52,7 @@ func TestTwoNodeInstall(t *testing.T) {
 	c.install(nil, nil)
 	t.Logf("install: DaemonSets ready and both nodes Ready %s after the apply", time.Since(start).Round(time.Millisecond))
 	c.assertConfVersionFollowsRuntime()
+	c.assertNodeIPs()
 
 	a, b := c.nodes[0], c.nodes[1]
 	pods := map[*node][]string{a: {"a1", "a2"}, b: {"b1", "b2"}}
@@ -97,19 +102,25 @@ type cluster struct {
 	nodes []*node
 }
 
-// newCluster starts a node (containerd + kubelet) on a new host per name,
+// clusterNode is a node of a cluster to make.
+type clusterNode struct {
+	name        string
+	ipv6Primary bool // the kubelet reports the host's IPv6 address first
+}
+
+// newCluster starts a node (containerd + kubelet) on a new host per entry,
 // numbered from first, with the image archives imported, and routes the
 // podCIDRs between them. No CNI yet: install does that.
-func newCluster(t *testing.T, names []string, first int, archives ...string) *cluster {
+func newCluster(t *testing.T, nodes []clusterNode, first int, archives ...string) *cluster {
 	c := &cluster{t: t}
 	t.Cleanup(c.uninstall) // last: after the nodes are gone
-	for i, name := range names {
-		h, err := cp.AddHost(name, first+i)
+	for i, cn := range nodes {
+		h, err := cp.AddHost(cn.name, first+i)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(h.Close) // after the node's own cleanup (LIFO)
-		c.nodes = append(c.nodes, startHostNode(t, h, archives...))
+		c.nodes = append(c.nodes, startHostNode(t, h, cn.ipv6Primary, archives...))
 	}
 	c.routeBetweenNodes()
 	return c
@@ -163,6 +174,41 @@ func (c *cluster) assertConfVersionFollowsRuntime() {
 		c.t.Logf("%s: runtime %s, conflist cniVersion %s", n.name, runtime, list.CNIVersion)
 		if err != nil || (want != "" && list.CNIVersion != want) {
 			c.t.Errorf("%s: runtime %s, conflist cniVersion %q (want %s): %v", n.name, runtime, list.CNIVersion, want, err)
+		}
+	}
+}
+
+// assertNodeIPs: each node's kdd-cni pod runs on the node's primary address
+// (status.hostIP, its NODE_IP: IPv6 on an IPv6-primary node), never
+// restarted, and serves metrics there.
+func (c *cluster) assertNodeIPs() {
+	ctx := context.Background()
+	pods, err := cp.Admin.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kdd-cni-node"})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		var pod *corev1.Pod
+		for i := range pods.Items {
+			if pods.Items[i].Spec.NodeName == n.name {
+				pod = &pods.Items[i]
+			}
+		}
+		if pod == nil {
+			c.t.Fatalf("%s: no kdd-cni-node pod", n.name)
+		}
+		if pod.Status.HostIP != n.nodeIP() {
+			c.t.Errorf("%s: kdd-cni-node pod's hostIP %s, want the node's primary address %s", n.name, pod.Status.HostIP, n.nodeIP())
+		}
+		for _, st := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if st.RestartCount != 0 {
+				c.t.Errorf("%s: container %s restarted %d times", n.name, st.Name, st.RestartCount)
+			}
+		}
+		if _, _, err := n.scrape(); err != nil {
+			c.t.Errorf("%s: metrics on %s: %v", n.name, net.JoinHostPort(n.nodeIP(), metricsPort), err)
+		} else {
+			c.t.Logf("%s: hostIP %s (hostIPs %v), metrics served there", n.name, pod.Status.HostIP, pod.Status.HostIPs)
 		}
 	}
 }

@@ -72,7 +72,7 @@ func TestNetworkPolicySuite(t *testing.T) {
 
 // newNetpolNode is a one-node cluster with kube-proxy.
 func newNetpolNode(t *testing.T, index int, archives []string) *cluster {
-	c := newCluster(t, []string{fmt.Sprintf("netpol-%d", index)}, index, archives...)
+	c := newCluster(t, []clusterNode{{name: fmt.Sprintf("netpol-%d", index)}}, index, archives...)
 	for _, n := range c.nodes {
 		n.startKubeProxy()
 	}

@@ -40,6 +40,9 @@ type node struct {
 	// single node, in the control plane's namespace).
 	host   *harness.Host
 	images []string // archives imported into containerd
+	// ipv6Primary: the host's kubelet reports its IPv6 address first, so
+	// status.hostIP (the DaemonSet's NODE_IP) is IPv6.
+	ipv6Primary bool
 	// containerLogsCreated: the kubelet's fixed /var/log/containers did not
 	// exist before this node (a host node has its own).
 	containerLogsCreated bool
@@ -76,18 +79,25 @@ func (n *node) do(fn func() error) error {
 	return cp.DoInNode(fn)
 }
 
-// nodeIP is the address the kubelet reports.
-func (n *node) nodeIP() string {
-	if n.host != nil {
-		return n.host.IP.String()
+// nodeIP is the node's primary address (the first the kubelet reports).
+func (n *node) nodeIP() string { return n.nodeIPs()[0] }
+
+// nodeIPs are the addresses the kubelet reports (--node-ip), primary first.
+func (n *node) nodeIPs() []string {
+	switch {
+	case n.host == nil:
+		return []string{harness.NodeIP.IP.String()}
+	case n.ipv6Primary:
+		return []string{n.host.IP6.String(), n.host.IP.String()}
+	default:
+		return []string{n.host.IP.String(), n.host.IP6.String()}
 	}
-	return harness.NodeIP.IP.String()
 }
 
 // startHostNode starts containerd and the kubelet on a cluster host; the
 // kdd-cni DaemonSet installs the CNI. The images are imported.
-func startHostNode(t *testing.T, h *harness.Host, images ...string) *node {
-	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h,
+func startHostNode(t *testing.T, h *harness.Host, ipv6Primary bool, images ...string) *node {
+	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h, ipv6Primary: ipv6Primary,
 		sock: h.Root("/run/containerd/containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
 		stateDir: h.Root("/var/lib/kdd-cni"), cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), h.Name),
 		netnsAtStart: netnsNames(), started: time.Now()}
@@ -234,10 +244,11 @@ func (n *node) startKubelet() {
 	}
 	root := filepath.Join(n.dir, "kubelet")
 	// A cluster host's kubelet serves the apiserver (pods/exec) on its
-	// node address, to clients with a certificate of the cluster CA.
+	// node addresses (both families), to clients with a certificate of the
+	// cluster CA.
 	address, x509 := "127.0.0.1", ""
 	if n.host != nil {
-		address, x509 = "0.0.0.0", "\n  x509: {clientCAFile: "+cp.CAFile()+"}"
+		address, x509 = "::", "\n  x509: {clientCAFile: "+cp.CAFile()+"}"
 	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -247,7 +258,7 @@ cgroupRoot: %s
 failSwapOn: false
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix://%s
-address: %s
+address: "%s"
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -269,7 +280,7 @@ imageGCLowThresholdPercent: 99
 		n.t.Fatal(err)
 	}
 	if n.kubelet, err = n.startProcess("kubelet", kubeletBin, "--config="+path, "--kubeconfig="+kc,
-		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+n.nodeIP(), "--v=1"); err != nil {
+		"--root-dir="+root, "--hostname-override="+n.name, "--node-ip="+strings.Join(n.nodeIPs(), ","), "--v=1"); err != nil {
 		n.t.Fatal(err)
 	}
 	n.waitFor("node registered with a podCIDR", 90*time.Second, func() bool {

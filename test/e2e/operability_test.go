@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,7 +31,7 @@ const metricsPort = "9097"
 // parses it as Prometheus does.
 func (n *node) scrape() (map[string]*dto.MetricFamily, string, error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: n.host.DialContext, DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + n.nodeIP() + ":" + metricsPort + "/metrics")
+	resp, err := c.Get("http://" + net.JoinHostPort(n.nodeIP(), metricsPort) + "/metrics")
 	if err != nil {
 		return nil, "", err
 	}

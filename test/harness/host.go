@@ -14,12 +14,25 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// The cluster network: a bridge in the control plane's namespace that every
-// Host's uplink joins. The apiserver listens on its gateway address.
+// The cluster network: a dual-stack bridge in the control plane's namespace
+// that every Host's uplink joins. The apiserver listens on its IPv4 gateway
+// address; the IPv6 one lets a node report an IPv6 address first.
 var (
-	ClusterGateway = &net.IPNet{IP: net.IPv4(10, 99, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}
-	clusterBridge  = "kddbr0"
+	ClusterGateway  = &net.IPNet{IP: net.IPv4(10, 99, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}
+	ClusterGateway6 = &net.IPNet{IP: net.ParseIP("fd00:99::1"), Mask: net.CIDRMask(64, 128)}
+	clusterBridge   = "kddbr0"
 )
+
+// noDAD addresses an interface for use at once: duplicate address detection
+// would hold an IPv6 address tentative (unusable) for a second or more, and
+// the cluster network's addresses are unique by construction.
+func noDAD(ipn *net.IPNet) *netlink.Addr {
+	a := &netlink.Addr{IPNet: ipn}
+	if ipn.IP.To4() == nil {
+		a.Flags = syscall.IFA_F_NODAD
+	}
+	return a
+}
 
 // addClusterBridge creates the cluster network's bridge with the gateway address.
 func (cp *ControlPlane) addClusterBridge() error {
@@ -28,8 +41,10 @@ func (cp *ControlPlane) addClusterBridge() error {
 		if err := netlink.LinkAdd(br); err != nil {
 			return fmt.Errorf("create bridge %s: %w", clusterBridge, err)
 		}
-		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: ClusterGateway}); err != nil {
-			return fmt.Errorf("address bridge %s: %w", clusterBridge, err)
+		for _, gw := range []*net.IPNet{ClusterGateway, ClusterGateway6} {
+			if err := netlink.AddrAdd(br, noDAD(gw)); err != nil {
+				return fmt.Errorf("address bridge %s with %s: %w", clusterBridge, gw, err)
+			}
 		}
 		return netlink.LinkSetUp(br)
 	})
@@ -43,11 +58,13 @@ var HostPaths = []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/lib/kdd-cni", "
 	"/var/lib/calico", "/var/run/calico", "/var/log/calico", "/var/log/pods", "/var/log/containers", "/run/containerd"}
 
 // Host is one machine of a cluster: its own network namespace (uplink on
-// the cluster bridge, default route via the gateway) and its own mount
-// namespace (HostPaths private to it). Processes started on it run in both.
+// the cluster bridge with an IPv4 and an IPv6 address, default routes via
+// the gateways) and its own mount namespace (HostPaths private to it).
+// Processes started on it run in both.
 type Host struct {
 	Name string
-	IP   net.IP
+	IP   net.IP // IPv4, the node's address unless it is IPv6-primary
+	IP6  net.IP
 	// Dir holds the host's files; Root(p) is what the host sees at p.
 	Dir   string
 	NetNS *NetNS
@@ -64,11 +81,12 @@ func (cp *ControlPlane) AddHost(name string, index int) (h *Host, err error) {
 		return nil, errors.New("AddHost needs a control plane started with Cluster")
 	}
 	ip := net.IPv4(10, 99, 0, byte(10+index)).To4()
+	ip6 := net.ParseIP(fmt.Sprintf("fd00:99::%d", 10+index))
 	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-host-%s-", nsPrefix, os.Getpid(), name))
 	if err != nil {
 		return nil, err
 	}
-	h = &Host{Name: name, IP: ip, Dir: dir, cp: cp}
+	h = &Host{Name: name, IP: ip, IP6: ip6, Dir: dir, cp: cp}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -124,16 +142,20 @@ func (h *Host) addUplink(index int) error {
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: h.IP, Mask: ClusterGateway.Mask}}); err != nil {
-			return err
+		for _, a := range []*net.IPNet{{IP: h.IP, Mask: ClusterGateway.Mask}, {IP: h.IP6, Mask: ClusterGateway6.Mask}} {
+			if err := netlink.AddrAdd(l, noDAD(a)); err != nil {
+				return fmt.Errorf("address the uplink of %s with %s: %w", h.Name, a, err)
+			}
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: ClusterGateway.IP}); err != nil {
-			return fmt.Errorf("default route of %s: %w", h.Name, err)
+		for _, gw := range []net.IP{ClusterGateway.IP, ClusterGateway6.IP} {
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw}); err != nil {
+				return fmt.Errorf("default route of %s via %s: %w", h.Name, gw, err)
+			}
 		}
-		for _, k := range []string{"net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding"} {
+		for _, k := range []string{"net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv6/conf/all/forwarding"} {
 			if err := os.WriteFile("/proc/sys/"+k, []byte("1"), 0o644); err != nil {
 				return err
 			}
