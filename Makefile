@@ -26,7 +26,7 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./internal/netconf:FuzzLoad ./internal/netconf:FuzzParseIdentity \
                 ./internal/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: calico calico-crds e2e netpol bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: calico calico-crds e2e netpol k8s-conformance bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -35,6 +35,7 @@ help:
 	@echo "make tools   build the pinned etcd/kube-apiserver/kube-controller-manager (cached)"
 	@echo "make bench   benchmarks vs the ptp + host-local baseline, results/ (root)"
 	@echo "make faults  the long fault-injection run, 1000 cycles (root)"
+	@echo "make k8s-conformance  Kubernetes' sig-network Conformance specs on a two-node cluster (root)"
 
 build: ours third-party
 
@@ -58,11 +59,14 @@ tools:
 	@test/tools/build.sh >/dev/null
 	@test/tools/calico/build.sh >/dev/null
 
-# Host packages the tests and the demo use (Debian/Ubuntu). Skipped when present.
+# Host packages the tests and the demo use (Debian/Ubuntu), and the shell
+# tools the Kubernetes e2e specs' images carry. Skipped when present.
 deps:
 	@missing=""; command -v ip >/dev/null || missing="$$missing iproute2"; command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v iptables-nft-restore >/dev/null || missing="$$missing iptables"; command -v ipset >/dev/null || missing="$$missing ipset"; \
+	command -v busybox >/dev/null || missing="$$missing busybox-static"; command -v dig >/dev/null || missing="$$missing bind9-dnsutils"; \
+	command -v nc.openbsd >/dev/null || missing="$$missing netcat-openbsd"; command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 vet:
@@ -91,6 +95,7 @@ test: deps vet build image-rootfs tools fuzz
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory netpol
+	$(MAKE) --no-print-directory k8s-conformance
 
 demo: deps build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
@@ -110,12 +115,18 @@ calico: deps build tools
 E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS)) \
-		$(GOTEST) -v -timeout 30m -skip TestNetworkPolicySuite ./test/e2e
+		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance' ./test/e2e
 
 # Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).
 netpol: deps build image-rootfs
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost netpol.test) \
 		$(GOTEST) -v -timeout 60m -run TestNetworkPolicySuite ./test/e2e
+
+# Kubernetes' sig-network Conformance specs (all 47) on a two-node kdd-cni
+# cluster with Felix, kube-proxy and CoreDNS (root).
+k8s-conformance: deps build image-rootfs
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) kubectl agnhost coredns conformance.test) \
+		$(GOTEST) -v -timeout 90m -run TestSigNetworkConformance ./test/e2e
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools

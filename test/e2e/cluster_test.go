@@ -179,24 +179,27 @@ func (c *cluster) assertConfVersionFollowsRuntime() {
 }
 
 // assertNodeIPs: each node's kdd-cni pod runs on the node's primary address
-// (status.hostIP, its NODE_IP: IPv6 on an IPv6-primary node), never
-// restarted, and serves metrics there.
+// (status.hostIP, its NODE_IP: IPv6 on an IPv6-primary node) and serves
+// metrics there (its sidecar starts serving just after the pod turns
+// Ready: it has no readiness probe of its own), never restarted.
 func (c *cluster) assertNodeIPs() {
 	ctx := context.Background()
-	pods, err := cp.Admin.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kdd-cni-node"})
-	if err != nil {
-		c.t.Fatal(err)
-	}
 	for _, n := range c.nodes {
-		var pod *corev1.Pod
-		for i := range pods.Items {
-			if pods.Items[i].Spec.NodeName == n.name {
-				pod = &pods.Items[i]
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			if _, _, err = n.scrape(); err == nil || time.Now().After(deadline) {
+				break
 			}
 		}
-		if pod == nil {
-			c.t.Fatalf("%s: no kdd-cni-node pod", n.name)
+		if err != nil {
+			c.t.Errorf("%s: no metrics on %s: %v", n.name, net.JoinHostPort(n.nodeIP(), metricsPort), err)
 		}
+		pods, lerr := cp.Admin.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{
+			LabelSelector: "k8s-app=kdd-cni-node", FieldSelector: "spec.nodeName=" + n.name})
+		if lerr != nil || len(pods.Items) != 1 {
+			c.t.Fatalf("%s: want one kdd-cni-node pod: %v", n.name, lerr)
+		}
+		pod := pods.Items[0]
 		if pod.Status.HostIP != n.nodeIP() {
 			c.t.Errorf("%s: kdd-cni-node pod's hostIP %s, want the node's primary address %s", n.name, pod.Status.HostIP, n.nodeIP())
 		}
@@ -205,9 +208,7 @@ func (c *cluster) assertNodeIPs() {
 				c.t.Errorf("%s: container %s restarted %d times", n.name, st.Name, st.RestartCount)
 			}
 		}
-		if _, _, err := n.scrape(); err != nil {
-			c.t.Errorf("%s: metrics on %s: %v", n.name, net.JoinHostPort(n.nodeIP(), metricsPort), err)
-		} else {
+		if err == nil {
 			c.t.Logf("%s: hostIP %s (hostIPs %v), metrics served there", n.name, pod.Status.HostIP, pod.Status.HostIPs)
 		}
 	}

@@ -16,10 +16,6 @@ import (
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
-// agnhostImage is the image Kubernetes' NetworkPolicy specs run, under the
-// name the e2e framework resolves (pull policy IfNotPresent: never pulled).
-const agnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
-
 // Kubernetes' NetworkPolicy specs: every [Feature:NetworkPolicy] spec but
 // the SCTP ones (the kernel here has no SCTP module loaded).
 const (
@@ -50,11 +46,11 @@ func TestNetworkPolicySuite(t *testing.T) {
 	}
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
-	agnArchive, err := buildAgnhostImage(work, filepath.Join(tools, "agnhost"))
+	agnArchive, err := testImages(work, tools, agnhostImage)
 	if err != nil {
 		t.Fatal(err)
 	}
-	archives := []string{kddArchive, felixArchive, agnArchive}
+	archives := append([]string{kddArchive, felixArchive}, agnArchive...)
 	// Felix's default deny action (DROP): its REJECT would make blocked
 	// probes fail at once, but Felix v3.31 in iptables mode then panics at
 	// start (its RPF rule in the raw table takes the same action, and the
@@ -150,18 +146,6 @@ func parseGinkgoSummary(log string) (ginkgoSummary, error) {
 	s.failed, _ = strconv.Atoi(result[2])
 	s.skipped, _ = strconv.Atoi(result[3])
 	return s, nil
-}
-
-// buildAgnhostImage packs agnhost (porter and connect) at /agnhost.
-func buildAgnhostImage(dir, bin string) (string, error) {
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "agnhost-image.tar")
-	return path, harness.Image{Name: agnhostImage, Entrypoint: []string{"/agnhost"}, Files: []harness.ImageFile{
-		{Path: "/agnhost", Mode: 0o755, Data: b}, {Path: "/tmp", Dir: true}, {Path: "/etc", Dir: true},
-	}}.WriteArchive(path)
 }
 
 func TestParseGinkgoSummary(t *testing.T) {

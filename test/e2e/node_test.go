@@ -87,10 +87,10 @@ func (n *node) nodeIPs() []string {
 	switch {
 	case n.host == nil:
 		return []string{harness.NodeIP.IP.String()}
-	case n.ipv6Primary:
+	case n.ipv6Primary: // dual-stack, IPv6 first
 		return []string{n.host.IP6.String(), n.host.IP.String()}
 	default:
-		return []string{n.host.IP.String(), n.host.IP6.String()}
+		return []string{n.host.IP.String()}
 	}
 }
 
@@ -246,9 +246,12 @@ func (n *node) startKubelet() {
 	// A cluster host's kubelet serves the apiserver (pods/exec) on its
 	// node addresses (both families), to clients with a certificate of the
 	// cluster CA.
-	address, x509 := "127.0.0.1", ""
+	// Its pods resolve names through the cluster DNS (kube-dns, when a
+	// test deploys it).
+	address, x509, dns := "127.0.0.1", "", ""
 	if n.host != nil {
 		address, x509 = "::", "\n  x509: {clientCAFile: "+cp.CAFile()+"}"
+		dns = fmt.Sprintf("clusterDNS: [%s]\nclusterDomain: %s\n", harness.ClusterDNS, harness.ClusterDomain)
 	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -274,7 +277,7 @@ maxPods: 120
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-`, n.cgroupRoot, n.sock, address, x509, filepath.Join(n.dir, "pod-logs"))
+%s`, n.cgroupRoot, n.sock, address, x509, filepath.Join(n.dir, "pod-logs"), dns)
 	path := filepath.Join(n.dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)

@@ -36,9 +36,11 @@ type Options struct {
 	// Cluster makes a control plane for nodes in their own network
 	// namespaces (AddHost): the apiserver listens on the cluster network's
 	// gateway too (ClusterGateway, a bridge in the control plane's
-	// namespace), pods get service account tokens (ServiceAccount admission),
-	// and kube-scheduler and the DaemonSet controller run. Implies
-	// ControllerManager.
+	// namespace) and is the kubernetes Service's endpoint (lease
+	// reconciler), pods get service account tokens (ServiceAccount
+	// admission), and kube-scheduler and the controllers of workloads and
+	// Services run (DaemonSet, Deployment, ReplicaSet, Endpoints,
+	// EndpointSlice and its mirroring, ServiceCIDR). Implies ControllerManager.
 	Cluster bool
 }
 
@@ -48,6 +50,10 @@ const (
 	apiserverPort = 6443
 	// ServiceCIDR is the service range the apiserver is started with.
 	ServiceCIDR = "10.0.0.0/24"
+	// ClusterDNS is the cluster DNS Service's address (kube-dns), which
+	// cluster hosts' kubelets give pods; ClusterDomain its domain.
+	ClusterDNS    = "10.0.0.10"
+	ClusterDomain = "cluster.local"
 )
 
 // ControlPlane is a running etcd + kube-apiserver (+ controller-manager).
@@ -238,6 +244,10 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, tools string, opts O
 				args[i] = "--bind-address=0.0.0.0"
 			case a == "--advertise-address=127.0.0.1":
 				args[i] = "--advertise-address=" + ClusterGateway.IP.String()
+			case a == "--endpoint-reconciler-type=none":
+				// The kubernetes Service's endpoints: pods reach the API
+				// through its ClusterIP (kube-proxy), as CoreDNS does.
+				args[i] = "--endpoint-reconciler-type=lease"
 			case a == "--disable-admission-plugins=ServiceAccount":
 				args[i] = "--enable-admission-plugins=ServiceAccount"
 			}
@@ -276,8 +286,11 @@ func (cp *ControlPlane) startControllerManager(tools string, opts Options) error
 	}
 	controllers := "nodeipam,serviceaccount,serviceaccount-token"
 	if opts.Cluster {
-		// nodelifecycle lifts the not-ready taint kubelets register with.
-		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace,endpointslice,nodelifecycle"
+		// nodelifecycle lifts the not-ready taint kubelets register with;
+		// the others are what Services, Deployments (CoreDNS) and the
+		// sig-network specs rely on in any real cluster.
+		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace,endpointslice,nodelifecycle" +
+			",endpoint,endpointslicemirroring,deployment,replicaset,service-cidr-controller"
 	}
 	p, err := startProcess(cp.launcher, cp.Dir, "kube-controller-manager", filepath.Join(tools, "kube-controller-manager"),
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,

@@ -31,6 +31,7 @@ type Image struct {
 	Name       string // e.g. "kdd-cni.local/felix:v3.31.0"
 	Files      []ImageFile
 	Entrypoint []string
+	Cmd        []string // the entrypoint's default arguments
 	Env        []string
 }
 
@@ -51,7 +52,7 @@ func (im Image) WriteArchive(path string) error {
 	layerDigest, layerSize := put(layer)
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": im.Entrypoint, "Env": im.Env},
+		"config": map[string]any{"Entrypoint": im.Entrypoint, "Cmd": im.Cmd, "Env": im.Env},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	configDigest, configSize := put(config)

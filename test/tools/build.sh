@@ -5,8 +5,11 @@
 # run reuses them. Prints the cache directory on stdout.
 #
 # usage: build.sh [component ...]   (default: etcd kube-apiserver kube-controller-manager)
-# components: etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
-#             agnhost (porter + connect only) netpol.test (Kubernetes' NetworkPolicy e2e specs)
+# components: etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl
+#             agnhost (Kubernetes' e2e test image program, all subcommands)
+#             netpol.test (Kubernetes' NetworkPolicy e2e specs)
+#             conformance.test (Kubernetes' sig-network e2e specs)
+#             coredns (CoreDNS with the plugins a cluster DNS uses)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +20,7 @@ cache_root=${KDD_CNI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kdd-cni}
 key() { sha256sum "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
+coredns_dir=$cache_root/coredns-$(key "$here/coredns")
 bin_dir=$cache_root/bin-$k8s_version-$etcd_version
 
 components=("$@")
@@ -38,21 +42,24 @@ for c in "${components[@]}"; do
 	case $c in
 	etcd) build "$etcd_dir" "$here/etcd" go.etcd.io/etcd/server/v3 etcd
 		ln -sfn "$etcd_dir/etcd" "$bin_dir/etcd" ;;
-	kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubelet)
+	kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubelet | kubectl)
 		build "$k8s_dir" "$here" "k8s.io/kubernetes/cmd/$c" "$c" \
 			"-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
-	agnhost) build "$k8s_dir" "$here" ./agnhost agnhost "-s -w"
+	agnhost) build "$k8s_dir" "$here" k8s.io/kubernetes/test/images/agnhost agnhost "-s -w"
 		ln -sfn "$k8s_dir/agnhost" "$bin_dir/agnhost" ;;
-	netpol.test)
-		if [ ! -x "$k8s_dir/netpol.test" ]; then
-			echo "building netpol.test (the e2e framework: minutes cold)" >&2
+	coredns) build "$coredns_dir" "$here/coredns" . coredns "-s -w"
+		ln -sfn "$coredns_dir/coredns" "$bin_dir/coredns" ;;
+	netpol.test | conformance.test)
+		suite=${c%.test}
+		if [ ! -x "$k8s_dir/$c" ]; then
+			echo "building $c (the e2e framework: minutes cold)" >&2
 			start=$SECONDS
-			(cd "$here/netpol" && CGO_ENABLED=0 go test -c -trimpath -o "$k8s_dir/.netpol.test.tmp" .)
-			mv "$k8s_dir/.netpol.test.tmp" "$k8s_dir/netpol.test"
-			echo "built netpol.test in $((SECONDS - start))s" >&2
+			(cd "$here/$suite" && CGO_ENABLED=0 go test -c -trimpath -o "$k8s_dir/.$c.tmp" .)
+			mv "$k8s_dir/.$c.tmp" "$k8s_dir/$c"
+			echo "built $c in $((SECONDS - start))s" >&2
 		fi
-		ln -sfn "$k8s_dir/netpol.test" "$bin_dir/netpol.test" ;;
+		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
 	*) echo "unknown component $c" >&2; exit 2 ;;
 	esac
 done
