@@ -111,11 +111,8 @@ func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
 	}
 	f.HostAlias = naming.HostVethAlias(conf.Name, args.ContainerID, args.IfName)
 	f.ipam, f.ipamErr = podcidr.Parse(args.StdinData)
-	log, closer, err := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
-		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount, Format: conf.LogFormat})
-	if err != nil {
-		return nil, err
-	}
+	log, closer := logging.New(logging.Options{Level: conf.LogLevel, Path: conf.LogFilePath,
+		MaxSize: conf.LogFileMaxSize, MaxCount: conf.LogFileMaxCount, MaxAge: conf.LogFileMaxAge, Format: conf.LogFormat})
 	f.Log = log.With("plugin", o.Plugin, "cmd", o.Command, "containerID", args.ContainerID, "ifName", args.IfName,
 		"netns", args.Netns, "namespace", f.Pod.Namespace, "pod", f.Pod.Pod)
 	f.logClose = closer

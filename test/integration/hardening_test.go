@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 // squatterEnv makes the test binary a lock squatter (see squat).
@@ -192,4 +194,48 @@ func TestStateDirMustBeRoots(t *testing.T) {
 		t.Errorf("state_dir not tightened to 0700: %04o", st.Mode().Perm())
 	}
 	e.del(p)
+}
+
+// TestLogFileNeverFailsACommand: a log_file_path that cannot be created or
+// opened (a parent that is a file, a directory at the path) fails no
+// command: ADD networks the pod, CHECK passes, DEL tears it down, each
+// logging to stderr after a warning that names the path.
+func TestLogFileNeverFailsACommand(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	blocker := filepath.Join(e.dataDir, "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range map[string]string{
+		"parent is a file": filepath.Join(blocker, "cni.log"),
+		"path is a dir":    e.dataDir,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e.logFile = path
+			p := e.newPod("log-"+strings.ReplaceAll(name, " ", "-"), false)
+			for _, cmd := range []string{"ADD", "CHECK", "DEL", "DEL"} {
+				var r harness.CNIResult
+				if cmd == "CHECK" {
+					r = e.check(p)
+				} else {
+					r = e.call(cmd, p, e.conf())
+				}
+				if r.Err != nil {
+					t.Fatalf("%s with log_file_path %s: %v: %s", cmd, path, r.Err, r.Stdout)
+				}
+				if !strings.Contains(string(r.Stderr), "cannot open the log file") || !strings.Contains(string(r.Stderr), path) {
+					t.Errorf("%s: stderr does not say the log file could not be opened: %q", cmd, r.Stderr)
+				}
+				if cmd == "ADD" {
+					p.raw = r.Stdout
+					if !linkExists(t, p.hostVeth) || len(e.leases()) != 1 {
+						t.Errorf("ADD did not network the pod: link %v, leases %v", linkExists(t, p.hostVeth), e.leases())
+					}
+				}
+			}
+			if linkExists(t, p.hostVeth) || len(e.leases()) != 0 {
+				t.Errorf("DEL left a link or leases: %v", e.leases())
+			}
+		})
+	}
 }
