@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,6 +309,39 @@ func TestPolicySetupWait(t *testing.T) {
 }
 
 // TestReadinessGates: ADD waits for every gate to answer 200.
+// TestReadinessGateStatuses: a gate answering any 2xx or 3xx is ready at
+// its first poll (204 No Content, 304 Not Modified, a 302 to a 200).
+func TestReadinessGateStatuses(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	var ln net.Listener
+	inNode(t, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err })
+	var hits atomic.Int64
+	go func() {
+		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			switch r.URL.Path {
+			case "/302":
+				http.Redirect(w, r, "/200", http.StatusFound)
+			default:
+				code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+				w.WriteHeader(code)
+			}
+		}))
+	}()
+	t.Cleanup(func() { ln.Close() })
+	// Requests the first poll makes: one, or two with the redirect.
+	for path, want := range map[string]int64{"/204": 1, "/304": 1, "/302": 2} {
+		hits.Store(0)
+		e.extra["readiness_gates"] = []string{"http://" + ln.Addr().String() + path}
+		p := e.newPod("gate"+strings.TrimPrefix(path, "/"), false)
+		r := e.call("ADD", p, e.conf())
+		if r.Err != nil || hits.Load() != want {
+			t.Errorf("gate answering %s: ADD %v after %d request(s), want success at the first poll (%d): %s", path, r.Err, hits.Load(), want, r.Stdout)
+		}
+		e.del(p)
+	}
+}
+
 func TestReadinessGates(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
 	var ln net.Listener

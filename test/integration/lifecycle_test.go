@@ -156,6 +156,15 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 			t.Errorf("host sysctl %s = %s, want %s", k, got, v)
 		}
 	}
+	// The result's container interface carries the MTU (a field of results
+	// from spec 1.0.0's types on; older versions have none).
+	if !strings.HasPrefix(e.version, "0.") {
+		for _, i := range p.result.Interfaces {
+			if i.Name == "eth0" && i.Mtu != mtu {
+				t.Errorf("result's eth0 reports mtu %d, want %d", i.Mtu, mtu)
+			}
+		}
+	}
 	// Container side.
 	if err := p.netns.Do(func() error {
 		l, err := netlink.LinkByName("eth0")

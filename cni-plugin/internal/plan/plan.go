@@ -166,14 +166,15 @@ func sysctls(p Plan, allowForwarding bool) (host, container []Sysctl) {
 }
 
 // Result is the CNI result Calico prints: interfaces [host veth, container
-// interface with MAC and sandbox], every IP as /32 or /128 on interface 1
-// with no gateway, routes and DNS as IPAM returned them.
+// interface with MAC, MTU (when set; the kernel's default otherwise) and
+// sandbox], every IP as /32 or /128 on interface 1 with no gateway, routes
+// and DNS as IPAM returned them.
 func Result(p Plan, ipam *types100.Result, containerMAC, sandbox string) *types100.Result {
 	r := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
 		Interfaces: []*types100.Interface{
 			{Name: p.HostVeth},
-			{Name: p.IfName, Mac: containerMAC, Sandbox: sandbox},
+			{Name: p.IfName, Mac: containerMAC, Mtu: p.MTU, Sandbox: sandbox},
 		},
 		Routes: ipam.Routes,
 		DNS:    ipam.DNS,

@@ -103,7 +103,7 @@ func TestBuildRoutes(t *testing.T) {
 func TestResultPerVersion(t *testing.T) {
 	ipamRes := &types100.Result{CNIVersion: "1.0.0", IPs: []*types100.IPConfig{ipc("10.0.0.2/24", "10.0.0.1"), ipc("fd00::2/64", "fd00::1")},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}}}
-	p, _ := Build(Input{HostVeth: "calia", IfName: "eth0", IPs: ipamRes.IPs})
+	p, _ := Build(Input{HostVeth: "calia", IfName: "eth0", IPs: ipamRes.IPs, MTU: 1400})
 	r := Result(p, ipamRes, "0a:58:00:00:00:01", "/run/netns/x")
 	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		conv, err := r.GetAsVersion(v)
@@ -120,6 +120,9 @@ func TestResultPerVersion(t *testing.T) {
 		}
 		if strings.Contains(s, "gateway") {
 			t.Errorf("%s result has a gateway: %s", v, s)
+		}
+		if hasMTU := strings.Contains(s, `"mtu":1400`); hasMTU != !strings.HasPrefix(v, "0.") {
+			t.Errorf("%s result's mtu present %v: %s", v, hasMTU, s)
 		}
 	}
 }

@@ -16,7 +16,9 @@ const (
 	gateTimeout  = 30 * time.Second
 )
 
-// awaitReadinessGates returns once every readiness_gates URL answers 200.
+// awaitReadinessGates returns once every readiness_gates URL answers a
+// 2xx or 3xx status, as Calico's gates count ready (a redirect with a
+// Location is followed, as Go's client does; its answer counts).
 // It runs before ADD's own deadline starts.
 func awaitReadinessGates(inv *command) error {
 	if len(inv.Conf.ReadinessGates) == 0 {
@@ -52,7 +54,7 @@ func probeGate(ctx context.Context, client *http.Client, url string) error {
 		return err
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 399 {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return nil
