@@ -21,7 +21,13 @@ func Check(p plan.Plan, netnsPath string) error {
 	if err != nil {
 		return err
 	}
-	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return checkContainerSide(p, host) })
+	var gw6 net.IP
+	if p.HasIPv6 {
+		if gw6, err = linkLocal(host); err != nil {
+			return err
+		}
+	}
+	return ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { return checkContainerSide(p, host, gw6) })
 }
 
 func checkHostSide(p plan.Plan) (netlink.Link, error) {
@@ -54,7 +60,9 @@ func checkHostSide(p plan.Plan) (netlink.Link, error) {
 	return link, checkSysctls(p.HostSysctls)
 }
 
-func checkContainerSide(p plan.Plan, host netlink.Link) error {
+// checkContainerSide checks the container interface; gw6 is the host veth's
+// link-local address, the pod's IPv6 next hop.
+func checkContainerSide(p plan.Plan, host netlink.Link, gw6 net.IP) error {
 	link, err := netlinksafe.LinkByName(p.IfName)
 	if err != nil {
 		return fmt.Errorf("container interface %q: %w", p.IfName, err)
@@ -71,7 +79,7 @@ func checkContainerSide(p plan.Plan, host netlink.Link) error {
 	if err := checkAddresses(p, link); err != nil {
 		return err
 	}
-	if err := checkRoutes(p, link); err != nil {
+	if err := checkRoutes(p, link, gw6); err != nil {
 		return err
 	}
 	return checkSysctls(p.ContainerSysctls)
@@ -123,7 +131,7 @@ func checkAddresses(p plan.Plan, link netlink.Link) error {
 	return nil
 }
 
-func checkRoutes(p plan.Plan, link netlink.Link) error {
+func checkRoutes(p plan.Plan, link netlink.Link, gw6 net.IP) error {
 	routes, err := netlinksafe.RouteList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("failed to list routes of %q: %w", p.IfName, err)
@@ -142,8 +150,12 @@ func checkRoutes(p plan.Plan, link netlink.Link) error {
 		})
 	}
 	for _, r := range p.Routes {
-		if !has(r.Dst, r.GW) {
-			return fmt.Errorf("container interface %q lacks route %s via %s", p.IfName, r.Dst.String(), r.GW)
+		gw := r.GW
+		if r.ViaHostLinkLocal {
+			gw = gw6
+		}
+		if !has(r.Dst, gw) {
+			return fmt.Errorf("container interface %q lacks route %s via %s", p.IfName, r.Dst.String(), gw)
 		}
 	}
 	return nil

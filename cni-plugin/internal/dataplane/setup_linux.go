@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -39,7 +42,7 @@ func Setup(p plan.Plan, netnsPath string) (Result, error) {
 		if err := hostNS.Do(func(ns.NetNS) error { return setupHostVeth(p, r.HostIndex) }); err != nil {
 			return err
 		}
-		r.ContainerMAC, err = setupContainerIf(p)
+		r.ContainerMAC, err = setupContainerIf(p, hostNS, r.HostIndex)
 		return err
 	})
 	if err == nil {
@@ -123,13 +126,74 @@ func setupHostVeth(p plan.Plan, index int) error {
 	if err := writeSysctls(p.HostSysctls); err != nil {
 		return err
 	}
+	if p.HasIPv6 {
+		if err := ensureLinkLocal(p.HostVeth); err != nil {
+			return err
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("failed to set %q up: %w", p.HostVeth, err)
 	}
 	return nil
 }
 
-func setupContainerIf(p plan.Plan) (string, error) {
+// ensureLinkLocal makes the kernel give the host veth an IPv6 link-local
+// address, the pod's IPv6 next hop: a node whose addr_gen_mode is 1 (none)
+// would give it none, so that mode becomes 0 (EUI-64) on this veth alone.
+// The other modes (EUI-64, stable privacy, random) are kept.
+func ensureLinkLocal(veth string) error {
+	key := "/proc/sys/net/ipv6/conf/" + veth + "/addr_gen_mode"
+	b, err := os.ReadFile(key)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", key, err)
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		return nil
+	}
+	if err := os.WriteFile(key, []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("failed to set %s to 0 (the node's addr_gen_mode 1 gives no link-local address): %w", key, err)
+	}
+	return nil
+}
+
+// Reading the host veth's link-local address: the kernel adds it once both
+// ends are up (carrier), within moments.
+const (
+	linkLocalTries = 20
+	linkLocalWait  = 25 * time.Millisecond
+)
+
+// hostLinkLocal reads the host veth's IPv6 link-local address (not
+// tentative), waiting briefly for the kernel to add it.
+func hostLinkLocal(p plan.Plan, index int) (net.IP, error) {
+	link, err := hostLink(p, index)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; ; i++ {
+		ip, err := linkLocal(link)
+		if err == nil || i == linkLocalTries-1 {
+			return ip, err
+		}
+		time.Sleep(linkLocalWait)
+	}
+}
+
+// linkLocal is link's usable IPv6 link-local address.
+func linkLocal(link netlink.Link) (net.IP, error) {
+	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the IPv6 addresses of %q: %w", link.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			return a.IP, nil
+		}
+	}
+	return nil, fmt.Errorf("host veth %q has no IPv6 link-local address (IPv6 disabled on the node?)", link.Attrs().Name)
+}
+
+func setupContainerIf(p plan.Plan, hostNS ns.NetNS, hostIndex int) (string, error) {
 	link, err := netlinksafe.LinkByName(p.IfName)
 	if err != nil {
 		return "", fmt.Errorf("failed to find container interface %q: %w", p.IfName, err)
@@ -150,14 +214,24 @@ func setupContainerIf(p plan.Plan) (string, error) {
 			return "", fmt.Errorf("failed to add address %s to %q: %w", a.String(), p.IfName, err)
 		}
 	}
+	var gw6 net.IP
+	if p.HasIPv6 { // both ends are up: the host end gets its link-local address
+		err := hostNS.Do(func(ns.NetNS) (err error) { gw6, err = hostLinkLocal(p, hostIndex); return err })
+		if err != nil {
+			return "", fmt.Errorf("failed to find the pod's IPv6 gateway: %w", err)
+		}
+	}
 	for _, r := range p.Routes {
-		dst := r.Dst
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: r.GW}
+		dst, gw := r.Dst, r.GW
+		if r.ViaHostLinkLocal {
+			gw = gw6
+		}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw}
 		if r.LinkScope {
 			route.Scope = netlink.SCOPE_LINK
 		}
 		if err := netlink.RouteAdd(route); err != nil {
-			return "", fmt.Errorf("failed to add route %s via %s on %q: %w", dst.String(), r.GW, p.IfName, err)
+			return "", fmt.Errorf("failed to add route %s via %s on %q: %w", dst.String(), gw, p.IfName, err)
 		}
 	}
 	return link.Attrs().HardwareAddr.String(), nil

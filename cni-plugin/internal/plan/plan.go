@@ -17,9 +17,10 @@ var (
 	// HostMAC is set on every host-side veth; Felix expects it.
 	HostMAC = net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
 	// GatewayV4 is the pod's IPv4 next hop; proxy ARP on the host veth answers for it.
+	// The IPv6 next hop is the host veth's own link-local address, read from
+	// the kernel once the pair is up (Route.ViaHostLinkLocal): which one it
+	// is depends on the node's addr_gen_mode.
 	GatewayV4 = net.IPv4(169, 254, 1, 1).To4()
-	// GatewayV6 is the host veth's link-local address (EUI-64 of HostMAC).
-	GatewayV6 = net.ParseIP("fe80::ecee:eeff:feee:eeee")
 )
 
 // maxAlias is the kernel's limit on an interface alias (IFALIASZ - 1).
@@ -48,6 +49,9 @@ type Route struct {
 	Dst       net.IPNet
 	GW        net.IP
 	LinkScope bool
+	// ViaHostLinkLocal: the next hop is the host veth's link-local address
+	// (IPv6), known only once the veth is up; GW is unset.
+	ViaHostLinkLocal bool
 }
 
 // Sysctl is one /proc/sys setting; Optional ones only warn on failure.
@@ -122,7 +126,7 @@ func Build(in Input) (Plan, error) {
 		case v4 && p.HasIPv4:
 			p.Routes = append(p.Routes, Route{Dst: *dst, GW: GatewayV4})
 		case !v4 && p.HasIPv6:
-			p.Routes = append(p.Routes, Route{Dst: *dst, GW: GatewayV6})
+			p.Routes = append(p.Routes, Route{Dst: *dst, ViaHostLinkLocal: true})
 		}
 	}
 	p.HostSysctls, p.ContainerSysctls = sysctls(p, in.AllowIPForwarding)

@@ -23,6 +23,10 @@ func routeStrings(p Plan) []string {
 			s = append(s, r.Dst.String()+" scope link")
 			continue
 		}
+		if r.ViaHostLinkLocal {
+			s = append(s, r.Dst.String()+" via host-ll")
+			continue
+		}
 		s = append(s, r.Dst.String()+" via "+r.GW.String())
 	}
 	return s
@@ -40,7 +44,7 @@ func TestBuildDualStackDefaults(t *testing.T) {
 	if got := p.Addresses[0].String() + " " + p.Addresses[1].String(); got != "10.244.1.5/32 fd00::5/128" {
 		t.Errorf("addresses %s", got)
 	}
-	if got := strings.Join(routeStrings(p), ","); got != "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1,::/0 via fe80::ecee:eeff:feee:eeee" {
+	if got := strings.Join(routeStrings(p), ","); got != "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1,::/0 via host-ll" {
 		t.Errorf("routes %s", got)
 	}
 	if got := p.HostRoutes[0].String() + " " + p.HostRoutes[1].String(); got != "10.244.1.5/32 fd00::5/128" {
@@ -78,7 +82,7 @@ func TestBuildRoutes(t *testing.T) {
 		"custom routes":            {Input{IPs: v4, Routes: []string{"10.96.0.0/12", "fd00::/8"}}, "169.254.1.1/32 scope link,10.96.0.0/12 via 169.254.1.1"},
 		"custom + defaults":        {Input{IPs: v4, Routes: []string{"10.96.0.0/12"}, IncludeDefaultRoutes: true}, "169.254.1.1/32 scope link,10.96.0.0/12 via 169.254.1.1,0.0.0.0/0 via 169.254.1.1"},
 		"duplicate default":        {Input{IPs: v4, Routes: []string{"0.0.0.0/0"}, IncludeDefaultRoutes: true}, "169.254.1.1/32 scope link,0.0.0.0/0 via 169.254.1.1"},
-		"v6 only":                  {Input{IPs: []*types100.IPConfig{ipc("fd00::2/64", "")}}, "::/0 via fe80::ecee:eeff:feee:eeee"},
+		"v6 only":                  {Input{IPs: []*types100.IPConfig{ipc("fd00::2/64", "")}}, "::/0 via host-ll"},
 	} {
 		p, err := Build(tc.in)
 		if err != nil {
