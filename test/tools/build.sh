@@ -17,7 +17,9 @@ k8s_version=v1.37.2
 etcd_version=v3.6.16
 cache_root=${KDD_CNI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kdd-cni}
 
-key() { sha256sum "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
+# The key is the content of go.mod and go.sum only (not their paths), so
+# every clone of the same commit shares the cache.
+key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
 coredns_dir=$cache_root/coredns-$(key "$here/coredns")
