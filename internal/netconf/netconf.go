@@ -234,6 +234,9 @@ func (c *NetConf) validate(env Env) error {
 	if c.IPAM.Type == "" {
 		return errors.New("invalid configuration: ipam.type is required")
 	}
+	if t := c.Policy.Type; t != "" && t != "k8s" {
+		return fmt.Errorf("unsupported policy.type %q: kdd-cni's pods take Kubernetes policy, enforced by Felix (\"k8s\", or none)", t)
+	}
 	if ds := c.Datastore(env); ds != DatastoreKubernetes {
 		return fmt.Errorf("unsupported datastore_type %q: kdd-cni only supports the Kubernetes datastore (%q)", ds, DatastoreKubernetes)
 	}

@@ -64,6 +64,7 @@ func TestLoadErrors(t *testing.T) {
 		"bad gate":       {`{"name":"n","readiness_gates":["not a url"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
 		"ftp gate":       {`{"name":"n","readiness_gates":["ftp://x/y"],"ipam":{"type":"host-local"}}`, nil, "invalid readiness_gates[0]"},
 		"relative state": {`{"name":"n","state_dir":"var/lib/x","ipam":{"type":"host-local"}}`, nil, "state_dir"},
+		"policy type":    {`{"name":"n","policy":{"type":"calico"},"ipam":{"type":"host-local"}}`, nil, `unsupported policy.type "calico"`},
 		"grpc dataplane": {`{"name":"n","dataplane_options":{"type":"grpc"},"ipam":{"type":"host-local"}}`, nil, "unsupported dataplane_options"},
 	} {
 		t.Run(name, func(t *testing.T) {

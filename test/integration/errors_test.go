@@ -140,6 +140,11 @@ func TestBadInput(t *testing.T) {
 		{"node does not exist", e, func() []byte {
 			return []byte(strings.Replace(string(e.conf()), `"nodename":"`+e.node+`"`, `"nodename":"no-such-node"`, 1))
 		}, "", `node "no-such-node"`},
+		{"policy type other than k8s", e, func() []byte {
+			e.extra["policy"] = map[string]any{"type": "calico"}
+			defer delete(e.extra, "policy")
+			return e.conf()
+		}, "", `unsupported policy.type "calico"`},
 		{"no ipam type", e, func() []byte {
 			delete(e.ipam, "type")
 			defer func() { e.ipam["type"] = "host-local" }()
