@@ -74,6 +74,7 @@ func TestTwoNodeInstall(t *testing.T) {
 		}
 	})
 	c.policyAcrossNodes()
+	c.adminPolicyTiers()
 
 	t.Run("rolling the DaemonSet keeps running pods networked", func(t *testing.T) { c.roll(t) })
 	t.Run("kubelet and containerd restarts", func(t *testing.T) {

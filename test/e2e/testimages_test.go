@@ -17,6 +17,7 @@ import (
 // machine's Debian packages (make deps installs them).
 const (
 	agnhostImage    = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	agnhost245Image = "registry.k8s.io/e2e-test-images/agnhost:2.45" // the network-policy-api suite's
 	glibcDNSImage   = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
 	busyboxImage    = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 	nginxImage      = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
@@ -66,8 +67,8 @@ func toolsFiles() ([]harness.ImageFile, error) {
 	), nil
 }
 
-// testImages writes the archives of the images named (all with none): the
-// ones the sig-network specs run: agnhost (all subcommands, porter's TLS
+// testImages writes the archives of the images named (all the
+// sig-network specs' with none): agnhost (all subcommands, porter's TLS
 // pair, the shell tools), the glibc-dns-testing and busybox images,
 // stand-ins for nginx (busybox httpd) and pause (the agent, which pauses
 // without arguments), and CoreDNS.
@@ -77,7 +78,8 @@ func testImages(dir, tools string, names ...string) ([]string, error) {
 		name  string
 		build func() (harness.Image, error)
 	}{
-		{agnhostImage, func() (harness.Image, error) { return agnhostImageOf(tools) }},
+		{agnhostImage, func() (harness.Image, error) { return agnhostImageOf(tools, agnhostImage) }},
+		{agnhost245Image, func() (harness.Image, error) { return agnhostImageOf(tools, agnhost245Image) }},
 		{glibcDNSImage, func() (harness.Image, error) { return toolsImage(glibcDNSImage) }},
 		{busyboxImage, func() (harness.Image, error) { return toolsImage(busyboxImage) }},
 		{nginxImage, func() (harness.Image, error) {
@@ -97,7 +99,7 @@ func testImages(dir, tools string, names ...string) ([]string, error) {
 				{Path: "/etc/coredns", Dir: true}, {Path: "/tmp", Dir: true}}, Entrypoint: []string{"/coredns"}}, err
 		}},
 	} {
-		if len(names) > 0 && !slices.Contains(names, b.name) {
+		if len(names) > 0 && !slices.Contains(names, b.name) || len(names) == 0 && b.name == agnhost245Image {
 			continue
 		}
 		im, err := b.build()
@@ -122,8 +124,8 @@ func toolsImage(name string) (harness.Image, error) {
 // agnhostImageOf is agnhost over the userland, as upstream builds it: the
 // program at /agnhost (and /agnhost-2), porter's TLS pair, /uploads, and
 // `pause` by default.
-func agnhostImageOf(tools string) (harness.Image, error) {
-	im, err := toolsImage(agnhostImage)
+func agnhostImageOf(tools, name string) (harness.Image, error) {
+	im, err := toolsImage(name)
 	if err != nil {
 		return im, err
 	}

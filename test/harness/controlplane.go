@@ -39,7 +39,7 @@ type Options struct {
 	// namespace) and is the kubernetes Service's endpoint (lease
 	// reconciler), pods get service account tokens (ServiceAccount
 	// admission), and kube-scheduler and the controllers of workloads and
-	// Services run (DaemonSet, Deployment, ReplicaSet, Endpoints,
+	// Services run (DaemonSet, Deployment, ReplicaSet, StatefulSet, Endpoints,
 	// EndpointSlice and its mirroring, ServiceCIDR). Implies ControllerManager.
 	Cluster bool
 }
@@ -290,7 +290,7 @@ func (cp *ControlPlane) startControllerManager(tools string, opts Options) error
 		// the others are what Services, Deployments (CoreDNS) and the
 		// sig-network specs rely on in any real cluster.
 		controllers += ",daemonset,root-ca-cert-publisher,garbagecollector,namespace,endpointslice,nodelifecycle" +
-			",endpoint,endpointslicemirroring,deployment,replicaset,service-cidr-controller"
+			",endpoint,endpointslicemirroring,deployment,replicaset,statefulset,service-cidr-controller"
 	}
 	p, err := startProcess(cp.launcher, cp.Dir, "kube-controller-manager", filepath.Join(tools, "kube-controller-manager"),
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,

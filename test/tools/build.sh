@@ -10,6 +10,7 @@
 #             netpol.test (Kubernetes' NetworkPolicy e2e specs)
 #             conformance.test (Kubernetes' sig-network e2e specs)
 #             coredns (CoreDNS with the plugins a cluster DNS uses)
+#             anp.test (the network-policy-api AdminNetworkPolicy conformance suite)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,7 @@ key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
 coredns_dir=$cache_root/coredns-$(key "$here/coredns")
+anp_dir=$cache_root/anp-$(cat "$here/anp/go.mod" "$here/anp/go.sum" "$here/anp/anp_test.go" | sha256sum | cut -c1-12)
 bin_dir=$cache_root/bin-$k8s_version-$etcd_version
 
 components=("$@")
@@ -62,6 +64,24 @@ for c in "${components[@]}"; do
 			echo "built $c in $((SECONDS - start))s" >&2
 		fi
 		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
+	anp.test)
+		# The runner beside the pinned module's base manifests, which it
+		# embeds, without the SCTP server containers (no SCTP here).
+		if [ ! -x "$anp_dir/anp.test" ]; then
+			echo "building anp.test (minutes cold)" >&2
+			start=$SECONDS
+			rm -rf "$anp_dir.tmp" && mkdir -p "$anp_dir.tmp"
+			cp "$here/anp/go.mod" "$here/anp/go.sum" "$here/anp/anp_test.go" "$anp_dir.tmp/"
+			npa=$(cd "$here/anp" && go list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)
+			cp -r "$npa/conformance/base" "$anp_dir.tmp/base" && chmod -R u+w "$anp_dir.tmp/base"
+			awk '/^        - name: .*-900[35]$/ { skip = 1; next }
+				skip && (/^        - name: / || /^---/) { skip = 0 }
+				!skip' "$npa/conformance/base/manifests.yaml" >"$anp_dir.tmp/base/manifests.yaml"
+			(cd "$anp_dir.tmp" && CGO_ENABLED=0 go test -c -trimpath -o anp.test .)
+			rm -rf "$anp_dir" && mv "$anp_dir.tmp" "$anp_dir"
+			echo "built anp.test in $((SECONDS - start))s" >&2
+		fi
+		ln -sfn "$anp_dir/anp.test" "$bin_dir/anp.test" ;;
 	*) echo "unknown component $c" >&2; exit 2 ;;
 	esac
 done
