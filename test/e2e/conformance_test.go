@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,12 +60,14 @@ func TestSigNetworkConformance(t *testing.T) {
 
 	// portmap's rules on each node, sampled through the run: the HostPort
 	// spec's sandboxes must have had them, and their DELs must remove them.
-	ctx, stopSampling := context.WithCancel(context.Background())
-	peaks := make([]chan int, len(c.nodes))
+	ctx, cancel := context.WithCancel(context.Background())
+	var sampling sync.WaitGroup
+	peaks := make([]int, len(c.nodes))
 	for i, n := range c.nodes {
-		peaks[i] = make(chan int, 1)
-		go func() { peaks[i] <- n.peakHostPortChains(ctx) }()
+		sampling.Go(func() { peaks[i] = n.peakHostPortChains(ctx) })
 	}
+	stopSampling := func() { cancel(); sampling.Wait() }
+	defer stopSampling() // before the hosts close, on any path
 	start := time.Now()
 	log := filepath.Join(t.TempDir(), "conformance.log")
 	out, err := os.Create(log)
@@ -87,8 +90,8 @@ func TestSigNetworkConformance(t *testing.T) {
 	}
 	stopSampling()
 	peak := 0
-	for _, ch := range peaks {
-		peak = max(peak, <-ch)
+	for _, p := range peaks {
+		peak = max(peak, p)
 	}
 	t.Logf("hostPort: at most %d portmap sandbox chains on a node during the run", peak)
 	if peak == 0 {

@@ -23,7 +23,7 @@ cache_root=${KDD_CNI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kdd-cni}
 key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
-coredns_dir=$cache_root/coredns-$(key "$here/coredns")
+coredns_dir=$cache_root/coredns-$(cat "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go" | sha256sum | cut -c1-12)
 anp_dir=$cache_root/anp-$(cat "$here/anp/go.mod" "$here/anp/go.sum" "$here/anp/anp_test.go" | sha256sum | cut -c1-12)
 bin_dir=$cache_root/bin-$k8s_version-$etcd_version
 
@@ -55,15 +55,17 @@ for c in "${components[@]}"; do
 	coredns) build "$coredns_dir" "$here/coredns" . coredns "-s -w"
 		ln -sfn "$coredns_dir/coredns" "$bin_dir/coredns" ;;
 	netpol.test | conformance.test)
+		# Keyed by the suite package's source too: a changed suite rebuilds.
 		suite=${c%.test}
-		if [ ! -x "$k8s_dir/$c" ]; then
+		out=$k8s_dir/$suite-$(cat "$here/$suite"/*.go | sha256sum | cut -c1-12).test
+		if [ ! -x "$out" ]; then
 			echo "building $c (the e2e framework: minutes cold)" >&2
 			start=$SECONDS
-			(cd "$here/$suite" && CGO_ENABLED=0 go test -c -trimpath -o "$k8s_dir/.$c.tmp" .)
-			mv "$k8s_dir/.$c.tmp" "$k8s_dir/$c"
+			(cd "$here/$suite" && CGO_ENABLED=0 go test -c -trimpath -o "$out.tmp" .)
+			mv "$out.tmp" "$out"
 			echo "built $c in $((SECONDS - start))s" >&2
 		fi
-		ln -sfn "$k8s_dir/$c" "$bin_dir/$c" ;;
+		ln -sfn "$out" "$bin_dir/$c" ;;
 	anp.test)
 		# The runner beside the pinned module's base manifests, which it
 		# embeds, without the SCTP server containers (no SCTP here).
