@@ -96,6 +96,7 @@ test: deps vet build image-rootfs tools fuzz
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory netpol
 	$(MAKE) --no-print-directory k8s-conformance
+	$(MAKE) --no-print-directory anp
 
 demo: deps build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
