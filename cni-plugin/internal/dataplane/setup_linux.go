@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -133,25 +131,6 @@ func setupHostVeth(p plan.Plan, index int) error {
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("failed to set %q up: %w", p.HostVeth, err)
-	}
-	return nil
-}
-
-// ensureLinkLocal makes the kernel give the host veth an IPv6 link-local
-// address, the pod's IPv6 next hop: a node whose addr_gen_mode is 1 (none)
-// would give it none, so that mode becomes 0 (EUI-64) on this veth alone.
-// The other modes (EUI-64, stable privacy, random) are kept.
-func ensureLinkLocal(veth string) error {
-	key := "/proc/sys/net/ipv6/conf/" + veth + "/addr_gen_mode"
-	b, err := os.ReadFile(key)
-	if err != nil {
-		return fmt.Errorf("failed to read %s: %w", key, err)
-	}
-	if strings.TrimSpace(string(b)) != "1" {
-		return nil
-	}
-	if err := os.WriteFile(key, []byte("0"), 0o644); err != nil {
-		return fmt.Errorf("failed to set %s to 0 (the node's addr_gen_mode 1 gives no link-local address): %w", key, err)
 	}
 	return nil
 }

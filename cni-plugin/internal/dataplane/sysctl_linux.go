@@ -37,3 +37,20 @@ func checkSysctls(settings []plan.Sysctl) error {
 	}
 	return nil
 }
+
+// ensureLinkLocal makes the kernel give the host veth an IPv6 link-local
+// address, the pod's IPv6 next hop: a node whose addr_gen_mode is 1 (none)
+// would give it none, so that mode becomes 0 (EUI-64) on this veth alone.
+// The other modes (EUI-64, stable privacy, random) are kept.
+func ensureLinkLocal(veth string) error {
+	mode := plan.Sysctl{Key: "net/ipv6/conf/" + veth + "/addr_gen_mode", Value: "1"}
+	b, err := os.ReadFile(procSys + mode.Key)
+	if err != nil {
+		return fmt.Errorf("failed to read sysctl %s: %w", strings.ReplaceAll(mode.Key, "/", "."), err)
+	}
+	if strings.TrimSpace(string(b)) != mode.Value {
+		return nil
+	}
+	mode.Value = "0"
+	return writeSysctls([]plan.Sysctl{mode})
+}
