@@ -19,7 +19,8 @@ import (
 // policy-only mode; NetworkPolicy applied through the API blocks and then
 // permits traffic between pods the kubelet started on kdd-cni's network;
 // with policy_setup_timeout_seconds a pod's first packet is already subject
-// to its policy.
+// to its policy; a pod's QoS annotations shape its traffic and limit its
+// connections.
 func TestFelixOnNode(t *testing.T) {
 	harness.RequireRoot(t)
 	calico, err := harness.CalicoDir()
@@ -127,6 +128,7 @@ func TestFelixOnNode(t *testing.T) {
 			}
 		}
 	})
+	t.Run("QoS controls", func(t *testing.T) { n.checkQoS(t, "pol-b", "pol-c") })
 	n.deletePods(append(pods, "first-0", "first-1", "first-2"))
 	n.assertNothingLeft(t)
 	if entries, _ := filepath.Glob(filepath.Join(felix.StatusDir(), "*")); len(entries) != 0 {

@@ -6,15 +6,26 @@
 // FIRST_PROBE=HOST:PORT it first tries that address once, before serving,
 // and reports the outcome on /first ("reached" or "blocked: …"): the pod's
 // very first packet.
+//
+// For QoS checks it also moves bounded amounts of data and holds
+// connections: /bytes?n=N serves N bytes and /sink swallows a POST body;
+// /pull?addr=HOST:PORT&n=N fetches N bytes from that agent (data into this
+// pod) and /push?addr=HOST:PORT&n=N posts N bytes to it (data out of this
+// pod), each answering "<bytes> <seconds>"; /hold?addr=HOST:PORT&n=N opens N
+// TCP connections to that address at once, keeps them all open, and answers
+// "connected <c> refused <r>".
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -53,8 +64,109 @@ func main() {
 		b, _ := io.ReadAll(resp.Body)
 		fmt.Fprintf(w, "%s via %s", b, host)
 	})
+	transfers(mux)
 	srv := &http.Server{Addr: ":8080", Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.ListenAndServe() }()
 	<-stop
 	_ = srv.Close()
+}
+
+// transfers adds the bounded data transfers and the connection holder.
+func transfers(mux *http.ServeMux) {
+	size := func(r *http.Request) (int64, error) {
+		return strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+	}
+	bulk := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := size(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		_, _ = io.CopyN(w, zeros{}, n)
+	})
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/pull", func(w http.ResponseWriter, r *http.Request) {
+		n, err := size(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		start := time.Now()
+		resp, err := bulk.Get(fmt.Sprintf("http://%s/bytes?n=%d", r.URL.Query().Get("addr"), n))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		got, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintf(w, "%d %.6f", got, time.Since(start).Seconds())
+	})
+	mux.HandleFunc("/push", func(w http.ResponseWriter, r *http.Request) {
+		n, err := size(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		start := time.Now()
+		resp, err := bulk.Post("http://"+r.URL.Query().Get("addr")+"/sink", "application/octet-stream", io.LimitReader(zeros{}, n))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			http.Error(w, fmt.Sprintf("sink: %s %s %v", resp.Status, b, err), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintf(w, "%s %.6f", bytes.TrimSpace(b), time.Since(start).Seconds())
+	})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
+		n, err := size(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		refused := 0
+		for range n {
+			c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+			switch {
+			case err == nil:
+				held = append(held, c)
+			case errors.Is(err, syscall.ECONNREFUSED):
+				refused++
+			default:
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+		}
+		fmt.Fprintf(w, "connected %d refused %d", len(held), refused)
+	})
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
