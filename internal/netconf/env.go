@@ -54,6 +54,7 @@ func (c *NetConf) APIAccess(env Env, timeout time.Duration) kube.Access {
 	return kube.Access{
 		UserAgent: buildinfo.String("kdd-cni"), Timeout: timeout,
 		Kubeconfig:  first(c.Kubernetes.Kubeconfig, env.seed("KUBECONFIG")),
+		Context:     env.seed("K8S_CURRENT_CONTEXT"),
 		Server:      first(c.Kubernetes.APIRoot, policyRoot, env.seed("K8S_API_ENDPOINT")),
 		Token:       first(c.Policy.AuthToken, env.seed("K8S_TOKEN"), env.seed("K8S_API_TOKEN")),
 		CertFile:    first(c.Policy.ClientCertificate, env.seed("K8S_CERT_FILE")),
@@ -101,9 +102,11 @@ func (c *NetConf) PodCIDRNode(nodename string) string {
 }
 
 // EffectiveMTU is `mtu`, else the MTU file written by calico-node, else 0
-// (the kernel default).
+// (the kernel default). With require_mtu_file the file must exist and hold a
+// valid MTU even when `mtu` is set (which still wins): the key holds pods
+// back until calico-node has written it.
 func (c *NetConf) EffectiveMTU(env Env) (int, error) {
-	if c.MTU > 0 {
+	if c.MTU > 0 && !c.RequireMTUFile {
 		return c.MTU, nil
 	}
 	b, err := env.ReadFile(c.MTUFile)
@@ -116,6 +119,9 @@ func (c *NetConf) EffectiveMTU(env Env) (int, error) {
 	mtu, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || mtu < 68 || mtu > 65535 {
 		return 0, fmt.Errorf("invalid MTU %q in %s", strings.TrimSpace(string(b)), c.MTUFile)
+	}
+	if c.MTU > 0 {
+		return c.MTU, nil
 	}
 	return mtu, nil
 }

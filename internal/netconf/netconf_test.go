@@ -124,11 +124,15 @@ func TestEffectiveMTU(t *testing.T) {
 		want    int
 		wantErr bool
 	}{
-		"configured":        {mtu: 9000, file: "1400", want: 9000},
-		"from file":         {file: "1400\n", want: 1400},
-		"no file":           {want: 0},
-		"required, missing": {require: true, wantErr: true},
-		"garbage":           {file: "x", wantErr: true},
+		"configured":                 {mtu: 9000, file: "1400", want: 9000},
+		"configured, garbage file":   {mtu: 9000, file: "x", want: 9000},
+		"from file":                  {file: "1400\n", want: 1400},
+		"no file":                    {want: 0},
+		"required, missing":          {require: true, wantErr: true},
+		"required, configured":       {require: true, mtu: 9000, file: "1400", want: 9000},
+		"required, configured, none": {require: true, mtu: 9000, wantErr: true},
+		"required, configured, bad":  {require: true, mtu: 9000, file: "0", wantErr: true},
+		"garbage":                    {file: "x", wantErr: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cc := *c
