@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 
@@ -81,9 +82,23 @@ func ReleasePatch(containerID string) ([]byte, error) {
 	})
 }
 
+// UnownedReleasePatch blanks podIP and podIPs of a Pod whose annotations
+// name no sandbox (written by a plugin that did not record one), only if
+// the Pod is still the object read: same uid, same resourceVersion. Any
+// write in between makes the apiserver answer 422 and change nothing.
+func UnownedReleasePatch(uid, resourceVersion string) ([]byte, error) {
+	return json.Marshal([]patchOp{
+		{"test", "/metadata/uid", uid},
+		{"test", "/metadata/resourceVersion", resourceVersion},
+		{"add", annotationPath(AnnotationPodIP), ""},
+		{"add", annotationPath(AnnotationPodIPs), ""},
+	})
+}
+
 // API is what sending the patches needs from the datastore.
 type API interface {
 	PatchPodStatus(ctx context.Context, namespace, name, patchType string, patch []byte) error
+	GetPod(ctx context.Context, namespace, name string) (*kube.Pod, error)
 }
 
 // Send stores a sandbox's annotations (ADD) through a PATCH opened before
@@ -99,18 +114,58 @@ func Send(ctx context.Context, write *kube.Pending, ips []net.IPNet, containerID
 	return write.Send(ctx, patch)
 }
 
-// Clear sends the guarded clear for one sandbox. 404 (pod gone) and 422
-// (another sandbox owns the annotations) mean there is nothing to clear.
+// Clear sends the guarded clear for one sandbox: one request when the
+// annotations name this sandbox (cleared), or the pod is gone. When the
+// guard fails (422), a GET tells why: another sandbox owns the annotations
+// (nothing to clear), or none is named at all, and then the addresses are
+// blanked under a uid + resourceVersion precondition, as Calico's DEL does,
+// so Felix stops treating them as the pod's.
 func Clear(ctx context.Context, api API, namespace, pod, containerID string) error {
 	patch, err := ReleasePatch(containerID)
 	if err != nil {
 		return err
 	}
 	err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
-	if err == nil || errors.Is(err, kube.ErrNotFound) || errors.Is(err, kube.ErrInvalid) {
+	switch {
+	case err == nil, errors.Is(err, kube.ErrNotFound):
 		return nil
+	case !errors.Is(err, kube.ErrInvalid):
+		return err
 	}
-	return err
+	return clearUnowned(ctx, api, namespace, pod)
+}
+
+// unownedClearAttempts bounds the read-and-patch rounds of clearUnowned
+// against a Pod that keeps changing (each round is a GET and a PATCH).
+const unownedClearAttempts = 5
+
+// clearUnowned blanks addresses no sandbox is named for.
+func clearUnowned(ctx context.Context, api API, namespace, pod string) error {
+	for range unownedClearAttempts {
+		p, err := api.GetPod(ctx, namespace, pod)
+		switch {
+		case errors.Is(err, kube.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		a := p.Metadata.Annotations
+		if _, owned := a[AnnotationContainerID]; owned || (a[AnnotationPodIP] == "" && a[AnnotationPodIPs] == "") {
+			return nil
+		}
+		patch, err := UnownedReleasePatch(p.Metadata.UID, p.Metadata.ResourceVersion)
+		if err != nil {
+			return err
+		}
+		err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
+		switch {
+		case err == nil, errors.Is(err, kube.ErrNotFound):
+			return nil
+		case !errors.Is(err, kube.ErrInvalid):
+			return err
+		}
+	}
+	return fmt.Errorf("failed to clear the addresses of pod %s/%s: it changed under each of %d attempts", namespace, pod, unownedClearAttempts)
 }
 
 // Reassert restores a sandbox's annotations if they name one of guards: one

@@ -27,3 +27,14 @@ func TestReleasePatch(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}
 }
+
+func TestUnownedReleasePatch(t *testing.T) {
+	b, _ := UnownedReleasePatch("u-1", "42")
+	want := `[{"op":"test","path":"/metadata/uid","value":"u-1"},` +
+		`{"op":"test","path":"/metadata/resourceVersion","value":"42"},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIP","value":""},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIPs","value":""}]`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}

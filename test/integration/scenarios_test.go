@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -170,6 +172,28 @@ func TestMTU(t *testing.T) {
 		assertPodNetwork(t, e, a, cidrs, 1300)
 		e.del(a)
 	})
+	// require_mtu_file holds pods back until calico-node has written the
+	// file, even with `mtu` configured (which still sets the value).
+	t.Run("required file", func(t *testing.T) {
+		cidrs := podCIDRs("v4")
+		e := newEnv(t, cidrs...)
+		f := filepath.Join(t.TempDir(), "mtu")
+		e.extra["mtu"] = 1400
+		e.extra["mtu_file"] = f
+		e.extra["require_mtu_file"] = true
+		a := e.newPod("a", false)
+		r := e.call("ADD", a, e.conf())
+		if ce := cniErr(t, r); !strings.Contains(ce.Msg, "MTU file "+f) {
+			t.Errorf("error %q", ce.Msg)
+		}
+		e.assertNothingAllocated(a, true)
+		if err := os.WriteFile(f, []byte("1300\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.add(a)
+		assertPodNetwork(t, e, a, cidrs, 1400)
+		e.del(a)
+	})
 }
 
 // A host veth left with the pod's name (e.g. by a crashed sandbox) is replaced.
@@ -228,6 +252,46 @@ func TestNewSandboxThenStaleDel(t *testing.T) {
 		t.Errorf("annotations after the live sandbox's DEL: %v", a)
 	}
 	e.assertGone(second, second.ips())
+}
+
+// Addresses whose annotations name no sandbox (an older plugin wrote them
+// without one) are blanked by DEL, as Calico's DEL does, so Felix stops
+// treating them as the pod's; a Pod with nothing to clear is not written.
+// (Another sandbox's annotations are left alone: TestNewSandboxThenStaleDel.)
+func TestDelClearsUnownedAnnotations(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	a := e.newPod("legacy", false)
+	e.add(a)
+	unowned := []byte(`{"metadata":{"annotations":{"cni.projectcalico.org/containerID":null}}}`)
+	if _, err := cluster.Admin.CoreV1().Pods(e.ns).Patch(context.Background(), "legacy", types.MergePatchType, unowned, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ann := e.annotations("legacy"); ann["cni.projectcalico.org/podIP"] == "" {
+		t.Fatalf("no address to clear: %v", ann)
+	}
+	e.del(a)
+	ann := e.annotations("legacy")
+	if ann["cni.projectcalico.org/podIP"] != "" || ann["cni.projectcalico.org/podIPs"] != "" {
+		t.Errorf("unowned addresses left after DEL: %v", ann)
+	}
+	if id, ok := ann["cni.projectcalico.org/containerID"]; ok {
+		t.Errorf("DEL wrote containerID %q", id)
+	}
+	e.assertGone(a, a.ips())
+
+	fresh := e.newPod("never-added", false)
+	before, err := cluster.Admin.CoreV1().Pods(e.ns).Get(context.Background(), "never-added", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.del(fresh)
+	after, err := cluster.Admin.CoreV1().Pods(e.ns).Get(context.Background(), "never-added", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Errorf("DEL of a pod with nothing to clear wrote it: %v", after.Annotations)
+	}
 }
 
 // DEL succeeds however much is already gone.
