@@ -121,7 +121,7 @@ func loadCredentials(a Access) (cr credentials, where string, err error) {
 	switch {
 	case len(paths) > 0:
 		where = strings.Join(paths, string(filepath.ListSeparator))
-		if cr, err = readKubeconfigs(paths); err != nil {
+		if cr, err = readKubeconfigs(paths, a.Context); err != nil {
 			return cr, where, err
 		}
 	case a.Server == "":
@@ -195,9 +195,9 @@ func fileExists(p string) bool {
 
 // readKubeconfigs merges kubeconfig files as kubectl does (the first file
 // to name a context, cluster or user, or to set current-context, wins) and
-// resolves the current context; relative paths are relative to the file
-// that holds them.
-func readKubeconfigs(paths []string) (credentials, error) {
+// resolves the current context, or context when not empty (kubectl's
+// --context); relative paths are relative to the file that holds them.
+func readKubeconfigs(paths []string, context string) (credentials, error) {
 	var merged kubeconfigFile
 	seen := map[string]bool{}
 	for _, path := range paths {
@@ -226,6 +226,9 @@ func readKubeconfigs(paths []string) (credentials, error) {
 				merged.Users = append(merged.Users, u)
 			}
 		}
+	}
+	if context != "" {
+		merged.CurrentContext = context
 	}
 	return merged.current()
 }

@@ -31,7 +31,10 @@ const DefaultTimeout = 3 * time.Second
 // Access says how to reach and authenticate to the API server. Empty fields
 // fall back to the kubeconfig, then to the in-cluster configuration.
 type Access struct {
-	Kubeconfig  string
+	Kubeconfig string
+	// Context is the kubeconfig context to use instead of its
+	// current-context (kubectl's --context).
+	Context     string
 	Server      string
 	Token       string
 	CertFile    string

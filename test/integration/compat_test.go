@@ -18,9 +18,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/policywait"
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 // runtimeAnnotations passes the pod's annotations as containerd and CRI-O
@@ -362,4 +365,46 @@ func TestReadinessGates(t *testing.T) {
 		t.Errorf("gate polled %d times", srv.hits.Load())
 	}
 	e.del(p)
+}
+
+// K8S_CURRENT_CONTEXT (or CALICO_K8S_CURRENT_CONTEXT) in the plugin's
+// environment picks the kubeconfig context instead of its current-context,
+// as in Calico.
+func TestKubeconfigContextFromEnvironment(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := cfg.CurrentContext
+	cfg.Clusters["unreachable"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1", InsecureSkipTLSVerify: true}
+	cfg.Contexts["broken"] = &clientcmdapi.Context{Cluster: "unreachable", AuthInfo: cfg.Contexts[good].AuthInfo}
+	cfg.CurrentContext = "broken"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": path}
+	call := func(p *pod, env ...string) harness.CNIResult {
+		c := cniCall(e, p, "ADD", e.conf(), fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s", e.ns, p.name, p.containerID))
+		c.Env = env
+		return cluster.RunCNI(context.Background(), c)
+	}
+
+	current := e.newPod("current", false)
+	if ce := cniErr(t, call(current)); !strings.Contains(ce.Msg, "127.0.0.1:1") {
+		t.Errorf("ADD with the kubeconfig's current-context: %q, want the unreachable server named", ce.Msg)
+	}
+	e.assertNothingAllocated(current, true)
+	for _, name := range []string{"K8S_CURRENT_CONTEXT", "CALICO_K8S_CURRENT_CONTEXT"} {
+		p := e.newPod(strings.ToLower(strings.ReplaceAll(name, "_", "-")), false)
+		if r := call(p, name+"="+good); r.Err != nil {
+			t.Errorf("ADD with %s=%s: %v", name, good, r.Err)
+			continue
+		}
+		if ann := e.annotations(p.name); ann["cni.projectcalico.org/containerID"] != p.containerID {
+			t.Errorf("ADD with %s: annotations %v", name, ann)
+		}
+		e.del(p)
+	}
 }
