@@ -31,7 +31,7 @@ func main() {
 			fmt.Println(buildinfo.String("calico"))
 			return
 		case "-t":
-			os.Exit(p.TestDatastore(os.Stdin, os.Stderr))
+			os.Exit(p.TestDatastore(os.Stdin, os.Stdout, os.Stderr))
 		}
 	}
 	skel.PluginMainFuncs(p.Funcs(), plugin.Versions, buildinfo.String("calico"))

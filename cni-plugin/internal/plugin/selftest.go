@@ -8,20 +8,26 @@ import (
 	"io"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // TestDatastore is `calico -t`: with the network configuration on stdin, it
-// checks that the API server answers with the configured credentials and that
-// this node's podCIDRs can be read. It returns the process exit code.
-func (p *Plugin) TestDatastore(stdin io.Reader, out io.Writer) int {
+// checks that the API server answers with the configured credentials and,
+// when the IPAM configuration names the node's podCIDRs, that they can be
+// read. Its contract is the one scripts gating on Calico's `calico -t`
+// rely on: exit 0 and nothing on stdout when the check passes; exit 1 and
+// a CNI error (code 100, "data store connection failed", the cause as its
+// details) on stdout when it fails. What it found goes to diag.
+func (p *Plugin) TestDatastore(stdin io.Reader, stdout, diag io.Writer) int {
 	data, err := io.ReadAll(stdin)
 	if err == nil {
-		err = p.testDatastore(data, out)
+		err = p.testDatastore(data, diag)
 	}
 	if err != nil {
-		fmt.Fprintf(out, "datastore check failed: %v\n", err)
+		fmt.Fprintf(diag, "datastore check failed: %v\n", err)
+		_ = json.NewEncoder(stdout).Encode(types.Error{Code: 100, Msg: "data store connection failed", Details: err.Error()})
 		return 1
 	}
 	return 0
@@ -47,12 +53,23 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	families, err := podcidr.Symbols(stdin)
+	if err != nil {
+		return err
+	}
+	if !families.Any() {
+		fmt.Fprintf(out, "datastore ok: apiserver %s\n", v)
+		return nil
+	}
 	node, err := inv.PodCIDRNode()
 	if err != nil {
 		return err
 	}
 	cidrs, err := podcidr.NodePodCIDRs(ctx, api, node)
 	if err != nil {
+		return err
+	}
+	if err := families.Check(node, cidrs.CIDRs); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "datastore ok: apiserver %s, node %q podCIDRs %+v\n", v, node, cidrs.CIDRs)
