@@ -5,6 +5,7 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/cri"
@@ -47,8 +50,10 @@ type Installer struct {
 	RefreshEvery time.Duration
 	// boundUID is the UID of the Node the current token is bound to.
 	boundUID string
-	// written is the cniVersion of the conflist last written.
-	written string
+	// written is the cniVersion of the conflist last written, conflist its
+	// bytes.
+	written  string
+	conflist []byte
 	// Sandboxes lists the runtime's pod sandboxes (nil: over CRI at
 	// CONTAINER_RUNTIME_ENDPOINT).
 	Sandboxes func(context.Context) ([]cri.Sandbox, error)
@@ -235,8 +240,46 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
 		return time.Time{}, err
 	}
+	in.conflist = conflist
 	in.seen.set(node, pluginConf(conflist), expiry)
 	return expiry, nil
+}
+
+// RollbackVersion is the newest cniVersion Calico v3's `calico` binary
+// accepts: it refuses anything above it, for DEL as for ADD.
+const RollbackVersion = "1.0.0"
+
+// LeaveRollbackConflist is the sidecar's last step when it stops (the
+// DaemonSet deleted, or its pod replaced): a conflist it wrote with a
+// cniVersion above 1.0.0 is rewritten with 1.0.0, so a node rolled back to
+// Calico's binary can still tear its pods down. Every runtime reads 1.0.0
+// and kdd-cni serves it (a runtime then skips STATUS and GC); the next
+// install-cni writes the runtime's version again. A conflist someone else
+// wrote since is left alone.
+func (in *Installer) LeaveRollbackConflist() error {
+	above, err := version.GreaterThan(in.written, RollbackVersion)
+	if in.conflist == nil || err != nil || !above {
+		return nil
+	}
+	path := filepath.Join(in.Cfg.HostNetDir(), in.Cfg.ConfName)
+	current, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read %s to lower its cniVersion: %w", path, err)
+	}
+	if !bytes.Equal(current, in.conflist) {
+		in.Log.Info("conflist changed by someone else: leaving its cniVersion", "conflist", path)
+		return nil
+	}
+	lowered, err := render.WithVersion(current, RollbackVersion)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(path, lowered, 0o600); err != nil {
+		return err
+	}
+	in.Log.Info("conflist cniVersion lowered for a rollback to Calico's binary", "from", in.written, "to", RollbackVersion)
+	in.written, in.conflist = RollbackVersion, lowered
+	return nil
 }
 
 func (in *Installer) removeOldConf() error {

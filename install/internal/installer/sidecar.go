@@ -45,7 +45,8 @@ const nodeCheckEvery = 15 * time.Second
 // token on schedule, at once when the installer's own service-account token
 // changes (e.g. signing-key rotation), and when the node's Node object was
 // re-created, retrying with backoff. A failed refresh leaves the previous
-// files in place: they are only ever replaced whole.
+// files in place: they are only ever replaced whole. When it stops, it
+// leaves a conflist Calico's binary accepts (LeaveRollbackConflist).
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	if err := in.prepareStateDir(); err != nil {
 		return err
@@ -76,7 +77,7 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 		reason := ""
 		select {
 		case <-ctx.Done():
-			return nil
+			return in.LeaveRollbackConflist()
 		case <-poll.C:
 			in.replayJournal(ctx)
 			if m != nil {
