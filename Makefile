@@ -99,7 +99,7 @@ test: deps vet build image-rootfs tools fuzz
 	$(MAKE) --no-print-directory anp
 
 demo: deps build image-rootfs tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) go run ./test/demo
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) go run ./test/demo
 
 image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
