@@ -145,6 +145,27 @@ func TestBadInput(t *testing.T) {
 			defer delete(e.extra, "policy")
 			return e.conf()
 		}, "", `unsupported policy.type "calico"`},
+		{"empty name", e, func() []byte {
+			return []byte(strings.Replace(string(e.conf()), `"name":"`+networkName+`"`, `"name":""`, 1))
+		}, "", "name"},
+		{"empty cniVersion", e, func() []byte {
+			return []byte(strings.Replace(string(e.conf()), `"cniVersion":"1.1.0"`, `"cniVersion":""`, 1))
+		}, "", "incompatible CNI versions"},
+		{"negative num queues", e, func() []byte {
+			e.extra["num_queues"] = -1
+			defer delete(e.extra, "num_queues")
+			return e.conf()
+		}, "", "num_queues"},
+		{"ipam route without dst", e, func() []byte {
+			e.ipam["routes"] = []any{map[string]any{"gw": "10.1.2.3"}}
+			defer delete(e.ipam, "routes")
+			return e.conf()
+		}, "", "dst"},
+		{"readiness gate not http", e, func() []byte {
+			e.extra["readiness_gates"] = []any{"file:///tmp/ready"}
+			defer delete(e.extra, "readiness_gates")
+			return e.conf()
+		}, "", "readiness"},
 		{"no ipam type", e, func() []byte {
 			delete(e.ipam, "type")
 			defer func() { e.ipam["type"] = "host-local" }()

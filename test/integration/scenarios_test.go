@@ -313,6 +313,20 @@ func TestDelIdempotent(t *testing.T) {
 		e.del(a)
 		e.assertGone(a, a.ips())
 	})
+	// The runtime unmounted the namespace but left its (now regular) file.
+	t.Run("netns path not a netns", func(t *testing.T) {
+		a := e.newPod("nsfile", false)
+		e.add(a)
+		if err := a.netns.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(a.netns.Path, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(a.netns.Path) })
+		e.del(a)
+		e.assertGone(a, a.ips())
+	})
 	t.Run("pod gone", func(t *testing.T) {
 		a := e.newPod("podgone", false)
 		e.add(a)
