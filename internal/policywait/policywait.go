@@ -20,6 +20,11 @@ import (
 // stat'ed at least this often (it may not exist yet, or be replaced).
 const recheck = 100 * time.Millisecond
 
+// KubernetesEndpoint is the endpoint name of every pod's WorkloadEndpoint
+// in the Kubernetes datastore, whatever the interface is called in the pod
+// (libcalico-go's Pod conversion): the name Felix's status file carries.
+const KubernetesEndpoint = "eth0"
+
 // StatusFile is the file name Felix writes for a Kubernetes endpoint: the
 // orchestrator, "<namespace>/<pod>" and the endpoint (interface) name, each
 // path-escaped, joined by spaces.

@@ -307,6 +307,28 @@ func TestPolicySetupWait(t *testing.T) {
 	if a := e.annotations(never.name); a["cni.projectcalico.org/podIP"] == "" {
 		t.Errorf("annotations missing after a timed-out wait: %v", a)
 	}
+	// Felix names a Kubernetes pod's endpoint eth0 whatever the runtime's
+	// CNI_IFNAME (e.g. Multus' net1): that is the file to wait for.
+	other := e.newPod("other-if", false)
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		_ = os.WriteFile(filepath.Join(dir, policywait.StatusFile(e.ns, other.name, "eth0")), []byte(`{"status":"up"}`), 0o644)
+	}()
+	onNet1 := func(cmd string) harness.CNIResult {
+		c := cniCall(e, other, cmd, e.conf(), fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s", e.ns, other.name, other.containerID))
+		c.IfName = "net1"
+		return cluster.RunCNI(context.Background(), c)
+	}
+	start = time.Now()
+	if r := onNet1("ADD"); r.Err != nil {
+		t.Fatalf("ADD on net1: %v", r.Err)
+	}
+	if d := time.Since(start); d < 700*time.Millisecond || d > 2500*time.Millisecond {
+		t.Errorf("ADD on net1 returned after %s; want just after Felix's eth0 status file appeared (700 ms), before the timeout", d)
+	}
+	if r := onNet1("DEL"); r.Err != nil {
+		t.Errorf("DEL on net1: %v", r.Err)
+	}
 	e.del(late)
 	e.del(never)
 }

@@ -71,7 +71,7 @@ func waitForPolicy(inv *command) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 	defer cancel()
-	name := policywait.StatusFile(inv.Pod.Namespace, inv.Pod.Pod, inv.Args.IfName)
+	name := policywait.StatusFile(inv.Pod.Namespace, inv.Pod.Pod, policywait.KubernetesEndpoint)
 	if err := policywait.Wait(ctx, inv.Conf.EndpointStatusDir, name); err != nil {
 		inv.Log.Warn("timed out waiting for Felix to program the endpoint's policy; the pod starts anyway",
 			"dir", inv.Conf.EndpointStatusDir, "file", name, "err", err, "waited", time.Since(start))
