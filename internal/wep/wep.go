@@ -125,14 +125,23 @@ func Clear(ctx context.Context, api API, namespace, pod, containerID string) err
 	if err != nil {
 		return err
 	}
-	err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
-	switch {
-	case err == nil, errors.Is(err, kube.ErrNotFound):
-		return nil
-	case !errors.Is(err, kube.ErrInvalid):
+	if failed, err := guarded(api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)); !failed || err != nil {
 		return err
 	}
 	return clearUnowned(ctx, api, namespace, pod)
+}
+
+// guarded reads the answer to a guarded JSON patch: failed is true when a
+// "test" op did not hold (422), and err is nil for that, for success and for
+// a pod that is gone (404).
+func guarded(patchErr error) (failed bool, err error) {
+	switch {
+	case patchErr == nil, errors.Is(patchErr, kube.ErrNotFound):
+		return false, nil
+	case errors.Is(patchErr, kube.ErrInvalid):
+		return true, nil
+	}
+	return false, patchErr
 }
 
 // unownedClearAttempts bounds the read-and-patch rounds of clearUnowned
@@ -157,11 +166,7 @@ func clearUnowned(ctx context.Context, api API, namespace, pod string) error {
 		if err != nil {
 			return err
 		}
-		err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
-		switch {
-		case err == nil, errors.Is(err, kube.ErrNotFound):
-			return nil
-		case !errors.Is(err, kube.ErrInvalid):
+		if changed, err := guarded(api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)); !changed || err != nil {
 			return err
 		}
 	}
@@ -176,11 +181,7 @@ func Reassert(ctx context.Context, api API, namespace, pod, podIP, podIPs, conta
 		if err != nil {
 			return err
 		}
-		err = api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)
-		switch {
-		case err == nil, errors.Is(err, kube.ErrNotFound):
-			return nil
-		case !errors.Is(err, kube.ErrInvalid):
+		if failed, err := guarded(api.PatchPodStatus(ctx, namespace, pod, kube.JSONPatch, patch)); !failed || err != nil {
 			return err
 		}
 	}

@@ -163,7 +163,36 @@ func TestInstallFilesModesContents(t *testing.T) {
 // The installed plugin works with what install-cni wrote.
 func TestInstalledPluginWorks(t *testing.T) {
 	h := newHost(t)
-	tmpl, _ := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
+	h.leasesIn(t)
+	if out, err := h.install(); err != nil {
+		t.Fatalf("install-cni: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	if _, err := suite.CP.CreatePod(ctx, "inst", "web", node); err != nil {
+		t.Fatal(err)
+	}
+	netns := harness.NewNetNST(t, "inst")
+	if out, err := h.cnitool("add", netns, "inst", "web"); err != nil || !strings.Contains(out, "10.230.0.") {
+		t.Fatalf("cnitool add with the installed files: %v\n%s", err, out)
+	}
+	p, err := suite.CP.Admin.CoreV1().Pods("inst").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil || !strings.HasPrefix(p.Annotations["cni.projectcalico.org/podIP"], "10.230.0.") {
+		t.Errorf("annotations: %v %v", p.Annotations, err)
+	}
+	if out, err := h.cnitool("del", netns, "inst", "web"); err != nil {
+		t.Errorf("cnitool del: %v\n%s", err, out)
+	}
+}
+
+// leasesIn makes the installed conflist (the image's template) keep
+// host-local's leases and the plugins' state in a test directory, which it
+// returns, and log under the host root.
+func (h *host) leasesIn(t *testing.T) string {
+	t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	leases := t.TempDir()
 	conf, err := harness.TemplateWith(tmpl, map[string]any{"state_dir": filepath.Join(leases, "state")},
 		map[string]any{"dataDir": leases})
@@ -173,33 +202,19 @@ func TestInstalledPluginWorks(t *testing.T) {
 	h.env["CNI_NETWORK_CONFIG"] = conf
 	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
 	h.env["LOG_FILE_PATH"] = filepath.Join(h.root, "cni.log")
-	if out, err := h.install(); err != nil {
-		t.Fatalf("install-cni: %v\n%s", err, out)
-	}
-	ctx := context.Background()
-	if _, err := suite.CP.CreatePod(ctx, "inst", "web", node); err != nil {
-		t.Fatal(err)
-	}
-	netns := harness.NewNetNST(t, "inst")
-	cnitool := func(verb string) (string, error) {
-		cmd := exec.Command(filepath.Join(suite.BinDir, "cnitool"), verb, "k8s-pod-network", netns.Path)
-		cmd.Env = append(os.Environ(), "NETCONFPATH="+h.path("etc/cni/net.d"), "CNI_PATH="+h.path("opt/cni/bin"),
-			"CNI_ARGS=K8S_POD_NAMESPACE=inst;K8S_POD_NAME=web")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := suite.CP.Run(cmd)
-		return out.String(), err
-	}
-	if out, err := cnitool("add"); err != nil || !strings.Contains(out, "10.230.0.") {
-		t.Fatalf("cnitool add with the installed files: %v\n%s", err, out)
-	}
-	p, err := suite.CP.Admin.CoreV1().Pods("inst").Get(ctx, "web", metav1.GetOptions{})
-	if err != nil || !strings.HasPrefix(p.Annotations["cni.projectcalico.org/podIP"], "10.230.0.") {
-		t.Errorf("annotations: %v %v", p.Annotations, err)
-	}
-	if out, err := cnitool("del"); err != nil {
-		t.Errorf("cnitool del: %v\n%s", err, out)
-	}
+	return leases
+}
+
+// cnitool runs the real cnitool in the node namespace with the conflist and
+// binaries installed under the host root, for one pod.
+func (h *host) cnitool(verb string, netns *harness.NetNS, namespace, pod string) (string, error) {
+	cmd := exec.Command(filepath.Join(suite.BinDir, "cnitool"), verb, "k8s-pod-network", netns.Path)
+	cmd.Env = append(os.Environ(), "NETCONFPATH="+h.path("etc/cni/net.d"), "CNI_PATH="+h.path("opt/cni/bin"),
+		"CNI_ARGS=K8S_POD_NAMESPACE="+namespace+";K8S_POD_NAME="+pod)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := suite.CP.Run(cmd)
+	return out.String(), err
 }
 
 func TestBadEnvironmentWritesNothing(t *testing.T) {
@@ -342,7 +357,6 @@ func TestAtomicWrites(t *testing.T) {
 // Node's status (1.1.0 only where its results are accepted), and
 // CNI_CONF_VERSION overrides it.
 func TestConfVersionFollowsRuntime(t *testing.T) {
-	ctx := context.Background()
 	for _, c := range []struct{ runtime, override, want string }{
 		{"containerd://2.0.1", "", "1.1.0"},
 		{"containerd://1.6.20~ds1", "", "1.0.0"},
@@ -351,14 +365,7 @@ func TestConfVersionFollowsRuntime(t *testing.T) {
 		{"containerd://1.7.27", "1.1.0", "1.1.0"},
 		{"containerd://2.0.1", "1.0.0", "1.0.0"},
 	} {
-		nd, err := suite.CP.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.Status.NodeInfo.ContainerRuntimeVersion = c.runtime
-		if _, err := suite.CP.Admin.CoreV1().Nodes().UpdateStatus(ctx, nd, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		setRuntime(t, c.runtime)
 		h := newHost(t)
 		if c.override != "" {
 			h.env["CNI_CONF_VERSION"] = c.override
@@ -366,15 +373,8 @@ func TestConfVersionFollowsRuntime(t *testing.T) {
 		if out, err := h.install(); err != nil {
 			t.Fatalf("install-cni: %v\n%s", err, out)
 		}
-		var list struct {
-			CNIVersion string `json:"cniVersion"`
-		}
-		b, _ := os.ReadFile(h.path("etc/cni/net.d/10-calico.conflist"))
-		if err := json.Unmarshal(b, &list); err != nil || list.CNIVersion != c.want {
-			t.Errorf("runtime %q, CNI_CONF_VERSION %q: cniVersion %q, want %s (%v)", c.runtime, c.override, list.CNIVersion, c.want, err)
+		if got := cniVersion(h.path("etc/cni/net.d/10-calico.conflist")); got != c.want {
+			t.Errorf("runtime %q, CNI_CONF_VERSION %q: cniVersion %q, want %s", c.runtime, c.override, got, c.want)
 		}
 	}
-	nd, _ := suite.CP.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	nd.Status.NodeInfo.ContainerRuntimeVersion = ""
-	_, _ = suite.CP.Admin.CoreV1().Nodes().UpdateStatus(ctx, nd, metav1.UpdateOptions{})
 }

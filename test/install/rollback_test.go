@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -51,16 +50,7 @@ func TestStoppedSidecarLeavesRollbackConflist(t *testing.T) {
 	})
 
 	h := newHost(t)
-	tmpl, _ := os.ReadFile(filepath.Join(rootfs, "etc/kdd-cni/10-calico.conflist.template"))
-	leases := t.TempDir()
-	conf, err := harness.TemplateWith(tmpl, map[string]any{"state_dir": filepath.Join(leases, "state")},
-		map[string]any{"dataDir": leases})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.env["CNI_NETWORK_CONFIG"] = conf
-	delete(h.env, "CNI_NETWORK_CONFIG_FILE")
-	h.env["LOG_FILE_PATH"] = filepath.Join(h.root, "cni.log")
+	leases := h.leasesIn(t)
 	conflist := h.path("etc/cni/net.d/10-calico.conflist")
 	s := startSidecar(t, h)
 	waitFor(t, "the 1.1.0 conflist", func() bool { return cniVersion(conflist) == "1.1.0" })
@@ -70,15 +60,7 @@ func TestStoppedSidecarLeavesRollbackConflist(t *testing.T) {
 		t.Fatal(err)
 	}
 	netns := harness.NewNetNST(t, "rollback")
-	cnitool := func(verb string) (string, error) {
-		cmd := exec.Command(filepath.Join(suite.BinDir, "cnitool"), verb, "k8s-pod-network", netns.Path)
-		cmd.Env = append(os.Environ(), "NETCONFPATH="+h.path("etc/cni/net.d"), "CNI_PATH="+h.path("opt/cni/bin"),
-			"CNI_ARGS=K8S_POD_NAMESPACE=rollback;K8S_POD_NAME=web")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := suite.CP.Run(cmd)
-		return out.String(), err
-	}
+	cnitool := func(verb string) (string, error) { return h.cnitool(verb, netns, "rollback", "web") }
 	if out, err := cnitool("add"); err != nil || !strings.Contains(out, `"cniVersion": "1.1.0"`) {
 		t.Fatalf("kdd-cni ADD through the 1.1.0 conflist: %v\n%s", err, out)
 	}
