@@ -166,6 +166,11 @@ func TestBadInput(t *testing.T) {
 			defer delete(e.extra, "readiness_gates")
 			return e.conf()
 		}, "", "readiness"},
+		{"negative policy setup timeout", e, func() []byte {
+			e.extra["policy_setup_timeout_seconds"] = -1
+			defer delete(e.extra, "policy_setup_timeout_seconds")
+			return e.conf()
+		}, "", "policy_setup_timeout_seconds"},
 		{"no ipam type", e, func() []byte {
 			delete(e.ipam, "type")
 			defer func() { e.ipam["type"] = "host-local" }()
