@@ -315,7 +315,7 @@ func TestPolicySetupWait(t *testing.T) {
 		_ = os.WriteFile(filepath.Join(dir, policywait.StatusFile(e.ns, other.name, "eth0")), []byte(`{"status":"up"}`), 0o644)
 	}()
 	onNet1 := func(cmd string) harness.CNIResult {
-		c := cniCall(e, other, cmd, e.conf(), fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s", e.ns, other.name, other.containerID))
+		c := cniCall(e, other, cmd, e.conf(), e.cniArgs(other))
 		c.IfName = "net1"
 		return cluster.RunCNI(context.Background(), c)
 	}
@@ -408,7 +408,7 @@ func TestKubeconfigContextFromEnvironment(t *testing.T) {
 	}
 	e.extra["kubernetes"] = map[string]any{"kubeconfig": path}
 	call := func(p *pod, env ...string) harness.CNIResult {
-		c := cniCall(e, p, "ADD", e.conf(), fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s", e.ns, p.name, p.containerID))
+		c := cniCall(e, p, "ADD", e.conf(), e.cniArgs(p))
 		c.Env = env
 		return cluster.RunCNI(context.Background(), c)
 	}

@@ -121,6 +121,14 @@ func TestAddErrorPathsLeaveNothing(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
 	noCIDR := newEnv(t)
+	// withKey is e's configuration with one more top-level key.
+	withKey := func(key string, v any) func() []byte {
+		return func() []byte {
+			e.extra[key] = v
+			defer delete(e.extra, key)
+			return e.conf()
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		env  *env
@@ -140,37 +148,21 @@ func TestBadInput(t *testing.T) {
 		{"node does not exist", e, func() []byte {
 			return []byte(strings.Replace(string(e.conf()), `"nodename":"`+e.node+`"`, `"nodename":"no-such-node"`, 1))
 		}, "", `node "no-such-node"`},
-		{"policy type other than k8s", e, func() []byte {
-			e.extra["policy"] = map[string]any{"type": "calico"}
-			defer delete(e.extra, "policy")
-			return e.conf()
-		}, "", `unsupported policy.type "calico"`},
+		{"policy type other than k8s", e, withKey("policy", map[string]any{"type": "calico"}), "", `unsupported policy.type "calico"`},
 		{"empty name", e, func() []byte {
 			return []byte(strings.Replace(string(e.conf()), `"name":"`+networkName+`"`, `"name":""`, 1))
 		}, "", "name"},
 		{"empty cniVersion", e, func() []byte {
 			return []byte(strings.Replace(string(e.conf()), `"cniVersion":"1.1.0"`, `"cniVersion":""`, 1))
 		}, "", "incompatible CNI versions"},
-		{"negative num queues", e, func() []byte {
-			e.extra["num_queues"] = -1
-			defer delete(e.extra, "num_queues")
-			return e.conf()
-		}, "", "num_queues"},
+		{"negative num queues", e, withKey("num_queues", -1), "", "num_queues"},
 		{"ipam route without dst", e, func() []byte {
 			e.ipam["routes"] = []any{map[string]any{"gw": "10.1.2.3"}}
 			defer delete(e.ipam, "routes")
 			return e.conf()
 		}, "", "dst"},
-		{"readiness gate not http", e, func() []byte {
-			e.extra["readiness_gates"] = []any{"file:///tmp/ready"}
-			defer delete(e.extra, "readiness_gates")
-			return e.conf()
-		}, "", "readiness"},
-		{"negative policy setup timeout", e, func() []byte {
-			e.extra["policy_setup_timeout_seconds"] = -1
-			defer delete(e.extra, "policy_setup_timeout_seconds")
-			return e.conf()
-		}, "", "policy_setup_timeout_seconds"},
+		{"readiness gate not http", e, withKey("readiness_gates", []any{"file:///tmp/ready"}), "", "readiness"},
+		{"negative policy setup timeout", e, withKey("policy_setup_timeout_seconds", -1), "", "policy_setup_timeout_seconds"},
 		{"no ipam type", e, func() []byte {
 			delete(e.ipam, "type")
 			defer func() { e.ipam["type"] = "host-local" }()

@@ -112,11 +112,16 @@ func (e *env) sandbox(name string) *pod {
 type cniResult = harness.CNIResult
 
 func (e *env) call(cmd string, p *pod, conf []byte) harness.CNIResult {
+	return cluster.RunCNI(context.Background(), cniCall(e, p, cmd, conf, e.cniArgs(p)))
+}
+
+// cniArgs is the CNI_ARGS a runtime passes for p (with its extraArgs).
+func (e *env) cniArgs(p *pod) string {
 	args := fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=abc", e.ns, p.name, p.containerID)
 	if p.extraArgs != "" {
 		args += ";" + p.extraArgs
 	}
-	return cluster.RunCNI(context.Background(), cniCall(e, p, cmd, conf, args))
+	return args
 }
 
 func cniCall(e *env, p *pod, cmd string, conf []byte, args string) harness.CNICall {

@@ -53,10 +53,11 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	families, err := podcidr.Symbols(stdin)
+	ipam, err := inv.IPAMConf()
 	if err != nil {
 		return err
 	}
+	families := ipam.Families()
 	if !families.Any() {
 		fmt.Fprintf(out, "datastore ok: apiserver %s\n", v)
 		return nil

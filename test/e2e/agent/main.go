@@ -73,16 +73,19 @@ func main() {
 
 // transfers adds the bounded data transfers and the connection holder.
 func transfers(mux *http.ServeMux) {
-	size := func(r *http.Request) (int64, error) {
-		return strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+	// sized handles a request whose n parameter is a byte or connection count.
+	sized := func(path string, h func(w http.ResponseWriter, r *http.Request, n int64)) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			h(w, r, n)
+		})
 	}
 	bulk := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
-	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
-		n, err := size(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	sized("/bytes", func(w http.ResponseWriter, _ *http.Request, n int64) {
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		_, _ = io.CopyN(w, zeros{}, n)
 	})
@@ -94,12 +97,7 @@ func transfers(mux *http.ServeMux) {
 		}
 		fmt.Fprint(w, n)
 	})
-	mux.HandleFunc("/pull", func(w http.ResponseWriter, r *http.Request) {
-		n, err := size(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	sized("/pull", func(w http.ResponseWriter, r *http.Request, n int64) {
 		start := time.Now()
 		resp, err := bulk.Get(fmt.Sprintf("http://%s/bytes?n=%d", r.URL.Query().Get("addr"), n))
 		if err != nil {
@@ -114,12 +112,7 @@ func transfers(mux *http.ServeMux) {
 		}
 		fmt.Fprintf(w, "%d %.6f", got, time.Since(start).Seconds())
 	})
-	mux.HandleFunc("/push", func(w http.ResponseWriter, r *http.Request) {
-		n, err := size(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	sized("/push", func(w http.ResponseWriter, r *http.Request, n int64) {
 		start := time.Now()
 		resp, err := bulk.Post("http://"+r.URL.Query().Get("addr")+"/sink", "application/octet-stream", io.LimitReader(zeros{}, n))
 		if err != nil {
@@ -134,12 +127,7 @@ func transfers(mux *http.ServeMux) {
 		}
 		fmt.Fprintf(w, "%s %.6f", bytes.TrimSpace(b), time.Since(start).Seconds())
 	})
-	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
-		n, err := size(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	sized("/hold", func(w http.ResponseWriter, r *http.Request, n int64) {
 		var held []net.Conn
 		defer func() {
 			for _, c := range held {
