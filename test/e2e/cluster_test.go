@@ -274,7 +274,7 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 	// Leak reclamation every 10 s, collecting what was stale for 30 s.
 	text := strings.NewReplacer("image: kdd-cni:dev", "image: "+kddImage,
 		"image: quay.io/calico/node:v3.31.0", "image: "+felixImage,
-		"  veth_mtu: \"1500\"\n", "  veth_mtu: \"1500\"\n  leak_reclaim_interval: 10s\n  leak_reclaim_grace: 30s\n").Replace(string(bundle))
+		"  veth_mtu: \"\"\n", "  veth_mtu: \"\"\n  leak_reclaim_interval: 10s\n  leak_reclaim_grace: 30s\n").Replace(string(bundle))
 	for k, v := range calicoKeys {
 		b, err := json.Marshal(v)
 		if err != nil {

@@ -39,6 +39,7 @@ func newHost(t *testing.T) *host {
 		"SLEEP":                     "false",
 		"SERVICEACCOUNT_TOKEN_FILE": filepath.Join(root, "own-token"),
 		"LEAK_RECLAIM_INTERVAL":     "0", // no runtime here (see the e2e)
+		"FLANNEL_SUBNET_FILE":       filepath.Join(root, "run/flannel/subnet.env"),
 	}}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kdd-cni/kdd-cni/install/internal/flannel"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
@@ -31,14 +32,21 @@ type Config struct {
 	UpdateBins  bool // UPDATE_CNI_BINARIES
 	Sleep       bool // SLEEP: stay running and keep the token fresh
 
-	MTU           int    // CNI_MTU
-	NodeName      string // KUBERNETES_NODE_NAME
-	DatastoreType string // DATASTORE_TYPE
-	LogLevel      string // LOG_LEVEL
-	LogFilePath   string // LOG_FILE_PATH
-	LogMaxSize    int    // LOG_FILE_MAX_SIZE (MB)
-	LogMaxAge     int    // LOG_FILE_MAX_AGE (days)
-	LogMaxCount   int    // LOG_FILE_MAX_COUNT
+	// MTU is CNI_MTU; when that is unset or empty, MTUFromFlannel is set
+	// and MTU is the fallback (1500) for a node without flannel.
+	MTU            int
+	MTUFromFlannel bool
+	// FlannelSubnetFile is flanneld's subnet.env as mounted here
+	// (FLANNEL_SUBNET_FILE, default /run/flannel/subnet.env): its
+	// FLANNEL_MTU is the pods' MTU when CNI_MTU is not set.
+	FlannelSubnetFile string
+	NodeName          string // KUBERNETES_NODE_NAME
+	DatastoreType     string // DATASTORE_TYPE
+	LogLevel          string // LOG_LEVEL
+	LogFilePath       string // LOG_FILE_PATH
+	LogMaxSize        int    // LOG_FILE_MAX_SIZE (MB)
+	LogMaxAge         int    // LOG_FILE_MAX_AGE (days)
+	LogMaxCount       int    // LOG_FILE_MAX_COUNT
 
 	// API server address written into the CNI kubeconfig; empty host means
 	// the installer's own client's server.
@@ -184,6 +192,8 @@ func read(r *reader) *Config {
 			c.SkipBins[b] = true
 		}
 	}
+	c.MTUFromFlannel = strings.TrimSpace(r.getenv("CNI_MTU")) == ""
+	c.FlannelSubnetFile = r.str("FLANNEL_SUBNET_FILE", flannel.DefaultSubnetFile)
 	c.PodName = r.str("POD_NAME", "")
 	c.MetricsBindAddress = r.str("METRICS_BIND_ADDRESS", "")
 	if port := r.str("METRICS_PORT", ""); c.MetricsBindAddress == "" && port != "" {
@@ -240,6 +250,9 @@ func (c *Config) check(r *reader) {
 	}
 	if e := c.RuntimeEndpoint; !strings.HasPrefix(e, "unix://") && !strings.HasPrefix(e, "/") {
 		r.fail("invalid CONTAINER_RUNTIME_ENDPOINT=%q: want unix:///path/to.sock", e)
+	}
+	if !filepath.IsAbs(c.FlannelSubnetFile) {
+		r.fail("invalid FLANNEL_SUBNET_FILE=%q: want an absolute path", c.FlannelSubnetFile)
 	}
 	if !filepath.IsAbs(c.NetDir) {
 		r.fail("invalid CNI_NET_DIR=%q: want an absolute path", c.NetDir)

@@ -29,8 +29,19 @@ func TestDefaults(t *testing.T) {
 		c.NodeName != "host-1" || c.Namespace != "kube-system" || c.ServiceAccount != DefaultServiceAccount ||
 		c.TokenTTL != 24*time.Hour || c.KubeconfigHostPath() != "/etc/cni/net.d/calico-kubeconfig" || c.Server() != "" ||
 		c.MetricsBindAddress != "" || c.RuntimeEndpoint != "unix:///run/containerd/containerd.sock" ||
-		c.ReclaimInterval != 5*time.Minute || c.ReclaimGrace != 2*time.Minute {
+		c.ReclaimInterval != 5*time.Minute || c.ReclaimGrace != 2*time.Minute ||
+		!c.MTUFromFlannel || c.FlannelSubnetFile != "/run/flannel/subnet.env" {
 		t.Errorf("defaults: %+v", c)
+	}
+	// CNI_MTU set, even to 0 (the host's), overrides flannel's MTU.
+	for _, v := range []string{"1400", "0"} {
+		if c, err := load(map[string]string{"CNI_MTU": v}); err != nil || c.MTUFromFlannel {
+			t.Errorf("CNI_MTU=%s: MTUFromFlannel %v, %v", v, c.MTUFromFlannel, err)
+		}
+	}
+	if _, err := load(map[string]string{"FLANNEL_SUBNET_FILE": "run/flannel/subnet.env"}); err == nil ||
+		!strings.Contains(err.Error(), "FLANNEL_SUBNET_FILE") {
+		t.Errorf("relative FLANNEL_SUBNET_FILE: %v", err)
 	}
 	c, _ = load(map[string]string{"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443",
 		"SKIP_CNI_BINARIES": "portmap, loopback", "CNI_NETWORK_CONFIG": `{"name":"y","type":"calico"}`})

@@ -54,6 +54,13 @@ type Installer struct {
 	// bytes.
 	written  string
 	conflist []byte
+	// mtu is the pods' MTU in the conflist written last, mtuSource where
+	// it came from (podMTU).
+	mtu       int
+	mtuSource string
+	mtuErr    string // the subnet file's last error, said once
+	// shadowing names the conflists last found to sort before ours.
+	shadowing string
 	// Sandboxes lists the runtime's pod sandboxes (nil: over CRI at
 	// CONTAINER_RUNTIME_ENDPOINT).
 	Sandboxes func(context.Context) ([]cri.Sandbox, error)
@@ -92,6 +99,7 @@ func (in *Installer) Run(ctx context.Context) error {
 	if err := in.removeOldConf(); err != nil {
 		return err
 	}
+	in.warnShadowed()
 	in.Log.Info("installed", "conflist", filepath.Join(in.Cfg.HostNetDir(), in.Cfg.ConfName), "tokenExpiry", expiry)
 	if !in.Cfg.Sleep {
 		return nil
@@ -121,7 +129,8 @@ func (in *Installer) Validate() error {
 	if server == "" {
 		server = api.Server()
 	}
-	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), "validation-token")
+	mtu, _ := in.podMTU()
+	conflist, err := render.Conflist(in.Cfg.Template, in.values(server, mtu), "validation-token")
 	if err == nil {
 		conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion)
 	}
@@ -222,7 +231,8 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if err := atomicfile.Write(filepath.Join(netDir, config.KubeconfigName), kc, 0o600); err != nil {
 		return time.Time{}, err
 	}
-	conflist, err := render.Conflist(in.Cfg.Template, render.Values(in.Cfg, server), token)
+	mtu, source := in.podMTU()
+	conflist, err := render.Conflist(in.Cfg.Template, in.values(server, mtu), token)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -233,12 +243,16 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	if _, err := confcheck.Conflist(conflist, confcheck.Env()); err != nil {
 		return time.Time{}, fmt.Errorf("refusing to write the conflist: %w", err)
 	}
+	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
+		return time.Time{}, err
+	}
 	if version != in.written {
 		in.Log.Info("conflist cniVersion", "cniVersion", version, "why", why)
 		in.written = version
 	}
-	if err := atomicfile.Write(filepath.Join(netDir, in.Cfg.ConfName), conflist, 0o600); err != nil {
-		return time.Time{}, err
+	if mtu != in.mtu || source != in.mtuSource {
+		in.Log.Info("pod MTU", "mtu", mtu, "from", source)
+		in.mtu, in.mtuSource = mtu, source
 	}
 	in.conflist = conflist
 	in.seen.set(node, pluginConf(conflist), expiry)

@@ -44,7 +44,9 @@ const nodeCheckEvery = 15 * time.Second
 // journal of annotation clears the plugin could not send; re-mint the CNI
 // token on schedule, at once when the installer's own service-account token
 // changes (e.g. signing-key rotation), and when the node's Node object was
-// re-created, retrying with backoff. A failed refresh leaves the previous
+// re-created, retrying with backoff; rewrite the conflist when flannel's
+// MTU changes (CNI_MTU unset); warn when another network's configuration
+// comes to sort before ours. A failed refresh leaves the previous
 // files in place: they are only ever replaced whole. When it stops, it
 // leaves a conflist Calico's binary accepts (LeaveRollbackConflist).
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
@@ -89,8 +91,11 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 				own, reason = d, "own service-account token changed"
 			} else if !time.Now().Before(next) {
 				reason = "scheduled"
+			} else if in.mtuChanged() {
+				reason = "pod MTU changed"
 			} else if time.Now().After(nodeCheck) {
 				nodeCheck = time.Now().Add(nodeCheckEvery)
+				in.warnShadowed()
 				if in.nodeRecreated(ctx) {
 					reason = "node re-created"
 				}
