@@ -30,7 +30,7 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./internal/netconf:FuzzLoad ./internal/netconf:FuzzParseIdentity \
                 ./internal/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
-.PHONY: calico calico-crds e2e netpol k8s-conformance anp bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
+.PHONY: calico calico-crds e2e netpol k8s-conformance anp flannel bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
 	@echo "make demo    set up everything and run the local demo on a real control plane (root)"
@@ -40,6 +40,7 @@ help:
 	@echo "make bench   benchmarks vs the ptp + host-local baseline, results/ (root)"
 	@echo "make faults  the long fault-injection run, 1000 cycles (root)"
 	@echo "make k8s-conformance  Kubernetes' sig-network Conformance specs on a two-node cluster (root)"
+	@echo "make flannel  the kubeadm + flannel install (VXLAN, host-gw) on a two-node cluster (root)"
 
 build: ours third-party
 
@@ -101,6 +102,7 @@ test: deps vet build image-rootfs tools fuzz
 	$(MAKE) --no-print-directory netpol
 	$(MAKE) --no-print-directory k8s-conformance
 	$(MAKE) --no-print-directory anp
+	$(MAKE) --no-print-directory flannel
 
 demo: deps build image-rootfs tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) go run ./test/demo
@@ -120,11 +122,11 @@ calico: deps build tools
 E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS)) \
-		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance|TestAdminNetworkPolicySuite' ./test/e2e
+		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance|TestAdminNetworkPolicySuite|TestFlannelInstall' ./test/e2e
 
 # Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).
 netpol: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost netpol.test) \
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost netpol.test flanneld flannel-install-conf kube-flannel.yml) \
 		$(GOTEST) -v -timeout 60m -run TestNetworkPolicySuite ./test/e2e
 
 # Kubernetes' sig-network Conformance specs (all 47) on a two-node kdd-cni
@@ -138,6 +140,12 @@ k8s-conformance: deps build image-rootfs
 anp: deps build image-rootfs
 	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost anp.test) \
 		$(GOTEST) -v -timeout 60m -run TestAdminNetworkPolicySuite ./test/e2e
+
+# The seeds' "kubeadm + flannel" install: kdd-cni's manifest, then flannel
+# v0.28.10's (VXLAN, then host-gw) routing two nodes, with Felix (root).
+flannel: deps build image-rootfs
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) flanneld flannel-install-conf kube-flannel.yml) \
+		$(GOTEST) -v -timeout 30m -run TestFlannelInstall ./test/e2e
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools

@@ -113,6 +113,13 @@ type clusterNode struct {
 // numbered from first, with the image archives imported, and routes the
 // podCIDRs between them. No CNI yet: install does that.
 func newCluster(t *testing.T, nodes []clusterNode, first int, archives ...string) *cluster {
+	c := startCluster(t, nodes, first, archives...)
+	c.routeBetweenNodes(true)
+	return c
+}
+
+// startCluster starts the nodes with no routes between them.
+func startCluster(t *testing.T, nodes []clusterNode, first int, archives ...string) *cluster {
 	c := &cluster{t: t}
 	t.Cleanup(c.uninstall) // last: after the nodes are gone
 	for i, cn := range nodes {
@@ -123,15 +130,14 @@ func newCluster(t *testing.T, nodes []clusterNode, first int, archives ...string
 		t.Cleanup(h.Close) // after the node's own cleanup (LIFO)
 		c.nodes = append(c.nodes, startHostNode(t, h, cn.ipv6Primary, archives...))
 	}
-	c.routeBetweenNodes()
 	return c
 }
 
 // routeBetweenNodes is the "user-supplied networking" of a policy-only
-// install: each node routes the other's podCIDR via the other node, and
-// the network's router (the bridge's gateway, where the test probes from)
-// routes both.
-func (c *cluster) routeBetweenNodes() {
+// install: with nodes, each node routes the other's podCIDR via the other
+// node; and the network's router (the bridge's gateway, where the test
+// probes from, which forwards nothing between the nodes) routes both.
+func (c *cluster) routeBetweenNodes(nodes bool) {
 	for _, n := range c.nodes {
 		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
 		if err != nil {
@@ -139,7 +145,7 @@ func (c *cluster) routeBetweenNodes() {
 		}
 		for _, cidr := range nd.Spec.PodCIDRs {
 			for _, other := range c.nodes {
-				if other != n {
+				if nodes && other != n {
 					if err := other.host.RouteVia(cidr, n.host.IP); err != nil {
 						c.t.Fatal(err)
 					}
@@ -306,10 +312,13 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 }
 
 // waitDaemonSet waits until the DaemonSet runs image, ready, on every node.
-func (c *cluster) waitDaemonSet(name, image string) {
+func (c *cluster) waitDaemonSet(name, image string) { c.waitDaemonSetIn("kube-system", name, image) }
+
+// waitDaemonSetIn is waitDaemonSet for a DaemonSet in namespace ns.
+func (c *cluster) waitDaemonSetIn(ns, name, image string) {
 	var last string
 	c.nodes[0].waitFor("DaemonSet "+name+" rolled out with "+image, 180*time.Second, func() bool {
-		ds, err := cp.Admin.AppsV1().DaemonSets("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+		ds, err := cp.Admin.AppsV1().DaemonSets(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return false
 		}

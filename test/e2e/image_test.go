@@ -81,9 +81,10 @@ export FELIX_DebugSkipCTLBCleanup=true
 exec /usr/bin/calico-felix
 `
 
-// buildFelixImage packs calico-felix with the netfilter tools it execs
-// (iptables nft and legacy, ipset) and their libraries from this machine.
-func buildFelixImage(dir, calico string) (string, error) {
+// netfilterFiles are the netfilter tools Felix and flanneld exec (iptables
+// nft and legacy, ipset) with their libraries from this machine, iptables
+// naming the nft variant as on this machine.
+func netfilterFiles() ([]harness.ImageFile, error) {
 	files, err := harness.HostFiles("/bin/sh", "/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi",
 		"/usr/sbin/iptables-nft", "/usr/sbin/iptables-nft-save", "/usr/sbin/iptables-nft-restore",
 		"/usr/sbin/ip6tables-nft", "/usr/sbin/ip6tables-nft-save", "/usr/sbin/ip6tables-nft-restore",
@@ -93,15 +94,24 @@ func buildFelixImage(dir, calico string) (string, error) {
 		// ipset and iptables name protocols and ports ("10.0.0.1,tcp:80").
 		"/etc/protocols", "/etc/services")
 	if err != nil {
+		return nil, err
+	}
+	for _, l := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		files = append(files, harness.ImageFile{Path: "/usr/sbin/" + l, Link: "iptables-nft" + strings.TrimPrefix(l, "iptables")})
+		files = append(files, harness.ImageFile{Path: "/usr/sbin/ip6" + l, Link: "ip6tables-nft" + strings.TrimPrefix(l, "iptables")})
+	}
+	return files, nil
+}
+
+// buildFelixImage packs calico-felix with the netfilter tools it execs.
+func buildFelixImage(dir, calico string) (string, error) {
+	files, err := netfilterFiles()
+	if err != nil {
 		return "", err
 	}
 	felix, err := os.ReadFile(filepath.Join(calico, "calico-felix"))
 	if err != nil {
 		return "", err
-	}
-	for _, l := range []string{"iptables", "iptables-save", "iptables-restore"} {
-		files = append(files, harness.ImageFile{Path: "/usr/sbin/" + l, Link: "iptables-nft" + strings.TrimPrefix(l, "iptables")})
-		files = append(files, harness.ImageFile{Path: "/usr/sbin/ip6" + l, Link: "ip6tables-nft" + strings.TrimPrefix(l, "iptables")})
 	}
 	files = append(files,
 		harness.ImageFile{Path: "/usr/bin/calico-felix", Mode: 0o755, Data: felix},

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -29,9 +28,11 @@ const (
 // installed from the manifests as TestTwoNodeInstall does: kdd-cni as the
 // CNI and Calico's Felix enforcing, plus kube-proxy (the specs probe
 // Service ClusterIPs) and pods/exec from the apiserver to the kubelet (the
-// probes are `agnhost connect` execs). Twice: with the shipped conflist,
-// and with ADD waiting for Felix's policy (policy_setup_timeout_seconds).
-// `make netpol`.
+// probes are `agnhost connect` execs). Twice: with the shipped conflist on
+// one node; and on two nodes routed by flannel's VXLAN backend (the seeds'
+// "kubeadm + flannel" install, TestFlannelInstall), so the specs' pods
+// talk across nodes through flannel, with ADD waiting for Felix's policy
+// (policy_setup_timeout_seconds). `make netpol`.
 func TestNetworkPolicySuite(t *testing.T) {
 	harness.RequireRoot(t)
 	tools, err := harness.ToolsDir()
@@ -39,14 +40,18 @@ func TestNetworkPolicySuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	suite := filepath.Join(tools, "netpol.test")
-	for _, b := range []string{suite, filepath.Join(tools, "agnhost"), filepath.Join(tools, "kube-proxy")} {
-		if !exists(b) {
-			t.Fatalf("%s is missing: test/tools/build.sh kube-proxy agnhost netpol.test (make netpol does)", b)
+	for _, b := range []string{"netpol.test", "agnhost", "kube-proxy", "flanneld", "flannel-install-conf", "kube-flannel.yml"} {
+		if !exists(filepath.Join(tools, b)) {
+			t.Fatalf("%s is missing: test/tools/build.sh kube-proxy agnhost netpol.test flanneld flannel-install-conf kube-flannel.yml (make netpol does)", b)
 		}
 	}
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
 	agnArchive, err := testImages(work, tools, agnhostImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flannelArchive, err := buildFlannelImage(work, tools)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,28 +61,35 @@ func TestNetworkPolicySuite(t *testing.T) {
 	// start (its RPF rule in the raw table takes the same action, and the
 	// kernel refuses REJECT there).
 	t.Run("shipped conflist", func(t *testing.T) {
-		runNetpolSuite(t, suite, newNetpolNode(t, 3, archives), nil, nil)
+		c := newCluster(t, []clusterNode{{name: "netpol-3"}}, 3, archives...)
+		c.startKubeProxies()
+		c.install(nil, nil)
+		runNetpolSuite(t, suite, c, false)
 	})
-	t.Run("policy_setup_timeout_seconds", func(t *testing.T) {
+	t.Run("policy_setup_timeout_seconds, two nodes over flannel VXLAN", func(t *testing.T) {
+		c := startCluster(t, []clusterNode{{name: "netpol-fl-a"}, {name: "netpol-fl-b"}}, 15, append(archives, flannelArchive)...)
+		c.routeBetweenNodes(false)
+		c.startKubeProxies()
 		// Felix writes endpoint status files where the plugin waits for them.
-		runNetpolSuite(t, suite, newNetpolNode(t, 4, archives),
-			map[string]string{"FELIX_ENDPOINTSTATUSPATHPREFIX": "/var/run/calico"},
+		c.install(map[string]string{"FELIX_ENDPOINTSTATUSPATHPREFIX": "/var/run/calico"},
 			map[string]any{"policy_setup_timeout_seconds": 10})
+		be := flannelBackend{name: "vxlan", mtu: 1450}
+		c.installFlannel(t, be, filepath.Join(tools, "kube-flannel.yml"))
+		c.assertFlannelNodes(t, be)
+		runNetpolSuite(t, suite, c, true)
 	})
 }
 
-// newNetpolNode is a one-node cluster with kube-proxy.
-func newNetpolNode(t *testing.T, index int, archives []string) *cluster {
-	c := newCluster(t, []clusterNode{{name: fmt.Sprintf("netpol-%d", index)}}, index, archives...)
+// startKubeProxies starts kube-proxy on every node.
+func (c *cluster) startKubeProxies() {
 	for _, n := range c.nodes {
 		n.startKubeProxy()
 	}
-	return c
 }
 
-// runNetpolSuite installs kdd-cni and Felix on c and runs the specs.
-func runNetpolSuite(t *testing.T, suite string, c *cluster, felixEnv map[string]string, calicoKeys map[string]any) {
-	c.install(felixEnv, calicoKeys)
+// runNetpolSuite runs the specs on c, installed; waited says the plugin
+// was set to wait for Felix's policy.
+func runNetpolSuite(t *testing.T, suite string, c *cluster, waited bool) {
 	start := time.Now()
 	log := filepath.Join(t.TempDir(), "netpol.log")
 	out, err := os.Create(log)
@@ -100,7 +112,7 @@ func runNetpolSuite(t *testing.T, suite string, c *cluster, felixEnv map[string]
 	}
 	for _, n := range c.nodes {
 		n.assertNothingLeft(t)
-		if calicoKeys["policy_setup_timeout_seconds"] != nil {
+		if waited {
 			assertWaitedForPolicy(t, n)
 		}
 	}

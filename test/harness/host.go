@@ -55,7 +55,7 @@ func (cp *ControlPlane) addClusterBridge() error {
 // mount namespace), so several Hosts on one machine never share files, and
 // the manifests use the standard paths unchanged.
 var HostPaths = []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/lib/kdd-cni", "/var/lib/cni",
-	"/var/lib/calico", "/var/run/calico", "/var/log/calico", "/var/log/pods", "/var/log/containers", "/run/containerd"}
+	"/var/lib/calico", "/var/run/calico", "/var/log/calico", "/var/log/pods", "/var/log/containers", "/run/containerd", "/run/flannel"}
 
 // Host is one machine of a cluster: its own network namespace (uplink on
 // the cluster bridge with an IPv4 and an IPv6 address, default routes via

@@ -11,6 +11,8 @@
 #             conformance.test (Kubernetes' sig-network e2e specs)
 #             coredns (CoreDNS with the plugins a cluster DNS uses)
 #             anp.test (the network-policy-api AdminNetworkPolicy conformance suite)
+#             flanneld, flannel-install-conf (flannel v0.28.10's daemon and its image's conflist installer)
+#             kube-flannel.yml (the same module's DaemonSet manifest, as users apply it)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +26,7 @@ key() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
 coredns_dir=$cache_root/coredns-$(cat "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go" | sha256sum | cut -c1-12)
+flannel_dir=$cache_root/flannel-$(key "$here/flannel")
 anp_dir=$cache_root/anp-$(cat "$here/anp/go.mod" "$here/anp/go.sum" "$here/anp/anp_test.go" | sha256sum | cut -c1-12)
 bin_dir=$cache_root/bin-$k8s_version-$etcd_version
 
@@ -84,6 +87,31 @@ for c in "${components[@]}"; do
 			echo "built anp.test in $((SECONDS - start))s" >&2
 		fi
 		ln -sfn "$anp_dir/anp.test" "$bin_dir/anp.test" ;;
+	flanneld)
+		# As flannel's image builds it: with cgo (its UDP backend's proxy
+		# is C), linked statically; netgo and osusergo keep glibc's NSS out.
+		if [ ! -x "$flannel_dir/flanneld" ]; then
+			mkdir -p "$flannel_dir"
+			echo "building flanneld (minutes cold)" >&2
+			start=$SECONDS
+			version=$(cd "$here/flannel" && go list -m -f '{{.Version}}' github.com/flannel-io/flannel)
+			(cd "$here/flannel" && CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+				-ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$version -extldflags -static" \
+				-o "$flannel_dir/.flanneld.tmp" github.com/flannel-io/flannel)
+			mv "$flannel_dir/.flanneld.tmp" "$flannel_dir/flanneld"
+			echo "built flanneld in $((SECONDS - start))s" >&2
+		fi
+		ln -sfn "$flannel_dir/flanneld" "$bin_dir/flanneld" ;;
+	flannel-install-conf) build "$flannel_dir" "$here/flannel" github.com/flannel-io/flannel/cmd/install_conf flannel-install-conf "-s -w"
+		ln -sfn "$flannel_dir/flannel-install-conf" "$bin_dir/flannel-install-conf" ;;
+	kube-flannel.yml)
+		if [ ! -f "$flannel_dir/kube-flannel.yml" ]; then
+			mkdir -p "$flannel_dir"
+			src=$(cd "$here/flannel" && go mod download -json github.com/flannel-io/flannel | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+			cp "$src/Documentation/kube-flannel.yml" "$flannel_dir/.kube-flannel.yml.tmp"
+			mv "$flannel_dir/.kube-flannel.yml.tmp" "$flannel_dir/kube-flannel.yml"
+		fi
+		ln -sfn "$flannel_dir/kube-flannel.yml" "$bin_dir/kube-flannel.yml" ;;
 	*) echo "unknown component $c" >&2; exit 2 ;;
 	esac
 done

@@ -14,6 +14,9 @@
 // pod), each answering "<bytes> <seconds>"; /hold?addr=HOST:PORT&n=N opens N
 // TCP connections to that address at once, keeps them all open, and answers
 // "connected <c> refused <r>".
+//
+// For MTU checks, /ping?addr=IP&size=N sends ICMP echoes of N-byte IPv4
+// packets with don't-fragment set and answers "ok", or why not (dfPing).
 package main
 
 import (
@@ -49,6 +52,14 @@ func main() {
 		}
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("/ping", func(w http.ResponseWriter, r *http.Request) {
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		if err := dfPing(r.URL.Query().Get("addr"), size, 3*time.Second); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
 	mux.HandleFunc("/first", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, first) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "hello from %s", host) })
 	// A new connection per probe: a kept-alive one would be an established
