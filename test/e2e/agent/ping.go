@@ -47,6 +47,9 @@ func dfPing(addr string, size int, timeout time.Duration) error {
 			return err
 		}
 		if err := syscall.Sendto(fd, b, 0, to); err != nil {
+			if seq > 1 { // the kernel learnt the path's MTU from the first: say how
+				err = fmt.Errorf("%w, after %w", err, last)
+			}
 			return fmt.Errorf("failed to send a %d-byte packet with don't-fragment to %s: %w", size, addr, err)
 		}
 		for wait := time.Now().Add(time.Second); time.Now().Before(wait); {
