@@ -418,40 +418,18 @@ func (c *cluster) policyAcrossNodes() {
 // probe each other without pause; none of those probes may fail.
 func (c *cluster) roll(t *testing.T) {
 	ctx := context.Background()
-	var probes, failures atomic.Int64
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, p := range [][2]string{{"a1", "b2"}, {"b2", "a1"}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				probes.Add(1)
-				if err := c.probe(p[0], p[1]); err != nil {
-					failures.Add(1)
-					firstFailure.CompareAndSwap(nil, err.Error())
-				}
-			}
-		}()
-	}
 	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"initContainers":[{"name":"install-cni","image":%q}],"containers":[{"name":"token-refresh","image":%q}]}}}}`, kddImage2, kddImage2)
 	start := time.Now()
-	if _, err := cp.Admin.AppsV1().DaemonSets("kube-system").Patch(ctx, "kdd-cni-node", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.waitDaemonSet("kdd-cni-node", kddImage2)
-	time.Sleep(time.Second) // probes after the roll too
-	close(stop)
-	wg.Wait()
-	t.Logf("roll: %s; %d pod-to-pod probes across nodes during it, %d failed", time.Since(start).Round(time.Millisecond), probes.Load(), failures.Load())
-	if failures.Load() > 0 {
-		t.Errorf("running pods lost their network during the roll: %d of %d probes failed, first: %v", failures.Load(), probes.Load(), firstFailure.Load())
+	s := c.probesDuring([][2]string{{"a1", "b2"}, {"b2", "a1"}}, func() {
+		if _, err := cp.Admin.AppsV1().DaemonSets("kube-system").Patch(ctx, "kdd-cni-node", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitDaemonSet("kdd-cni-node", kddImage2)
+		time.Sleep(time.Second) // probes after the roll too
+	})
+	t.Logf("roll: %s; %d pod-to-pod probes across nodes during it, %d failed", time.Since(start).Round(time.Millisecond), s.probes, s.failures)
+	if s.failures > 0 {
+		t.Errorf("running pods lost their network during the roll: %d of %d probes failed, first: %v", s.failures, s.probes, s.first)
 	}
 	pods, err := cp.Admin.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kdd-cni-node"})
 	if err != nil {
@@ -469,6 +447,42 @@ func (c *cluster) roll(t *testing.T) {
 	for _, n := range c.nodes {
 		n.deletePods([]string{"roll-" + n.name})
 	}
+}
+
+// probeStats counts the probes of probesDuring.
+type probeStats struct {
+	probes, failures int64
+	first            any // the first failure's error text
+}
+
+// probesDuring runs fn while, for each pair, the first pod probes the
+// second every 100 ms without pause, and counts those probes.
+func (c *cluster) probesDuring(pairs [][2]string, fn func()) probeStats {
+	var probes, failures atomic.Int64
+	var first atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range pairs {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				probes.Add(1)
+				if err := c.probe(p[0], p[1]); err != nil {
+					failures.Add(1)
+					first.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	func() {
+		defer func() { close(stop); wg.Wait() }() // also when fn fails the test
+		fn()
+	}()
+	return probeStats{probes.Load(), failures.Load(), first.Load()}
 }
 
 // drain cordons n and evicts its pods (DaemonSet pods stay), as kubectl

@@ -2,14 +2,11 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,7 +194,7 @@ func (c *cluster) assertFlannelNodes(t *testing.T, be flannelBackend) {
 		}
 		ours := filepath.Join(n.host.Root("/etc/cni/net.d"), "10-calico.conflist")
 		n.waitFor(fmt.Sprintf("our conflist with flannel's MTU %d", be.mtu), 30*time.Second, func() bool {
-			return conflistMTU(ours) == be.mtu
+			return harness.ConflistMTU(ours) == be.mtu
 		})
 		confs, err := filepath.Glob(filepath.Join(n.host.Root("/etc/cni/net.d"), "*.conflist"))
 		if err != nil || len(confs) != 2 || filepath.Base(confs[0]) != "10-calico.conflist" || filepath.Base(confs[1]) != "10-flannel.conflist" {
@@ -213,27 +210,8 @@ func (c *cluster) assertFlannelNodes(t *testing.T, be flannelBackend) {
 			}
 			return nil
 		})
-		t.Logf("%s: subnet.env %q; our conflist's MTU %d", n.name, strings.TrimSpace(string(b)), conflistMTU(ours))
+		t.Logf("%s: subnet.env %q; our conflist's MTU %d", n.name, strings.TrimSpace(string(b)), harness.ConflistMTU(ours))
 	}
-}
-
-// conflistMTU is the calico plugin's mtu in a conflist (-1: unreadable).
-func conflistMTU(path string) int {
-	var list struct {
-		Plugins []struct {
-			Type string `json:"type"`
-			MTU  int    `json:"mtu"`
-		} `json:"plugins"`
-	}
-	if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &list) != nil {
-		return -1
-	}
-	for _, p := range list.Plugins {
-		if p.Type == "calico" {
-			return p.MTU
-		}
-	}
-	return -1
 }
 
 // fullKddLogs is every kdd-cni container's whole log on the node.
@@ -372,44 +350,24 @@ func (c *cluster) restartFlanneld(t *testing.T, n *node) {
 		t.Fatalf("%s: want one flannel pod: %v", n.name, err)
 	}
 	old := pods.Items[0]
-	var probes, failures atomic.Int64
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, p := range [][2]string{{"a1", "b2"}, {"b2", "a1"}} {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				probes.Add(1)
-				if err := c.probe(p[0], p[1]); err != nil {
-					failures.Add(1)
-					firstFailure.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
 	start := time.Now()
-	if err := cp.Admin.CoreV1().Pods("kube-flannel").Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	n.waitFor("a new flannel pod Ready", 120*time.Second, func() bool {
-		l, err := cp.Admin.CoreV1().Pods("kube-flannel").List(ctx, metav1.ListOptions{LabelSelector: "app=flannel", FieldSelector: "spec.nodeName=" + n.name})
-		return err == nil && len(l.Items) == 1 && l.Items[0].UID != old.UID && ready(&l.Items[0])
+	s := c.probesDuring([][2]string{{"a1", "b2"}, {"b2", "a1"}}, func() {
+		if err := cp.Admin.CoreV1().Pods("kube-flannel").Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		n.waitFor("a new flannel pod Ready", 120*time.Second, func() bool {
+			l, err := cp.Admin.CoreV1().Pods("kube-flannel").List(ctx, metav1.ListOptions{LabelSelector: "app=flannel", FieldSelector: "spec.nodeName=" + n.name})
+			return err == nil && len(l.Items) == 1 && l.Items[0].UID != old.UID && ready(&l.Items[0])
+		})
+		time.Sleep(2 * time.Second) // probes after the restart too
 	})
-	time.Sleep(2 * time.Second) // probes after the restart too
-	close(stop)
-	wg.Wait()
 	t.Logf("%s: flanneld restarted in %s; %d pod-to-pod probes across nodes during it, %d failed",
-		n.name, time.Since(start).Round(time.Millisecond), probes.Load(), failures.Load())
-	if failures.Load() > 0 {
+		n.name, time.Since(start).Round(time.Millisecond), s.probes, s.failures)
+	if s.failures > 0 {
 		t.Errorf("running pods lost traffic while flanneld restarted on %s: %d of %d probes failed, first: %v",
-			n.name, failures.Load(), probes.Load(), firstFailure.Load())
+			n.name, s.failures, s.probes, s.first)
 	}
-	if probes.Load() == 0 {
+	if s.probes == 0 {
 		t.Error("no probe ran during the restart")
 	}
 }

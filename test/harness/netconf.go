@@ -3,6 +3,7 @@ package harness
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -79,4 +80,25 @@ func TemplateWith(tmpl []byte, calico, ipam map[string]any) (string, error) {
 		return "", err
 	}
 	return strings.Replace(string(b), `"`+mtuPlaceholder+`"`, mtuPlaceholder, 1), nil
+}
+
+// ConflistMTU is the calico plugin's `mtu` in the conflist at path (-1:
+// no such file, or no calico plugin in it).
+func ConflistMTU(path string) int {
+	var list struct {
+		Plugins []struct {
+			Type string `json:"type"`
+			MTU  int    `json:"mtu"`
+		} `json:"plugins"`
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &list) != nil {
+		return -1
+	}
+	for _, p := range list.Plugins {
+		if p.Type == "calico" {
+			return p.MTU
+		}
+	}
+	return -1
 }

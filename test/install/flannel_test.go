@@ -1,7 +1,6 @@
 package install
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,27 +9,8 @@ import (
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
-
-// conflistMTU reads the calico plugin's mtu from a conflist (-1: unreadable).
-func conflistMTU(path string) int {
-	var list struct {
-		Plugins []struct {
-			Type string `json:"type"`
-			MTU  int    `json:"mtu"`
-		} `json:"plugins"`
-	}
-	b, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(b, &list) != nil {
-		return -1
-	}
-	for _, p := range list.Plugins {
-		if p.Type == "calico" {
-			return p.MTU
-		}
-	}
-	return -1
-}
 
 // writeSubnetEnv writes flanneld's subnet.env as flanneld does: whole, by
 // rename.
@@ -55,10 +35,10 @@ func TestPodMTUFollowsFlannel(t *testing.T) {
 	h := newHost(t)
 	conflist := h.path("etc/cni/net.d/10-calico.conflist")
 	s := startSidecar(t, h)
-	waitFor(t, "the conflist with the default MTU", func() bool { return conflistMTU(conflist) == 1500 })
+	waitFor(t, "the conflist with the default MTU", func() bool { return harness.ConflistMTU(conflist) == 1500 })
 
 	h.writeSubnetEnv(t, "1450")
-	waitFor(t, "the conflist with flannel's VXLAN MTU", func() bool { return conflistMTU(conflist) == 1450 })
+	waitFor(t, "the conflist with flannel's VXLAN MTU", func() bool { return harness.ConflistMTU(conflist) == 1450 })
 	tokenWorks(t, h)
 	if !strings.Contains(s.out.String(), "mtu=1450") {
 		t.Errorf("the sidecar did not say where the MTU came from:\n%s", s.out)
@@ -66,7 +46,7 @@ func TestPodMTUFollowsFlannel(t *testing.T) {
 
 	h.writeSubnetEnv(t, "jumbo")
 	time.Sleep(3 * time.Second) // three polls
-	if got := conflistMTU(conflist); got != 1450 {
+	if got := harness.ConflistMTU(conflist); got != 1450 {
 		t.Errorf("a bad subnet.env changed the conflist's MTU to %d", got)
 	}
 	if n := strings.Count(s.out.String(), `FLANNEL_MTU=\"jumbo\"`); n != 1 {
@@ -74,7 +54,7 @@ func TestPodMTUFollowsFlannel(t *testing.T) {
 	}
 
 	h.writeSubnetEnv(t, "1500") // flannel's host-gw backend
-	waitFor(t, "the conflist with flannel's host-gw MTU", func() bool { return conflistMTU(conflist) == 1500 })
+	waitFor(t, "the conflist with flannel's host-gw MTU", func() bool { return harness.ConflistMTU(conflist) == 1500 })
 	s.stop(t, syscall.SIGTERM)
 
 	h.env["SLEEP"], h.env["CNI_MTU"] = "false", "1400"
@@ -82,7 +62,7 @@ func TestPodMTUFollowsFlannel(t *testing.T) {
 	if out, err := h.install(); err != nil {
 		t.Fatalf("install with CNI_MTU: %v\n%s", err, out)
 	}
-	if got := conflistMTU(conflist); got != 1400 {
+	if got := harness.ConflistMTU(conflist); got != 1400 {
 		t.Errorf("CNI_MTU=1400 with flannel's 1450: conflist MTU %d", got)
 	}
 }
