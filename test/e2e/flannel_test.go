@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +106,12 @@ func (c *cluster) flannelJourney(t *testing.T, be flannelBackend, manifest strin
 		n.assertPodNetworks(t, names) // kdd-cni networked them: lease, veth, WorkloadEndpoint
 	}
 	c.expect("across nodes over flannel", [][2]string{{"a1", "b1"}, {"b1", "a1"}, {"a2", "b2"}}, nil)
+	rules := map[*node][]string{}
+	for _, n := range c.nodes {
+		if rules[n] = n.flannelRules(t); len(rules[n]) == 0 {
+			t.Errorf("%s: no FLANNEL iptables rules", n.name)
+		}
+	}
 	t.Run("MTU", func(t *testing.T) { c.assertFlannelMTU(t, be, a, "a1", "b1") })
 	t.Run("Service ClusterIP across nodes", func(t *testing.T) { c.serviceAcrossNodes(t, "a1", "b1") })
 	c.policyAcrossNodes()
@@ -120,7 +128,30 @@ func (c *cluster) flannelJourney(t *testing.T, be flannelBackend, manifest strin
 	for _, n := range c.nodes {
 		n.assertNothingLeft(t)
 		c.assertFlannelRoutes(t, be, n) // and our DELs touched none of flannel's
+		if now := n.flannelRules(t); !slices.Equal(now, rules[n]) {
+			t.Errorf("%s: flannel's iptables rules changed:\nbefore %q\nafter  %q", n.name, rules[n], now)
+		}
 	}
+	t.Logf("%s: flannel's %d and %d iptables rules on the nodes unchanged", be.name, len(rules[a]), len(rules[b]))
+}
+
+// flannelRules are the node's iptables rules (every table) of flannel's
+// chains or jumping to them, sorted.
+func (n *node) flannelRules(t *testing.T) []string {
+	var dump strings.Builder
+	cmd := exec.Command("iptables-save")
+	cmd.Stdout = &dump
+	if err := n.host.Run(cmd); err != nil {
+		t.Fatalf("iptables-save on %s: %v", n.name, err)
+	}
+	var rules []string
+	for _, line := range strings.Split(dump.String(), "\n") {
+		if strings.HasPrefix(line, "-A ") && strings.Contains(line, "FLANNEL") {
+			rules = append(rules, line)
+		}
+	}
+	slices.Sort(rules)
+	return rules
 }
 
 // installFlannel applies flannel's manifest as its users do, with the
