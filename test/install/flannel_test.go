@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -34,6 +36,12 @@ func (h *host) writeSubnetEnv(t *testing.T, mtu string) {
 func TestPodMTUFollowsFlannel(t *testing.T) {
 	h := newHost(t)
 	conflist := h.path("etc/cni/net.d/10-calico.conflist")
+	// A pod's host veth from before flanneld came up, where the sidecar runs.
+	old := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "calimtutest0", MTU: 1500}, PeerName: "mtutestpeer"}
+	if err := suite.CP.Node.Do(func() error { return netlink.LinkAdd(old) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = suite.CP.Node.Do(func() error { return netlink.LinkDel(old) }) })
 	s := startSidecar(t, h)
 	waitFor(t, "the conflist with the default MTU", func() bool { return harness.ConflistMTU(conflist) == 1500 })
 
@@ -42,6 +50,9 @@ func TestPodMTUFollowsFlannel(t *testing.T) {
 	tokenWorks(t, h)
 	if !strings.Contains(s.out.String(), "mtu=1450") {
 		t.Errorf("the sidecar did not say where the MTU came from:\n%s", s.out)
+	}
+	if !strings.Contains(s.out.String(), "keep a larger one until they are re-created") || !strings.Contains(s.out.String(), "calimtutest0") {
+		t.Errorf("the sidecar did not name the host veth with a larger MTU:\n%s", s.out)
 	}
 
 	h.writeSubnetEnv(t, "jumbo")

@@ -252,6 +252,9 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	}
 	if mtu != in.mtu || source != in.mtuSource {
 		in.Log.Info("pod MTU", "mtu", mtu, "from", source)
+		if in.Cfg.Sleep && mtu != in.mtu {
+			in.warnLargerMTU(mtu)
+		}
 		in.mtu, in.mtuSource = mtu, source
 	}
 	in.conflist = conflist

@@ -1,8 +1,13 @@
 package installer
 
 import (
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
 	"github.com/kdd-cni/kdd-cni/install/internal/flannel"
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
+	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
 // podMTU is the MTU the conflist gives pods: CNI_MTU when set; else the
@@ -47,4 +52,25 @@ func (in *Installer) mtuChanged() bool {
 	}
 	mtu, _ := in.podMTU()
 	return mtu != in.mtu
+}
+
+// warnLargerMTU names the host veths whose MTU is above the pods' MTU now
+// (the sidecar runs in the host's network namespace): pods started before
+// flanneld wrote its MTU keep theirs until they are re-created, and their
+// packets larger than the path's are lost or fragmented.
+func (in *Installer) warnLargerMTU(mtu int) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		in.Log.Debug("failed to list links for their MTU", "err", err)
+		return
+	}
+	var above []string
+	for _, l := range links {
+		if a := l.Attrs(); strings.HasPrefix(a.Name, naming.DefaultInterfacePrefix) && a.MTU > mtu {
+			above = append(above, a.Name)
+		}
+	}
+	if len(above) > 0 {
+		in.Log.Warn("pods started before this MTU keep a larger one until they are re-created", "mtu", mtu, "hostVeths", above)
+	}
 }
