@@ -131,16 +131,8 @@ const anpTests = 10
 // TestTwoNodeInstall installs it, Felix enforcing. `make anp`.
 func TestAdminNetworkPolicySuite(t *testing.T) {
 	harness.RequireRoot(t)
-	tools, err := harness.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := requireTools(t, "anp", "agnhost", "anp.test")
 	suite := filepath.Join(tools, "anp.test")
-	for _, b := range []string{suite, filepath.Join(tools, "agnhost")} {
-		if !exists(b) {
-			t.Fatalf("%s is missing: test/tools/build.sh agnhost anp.test (make anp does)", b)
-		}
-	}
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
 	images, err := testImages(work, tools, agnhost245Image)

@@ -34,16 +34,8 @@ const (
 // shipped conflist's chained portmap. `make k8s-conformance`.
 func TestSigNetworkConformance(t *testing.T) {
 	harness.RequireRoot(t)
-	tools, err := harness.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := requireTools(t, "k8s-conformance", "kube-proxy", "kubectl", "agnhost", "coredns", "conformance.test")
 	suite := filepath.Join(tools, "conformance.test")
-	for _, b := range []string{"conformance.test", "agnhost", "coredns", "kube-proxy", "kubectl"} {
-		if !exists(filepath.Join(tools, b)) {
-			t.Fatalf("%s is missing: test/tools/build.sh kube-proxy kubectl agnhost coredns conformance.test (make k8s-conformance does)", b)
-		}
-	}
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
 	images, err := testImages(work, tools)

@@ -45,15 +45,7 @@ type flannelBackend struct {
 // host-gw.
 func TestFlannelInstall(t *testing.T) {
 	harness.RequireRoot(t)
-	tools, err := harness.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []string{"flanneld", "flannel-install-conf", "kube-flannel.yml", "kube-proxy"} {
-		if !exists(filepath.Join(tools, b)) {
-			t.Fatalf("%s is missing: test/tools/build.sh flanneld flannel-install-conf kube-flannel.yml kube-proxy (make flannel does)", b)
-		}
-	}
+	tools := requireTools(t, "flannel", "kube-proxy", "flanneld", "flannel-install-conf", "kube-flannel.yml")
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
 	flannelArchive, err := buildFlannelImage(work, tools)

@@ -98,3 +98,19 @@ func run(m *testing.M) int {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// requireTools is the tools directory, once every named tool is in it;
+// else the test fails, naming what to build and the make target that does.
+func requireTools(t *testing.T, target string, names ...string) string {
+	t.Helper()
+	tools, err := harness.ToolsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range names {
+		if !exists(filepath.Join(tools, b)) {
+			t.Fatalf("%s is missing: test/tools/build.sh %s (make %s does)", b, strings.Join(names, " "), target)
+		}
+	}
+	return tools
+}

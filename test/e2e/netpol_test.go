@@ -35,16 +35,8 @@ const (
 // (policy_setup_timeout_seconds). `make netpol`.
 func TestNetworkPolicySuite(t *testing.T) {
 	harness.RequireRoot(t)
-	tools, err := harness.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
+	tools := requireTools(t, "netpol", "kube-proxy", "agnhost", "netpol.test", "flanneld", "flannel-install-conf", "kube-flannel.yml")
 	suite := filepath.Join(tools, "netpol.test")
-	for _, b := range []string{"netpol.test", "agnhost", "kube-proxy", "flanneld", "flannel-install-conf", "kube-flannel.yml"} {
-		if !exists(filepath.Join(tools, b)) {
-			t.Fatalf("%s is missing: test/tools/build.sh kube-proxy agnhost netpol.test flanneld flannel-install-conf kube-flannel.yml (make netpol does)", b)
-		}
-	}
 	work := t.TempDir()
 	kddArchive, felixArchive := installImages(t, work)
 	agnArchive, err := testImages(work, tools, agnhostImage)

@@ -2,7 +2,6 @@ package installer
 
 import (
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -19,13 +18,12 @@ func (in *Installer) shadowedBy() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var before []string
+	var before []string // in name order, as ConfFiles lists them
 	for _, f := range files {
 		if name := filepath.Base(f); name < in.Cfg.ConfName {
 			before = append(before, name)
 		}
 	}
-	sort.Strings(before)
 	return before, nil
 }
 

@@ -29,9 +29,7 @@ func (in *Installer) podMTU() (mtu int, source string) {
 	switch {
 	case err != nil && in.mtu != 0:
 		return in.mtu, in.mtuSource
-	case err != nil:
-		return in.Cfg.MTU, "default"
-	case !found:
+	case err != nil || !found:
 		return in.Cfg.MTU, "default"
 	}
 	return mtu, "flannel " + in.Cfg.FlannelSubnetFile
