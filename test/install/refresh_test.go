@@ -143,10 +143,19 @@ func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startSidecar(t, h)
-	t1 := waitToken(t, h, "", 15*time.Second)
+	// Rotate the moment the first kubeconfig lands, before the sidecar's
+	// loop has started: a rotation after the mint must never be missed.
+	deadline := time.Now().Add(15 * time.Second)
+	for h.token() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("no kubeconfig within 15s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t1 := h.token()
 	t2 := waitToken(t, h, t1, 20*time.Second) // at the next poll; generous for a loaded machine
 	tokenWorks(t, h)
 
@@ -165,7 +174,7 @@ func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
 	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-3"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for !bytes.Contains([]byte(s.out.String()), []byte("failed to refresh the CNI token")) {
 		if time.Now().After(deadline) {
 			t.Fatal("refresh failure not logged")

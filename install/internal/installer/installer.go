@@ -50,6 +50,10 @@ type Installer struct {
 	RefreshEvery time.Duration
 	// boundUID is the UID of the Node the current token is bound to.
 	boundUID string
+	// mintedWith is the digest of install-cni's own service-account token
+	// as the last mint began: the sidecar re-mints when the file differs,
+	// so a rotation any time after that point is not missed.
+	mintedWith string
 	// written is the cniVersion of the conflist last written, conflist its
 	// bytes.
 	written  string
@@ -201,6 +205,7 @@ func (in *Installer) InstallBinaries() error {
 // WriteCredentials mints a CNI token and writes the kubeconfig, then the
 // conflist (which points at it). It returns the token's expiry.
 func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
+	in.mintedWith = fileDigest(in.Cfg.OwnTokenFile)
 	api, err := in.NewAPI()
 	if err != nil {
 		return time.Time{}, err

@@ -70,7 +70,6 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	}
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
-	own := fileDigest(in.Cfg.OwnTokenFile)
 	failures := 0
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -87,8 +86,8 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 					in.Log.Debug("failed to drain the invocation records", "err", err)
 				}
 			}
-			if d := fileDigest(in.Cfg.OwnTokenFile); d != own {
-				own, reason = d, "own service-account token changed"
+			if fileDigest(in.Cfg.OwnTokenFile) != in.mintedWith {
+				reason = "own service-account token changed"
 			} else if !time.Now().Before(next) {
 				reason = "scheduled"
 			} else if in.mtuChanged() {
