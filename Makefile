@@ -20,7 +20,8 @@ GOTEST   := go test -count=1
 FUZZTIME ?= 100000x
 
 MANIFEST_PARTS := conf/manifests/rbac-cni.yaml conf/manifests/rbac-install.yaml conf/manifests/admission-node-scope.yaml \
-                  conf/manifests/configmap.yaml conf/manifests/daemonset.yaml conf/manifests/calico-node.yaml
+                  conf/manifests/configmap.yaml conf/manifests/daemonset.yaml conf/manifests/calico-node.yaml \
+                  conf/manifests/typha.yaml
 
 # What the image holds (see Dockerfile): the same files, built here without Docker.
 ROOTFS     := $(CURDIR)/build/rootfs

@@ -6,6 +6,8 @@
 //	                    admission policies that scope it
 //	kddctl status       the node's readiness, every reason CNI STATUS checks
 //	kddctl validate     a conflist as the plugin reads it, its kubeconfig and rights
+//	kddctl typha-certs  the Secrets Felix and Typha authenticate each other
+//	                    with (mutual TLS), for kubectl apply -f -
 //	kddctl version
 //
 // It reads the datastore settings like the plugin: --kubeconfig, else the
@@ -34,6 +36,7 @@ const usage = `usage:
   kddctl check [--kubeconfig PATH] [--admin-kubeconfig PATH]
   kddctl status [-f CONFLIST] [--kubeconfig PATH]
   kddctl validate [-f CONFLIST] [--kubeconfig PATH]
+  kddctl typha-certs [-n NAMESPACE] [--valid-for DURATION] | kubectl apply -f -
   kddctl version
 `
 
@@ -64,6 +67,8 @@ func run(args []string, out io.Writer) (int, error) {
 		return status(args[1:], out)
 	case "validate":
 		return validate(args[1:], out)
+	case "typha-certs":
+		return typhaCerts(args[1:], out)
 	}
 	fmt.Fprint(os.Stderr, usage)
 	return 2, fmt.Errorf("%w: unknown command %q", errUsage, args[0])

@@ -30,7 +30,8 @@ import (
 // `kubectl apply -f conf/kdd-cni.yaml` create them (images named for the
 // local builds). The DaemonSets install the CNI and run Felix; the nodes
 // turn Ready; pods on both nodes reach each other; NetworkPolicy across the
-// nodes is enforced; deleting pods, restarting kubelet and containerd,
+// nodes is enforced, also with Felix switched onto Typha and back off
+// (typhaJourney); deleting pods, restarting kubelet and containerd,
 // rolling the DaemonSet and draining a node leak nothing, and running pods
 // keep their network throughout the roll.
 func TestTwoNodeInstall(t *testing.T) {
@@ -41,10 +42,18 @@ func TestTwoNodeInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	calico, err := harness.CalicoDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	typhaArchive, err := buildTyphaImage(work, calico)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// node-b is IPv6-primary (its kubelet reports fd00:99::12 first): the
 	// DaemonSet's NODE_IP, and so the metrics address, is IPv6 there.
 	c := newCluster(t, []clusterNode{{name: "node-a"}, {name: "node-b", ipv6Primary: true}}, 1,
-		kddArchive, kddArchive2, felixArchive)
+		kddArchive, kddArchive2, felixArchive, typhaArchive)
 	for _, n := range c.nodes {
 		c.expectNotReady(n)
 	}
@@ -75,6 +84,7 @@ func TestTwoNodeInstall(t *testing.T) {
 	})
 	c.policyAcrossNodes()
 	c.adminPolicyTiers()
+	t.Run("Typha switched on and off", c.typhaJourney)
 
 	t.Run("rolling the DaemonSet keeps running pods networked", func(t *testing.T) { c.roll(t) })
 	t.Run("kubelet and containerd restarts", func(t *testing.T) {
@@ -280,6 +290,7 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 	// Leak reclamation every 10 s, collecting what was stale for 30 s.
 	text := strings.NewReplacer("image: kdd-cni:dev", "image: "+kddImage,
 		"image: quay.io/calico/node:v3.31.0", "image: "+felixImage,
+		"image: quay.io/calico/typha:v3.31.0", "image: "+typhaImage,
 		"  veth_mtu: \"\"\n", "  veth_mtu: \"\"\n  leak_reclaim_interval: 10s\n  leak_reclaim_grace: 30s\n").Replace(string(bundle))
 	for k, v := range calicoKeys {
 		b, err := json.Marshal(v)
@@ -292,7 +303,7 @@ func (c *cluster) install(felixEnv map[string]string, calicoKeys map[string]any)
 		text = strings.Replace(text, "            - name: FELIX_HEALTHENABLED\n",
 			fmt.Sprintf("            - name: %s\n              value: %q\n            - name: FELIX_HEALTHENABLED\n", k, v), 1)
 	}
-	for _, want := range []string{kddImage, felixImage, "leak_reclaim_interval"} {
+	for _, want := range []string{kddImage, felixImage, typhaImage, "leak_reclaim_interval"} {
 		if !strings.Contains(text, want) {
 			c.t.Fatalf("conf/kdd-cni.yaml changed shape: %q not substituted", want)
 		}

@@ -76,15 +76,23 @@ const CNIUser = "system:serviceaccount:kube-system:kdd-cni-plugin"
 // a test or the benchmark runs it (Calico's calico-cni-plugin account).
 const CalicoCNIUser = "system:serviceaccount:kube-system:calico-cni-plugin"
 
+// FelixUser, TyphaUser and InstallUser are the identities Felix
+// (calico-node), Typha and install-cni run as (conf/manifests/).
+const (
+	FelixUser   = "system:serviceaccount:kube-system:calico-node"
+	TyphaUser   = "system:serviceaccount:kube-system:calico-typha"
+	InstallUser = "system:serviceaccount:kube-system:kdd-cni-node"
+)
+
 // auditPolicy records every request of the CNI identities (ours and
-// Calico's), resource or not, once (when its response is complete), and
-// nothing else.
+// Calico's), install-cni's, Felix's and Typha's, resource or not, when its response
+// starts (watches) and completes, and nothing else.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
-    users: ["` + CNIUser + `", "` + CalicoCNIUser + `"]
+    users: ["` + CNIUser + `", "` + CalicoCNIUser + `", "` + InstallUser + `", "` + FelixUser + `", "` + TyphaUser + `"]
   - level: None
 `
 
@@ -99,10 +107,29 @@ func (cp *ControlPlane) AuditMark() int64 {
 	return st.Size()
 }
 
-// AuditedSince lists every request user made after mark, as the apiserver
-// audited them: "VERB resource[/subresource]" or "VERB /non/resource/url"
-// (verbs upper-case, e.g. "PATCH pods/status", "GET /version").
+// AuditEvent is one audited request: What is "VERB resource[/subresource]"
+// or "VERB /non/resource/url" (verbs upper-case, e.g. "PATCH pods/status",
+// "GET /version"); Stage is ResponseStarted (long-running requests such as
+// watches, as they begin) or ResponseComplete.
+type AuditEvent struct {
+	What, Stage, SourceIP string
+}
+
+// AuditedSince lists every request user made after mark whose response
+// completed, as the apiserver audited them (AuditEvent.What).
 func (cp *ControlPlane) AuditedSince(mark int64, user string) ([]string, error) {
+	evs, err := cp.AuditEvents(mark, user)
+	var out []string
+	for _, ev := range evs {
+		if ev.Stage == "ResponseComplete" {
+			out = append(out, ev.What)
+		}
+	}
+	return out, err
+}
+
+// AuditEvents lists every audit event of user's requests after mark.
+func (cp *ControlPlane) AuditEvents(mark int64, user string) ([]AuditEvent, error) {
 	time.Sleep(300 * time.Millisecond) // the last event is written just after its response
 	f, err := os.Open(cp.auditLog())
 	if err != nil {
@@ -112,13 +139,15 @@ func (cp *ControlPlane) AuditedSince(mark int64, user string) ([]string, error) 
 	if _, err := f.Seek(mark, io.SeekStart); err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []AuditEvent
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var ev struct {
-			Verb       string `json:"verb"`
-			RequestURI string `json:"requestURI"`
+			Verb       string   `json:"verb"`
+			Stage      string   `json:"stage"`
+			RequestURI string   `json:"requestURI"`
+			SourceIPs  []string `json:"sourceIPs"`
 			User       struct {
 				Username string `json:"username"`
 			} `json:"user"`
@@ -140,7 +169,54 @@ func (cp *ControlPlane) AuditedSince(mark int64, user string) ([]string, error) 
 				what += "/" + ev.ObjectRef.Subresource
 			}
 		}
-		out = append(out, strings.ToUpper(ev.Verb)+" "+what)
+		e := AuditEvent{What: strings.ToUpper(ev.Verb) + " " + what, Stage: ev.Stage}
+		if len(ev.SourceIPs) > 0 {
+			e.SourceIP = ev.SourceIPs[0]
+		}
+		out = append(out, e)
 	}
 	return out, sc.Err()
+}
+
+var series = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? ([0-9.e+-]+)$`)
+
+// APIServerMetric sums the apiserver's own series of metric name whose
+// labels include match (e.g. apiserver_longrunning_requests, verb=WATCH).
+func (cp *ControlPlane) APIServerMetric(ctx context.Context, name string, match map[string]string) (float64, error) {
+	body, err := cp.Admin.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("failed to read apiserver metrics: %w", err)
+	}
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+lines:
+	for sc.Scan() {
+		m := series.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] != name {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
+			labels[l[1]] = l[2]
+		}
+		for k, v := range match {
+			if labels[k] != v {
+				continue lines
+			}
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return 0, fmt.Errorf("failed to parse %s: %w", sc.Text(), err)
+		}
+		sum, found = sum+v, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("apiserver metric %s%v not found", name, match)
+	}
+	return sum, nil
 }

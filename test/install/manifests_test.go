@@ -19,7 +19,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
-var parts = []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml", "configmap.yaml", "daemonset.yaml", "calico-node.yaml"}
+var parts = []string{"rbac-cni.yaml", "rbac-install.yaml", "admission-node-scope.yaml", "configmap.yaml", "daemonset.yaml", "calico-node.yaml", "typha.yaml"}
 
 func conf(p string) string { return filepath.Join(harness.RepoRoot(), "conf", p) }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds Calico's Felix (calico-felix) and Calico's own `calico` CNI binary
-# from a pinned Calico release (v3.31.0), for the compatibility tests. The
-# Calico monorepo is served by the Go module proxy as a pseudo-version; its
-# nested modules api/ and lib/std come as their own modules, lib/httpmachinery
-# (imported by neither binary) is an empty module. Every module's h1: hash is
+# Builds Calico's Felix (calico-felix), Typha (calico-typha) and Calico's
+# own `calico` CNI binary from a pinned Calico release (v3.31.0), for the
+# compatibility tests. The Calico monorepo is served by the Go module proxy
+# as a pseudo-version; its nested modules api/ and lib/std come as their own
+# modules, lib/httpmachinery (imported by none of them) is an empty module. Every module's h1: hash is
 # pinned below (the checksum database has no record of these pseudo-versions).
 # The source tree is assembled once into the cache and the binaries are cached
-# beside it. Prints the cache directory (holding calico-felix, calico, crds/).
+# beside it. Prints the cache directory (holding calico-felix, calico-typha,
+# calico, crds/).
 #
 # usage: build.sh
 set -euo pipefail
@@ -21,8 +22,19 @@ std_mod=github.com/projectcalico/calico/lib/std
 std_ver=$calico_ver
 std_sum=h1:iLY3Uzt4pVX3jpS9Wt+mxakq1nfzN/32t6YZK9n7p/U=
 
+# reflect2, under Calico's json-iterator, predates Go 1.26's rule for what
+# an interface holds directly: it decodes a pointer-shaped struct with a
+# zero-size field (Calico's uniquelabels.Map) as if held indirectly, and
+# Typha panics encoding the first label map it sends. The one-function patch
+# beside this script teaches it Go 1.26's rule (golang.org/cl/681937);
+# Calico's own code is built unchanged.
+reflect2_mod=github.com/modern-go/reflect2
+reflect2_ver=v1.0.2
+reflect2_sum=h1:xBagoLtFs94CBntxluKeaWgTMpvLxC4ur3nMaC9Gz0M=
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
 cache_root=${KDD_CNI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kdd-cni}
-out=$cache_root/calico-v3.31.0-${calico_ver##*-}
+out=$cache_root/calico-v3.31.0-${calico_ver##*-}-$(sha256sum "$here/reflect2-go1.26.patch" | cut -c1-8)
 src=$out/src
 export GONOSUMDB=github.com/projectcalico GOFLAGS=-mod=mod
 
@@ -51,6 +63,11 @@ assemble() {
 	chmod -R u+w "$tmp/api" "$tmp/lib/std"
 	mkdir -p "$tmp/lib/httpmachinery"
 	printf 'module %s/lib/httpmachinery\n\ngo 1.24\n' $calico_mod >"$tmp/lib/httpmachinery/go.mod"
+	mkdir -p "$tmp/third_party"
+	cp -r "$(fetch $reflect2_mod $reflect2_ver $reflect2_sum)" "$tmp/third_party/reflect2"
+	chmod -R u+w "$tmp/third_party/reflect2"
+	(cd "$tmp/third_party/reflect2" && git apply "$here/reflect2-go1.26.patch")
+	(cd "$tmp" && go mod edit -replace $reflect2_mod=./third_party/reflect2)
 	touch "$tmp/.complete"
 	mv "$tmp" "$src"
 }
@@ -66,6 +83,7 @@ build() { # package output
 
 assemble
 build felix/cmd/calico-felix calico-felix
+build typha/cmd/calico-typha calico-typha
 build cni-plugin/cmd/calico calico
 ln -sfn "$src/libcalico-go/config/crd" "$out/crds"
 echo "$out"
