@@ -224,7 +224,7 @@ func (c *cluster) assertFlannelNodes(t *testing.T, be flannelBackend) {
 		if err != nil || len(confs) != 2 || filepath.Base(confs[0]) != "10-calico.conflist" || filepath.Base(confs[1]) != "10-flannel.conflist" {
 			t.Errorf("%s: conflists %v (want ours, then flannel's): %v", n.name, confs, err)
 		}
-		if logs := n.fullKddLogs(); strings.Contains(logs, "sorts before ours") || !strings.Contains(logs, fmt.Sprintf("mtu=%d", be.mtu)) {
+		if logs := n.podLogs("kube-system_kdd-cni-node-"); strings.Contains(logs, "sorts before ours") || !strings.Contains(logs, fmt.Sprintf("mtu=%d", be.mtu)) {
 			t.Errorf("%s: install-cni's logs: want the MTU %d from flannel and no conflist before ours:\n%s", n.name, be.mtu, logs)
 		}
 		c.assertFlannelRoutes(t, be, n)
@@ -236,17 +236,6 @@ func (c *cluster) assertFlannelNodes(t *testing.T, be flannelBackend) {
 		})
 		t.Logf("%s: subnet.env %q; our conflist's MTU %d", n.name, strings.TrimSpace(string(b)), harness.ConflistMTU(ours))
 	}
-}
-
-// fullKddLogs is every kdd-cni container's whole log on the node.
-func (n *node) fullKddLogs() string {
-	logs, _ := filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "*", "*.log"))
-	var b strings.Builder
-	for _, l := range logs {
-		data, _ := os.ReadFile(l)
-		b.Write(data)
-	}
-	return b.String()
 }
 
 // assertFlannelRoutes: n routes every other node's podCIDR the way the
