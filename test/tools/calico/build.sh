@@ -66,7 +66,12 @@ assemble() {
 	mkdir -p "$tmp/third_party"
 	cp -r "$(fetch $reflect2_mod $reflect2_ver $reflect2_sum)" "$tmp/third_party/reflect2"
 	chmod -R u+w "$tmp/third_party/reflect2"
-	(cd "$tmp/third_party/reflect2" && git apply "$here/reflect2-go1.26.patch")
+	# git as a patch tool: the ceiling keeps it from a repository around the cache.
+	(cd "$tmp/third_party/reflect2" && GIT_CEILING_DIRECTORIES="$tmp/third_party" git apply "$here/reflect2-go1.26.patch")
+	grep -q 'golang.org/cl/681937' "$tmp/third_party/reflect2/reflect2.go" || {
+		echo "reflect2-go1.26.patch did not apply" >&2
+		exit 1
+	}
 	(cd "$tmp" && go mod edit -replace $reflect2_mod=./third_party/reflect2)
 	touch "$tmp/.complete"
 	mv "$tmp" "$src"
