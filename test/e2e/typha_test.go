@@ -91,6 +91,11 @@ func (c *cluster) typhaJourney(t *testing.T) {
 	}
 	typhaNode := c.typhaNode(t)
 	c.waitTyphaClients(t, typhaNode, len(c.nodes))
+	for _, n := range c.nodes { // and each Felix says so itself
+		if logs := n.podLogs("kube-system_calico-node-"); !strings.Contains(logs, "Connected to Typha") {
+			t.Errorf("%s: Felix never logged \"Connected to Typha\"", n.name)
+		}
+	}
 	synced := cp.AuditMark()
 	c.policyAcrossNodes()
 	via := c.felixLoad(t, "Felix through Typha", synced)
