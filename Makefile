@@ -118,11 +118,12 @@ calico: deps build tools
 	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) \
 		$(GOTEST) -v -timeout 20m ./test/calico
 
-# End to end: kubelet + containerd + runc: one node, Felix beside it, the
-# two-node install from the manifests (root).
+# End to end: kubelet + containerd + runc: one node on Debian's containerd
+# 1.6 and one on containerd 2.x (built from test/tools/containerd), Felix
+# beside one, the two-node install from the manifests on a node of each (root).
 E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS)) \
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) containerd2) \
 		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance|TestAdminNetworkPolicySuite|TestFlannelInstall' ./test/e2e
 
 # Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).

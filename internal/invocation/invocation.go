@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -187,6 +186,7 @@ func (f *Frame) Health(ctx context.Context, hostLocal bool) []health.Finding {
 	if bad != nil {
 		return bad
 	}
+	n.VerifiedFile = f.Conf.VerifiedFile()
 	return health.Check(ctx, n)
 }
 
@@ -203,18 +203,20 @@ func (f *Frame) Status(ctx context.Context, plugin string, hostLocal bool) error
 }
 
 // Unready is STATUS's error for failed findings: code 50 ("plugin not
-// available"), every reason in the message and one per line in the details.
+// available") with every reason in the message. A runtime shows message and
+// details as one line ("msg; details": containerd puts it in the Node's
+// Ready condition), so the details do not repeat the reasons: they say
+// where the full report is.
 func Unready(plugin string, findings []health.Finding) error {
 	failed := health.Failed(findings)
 	if len(failed) == 0 {
 		return nil
 	}
-	lines := make([]string, len(failed))
-	for i, x := range failed {
-		lines[i] = x.Check + ": " + x.Message
-	}
-	return types.NewError(types.ErrPluginNotAvailable, plugin+" is not ready: "+health.Summary(failed), strings.Join(lines, "\n"))
+	return types.NewError(types.ErrPluginNotAvailable, plugin+" is not ready: "+health.Summary(failed), UnreadyDetails)
 }
+
+// UnreadyDetails are STATUS's error details.
+const UnreadyDetails = "kddctl status on the node reports every check"
 
 // APITimeout bounds one API request.
 func (f *Frame) APITimeout() time.Duration { return f.timeout }

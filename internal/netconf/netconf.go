@@ -348,6 +348,10 @@ func (c *NetConf) MetricsDir() string { return c.StateDir + "/metrics" }
 // LockDir holds the per-pod locks (root only).
 func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }
 
+// VerifiedFile keeps the API server's last good answer to STATUS's checks
+// (package health).
+func (c *NetConf) VerifiedFile() string { return c.StateDir + "/status-verified" }
+
 // GCDir holds the marks of attachments GC found stale (package sweep).
 func (c *NetConf) GCDir() string { return c.StateDir + "/gc" }
 

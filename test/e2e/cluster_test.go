@@ -24,7 +24,7 @@ import (
 
 // TestTwoNodeInstall is the seed journey as a user makes it: two machines
 // (kubelet + containerd + runc, each in its own network and mount
-// namespace), the controller-manager allocating their podCIDRs, static
+// namespace; node-a on containerd 1.6, node-b on 2.x), the controller-manager allocating their podCIDRs, static
 // routes between them; then the manifests applied through the API server
 // exactly as `kubectl apply --server-side -f conf/calico-crds.yaml` and
 // `kubectl apply -f conf/kdd-cni.yaml` create them (images named for the
@@ -52,7 +52,9 @@ func TestTwoNodeInstall(t *testing.T) {
 	}
 	// node-b is IPv6-primary (its kubelet reports fd00:99::12 first): the
 	// DaemonSet's NODE_IP, and so the metrics address, is IPv6 there.
-	c := newCluster(t, []clusterNode{{name: "node-a"}, {name: "node-b", ipv6Primary: true}}, 1,
+	// node-b runs containerd 2.x (conflist 1.1.0, STATUS), node-a 1.6:
+	// one DaemonSet across both, as during a runtime upgrade.
+	c := newCluster(t, []clusterNode{{name: "node-a", runtime: containerd16}, {name: "node-b", ipv6Primary: true, runtime: containerd2(t)}}, 1,
 		kddArchive, kddArchive2, felixArchive, typhaArchive)
 	for _, n := range c.nodes {
 		c.expectNotReady(n)
@@ -77,9 +79,25 @@ func TestTwoNodeInstall(t *testing.T) {
 	}
 	c.expect("across nodes, no policy", [][2]string{{"a1", "b1"}, {"b1", "a1"}, {"a2", "b2"}}, nil)
 	t.Run("startup burst on both nodes at once", func(t *testing.T) {
-		c.burst(t, 15)
+		type count struct{ all, patches float64 }
+		const size = 15
+		before := map[*node]count{}
 		for _, n := range c.nodes {
-			n.checkMetrics(t, 2+15, 15) // every sandbox so far, and the burst's deletions
+			all, patches := n.addRequests(t, 2)
+			before[n] = count{all, patches}
+		}
+		c.burst(t, size)
+		for _, n := range c.nodes {
+			n.checkMetrics(t, 2+size, size) // every sandbox so far, and the burst's deletions
+			// Exactly one request per ADD, the WorkloadEndpoint's PATCH:
+			// the runtime passed the pod's annotations, the sidecar the
+			// node's podCIDRs.
+			all, patches := n.addRequests(t, 2+size)
+			all, patches = all-before[n].all, patches-before[n].patches
+			t.Logf("%s (%s): %d ADDs sent %v API requests, %v of them PATCHes", n.name, n.runtime.name, size, all, patches)
+			if all != size || patches != size {
+				t.Errorf("%s (%s): %d ADDs sent %v requests (%v PATCHes), want exactly one PATCH each", n.name, n.runtime.name, size, all, patches)
+			}
 		}
 	})
 	c.policyAcrossNodes()
@@ -116,7 +134,8 @@ type cluster struct {
 // clusterNode is a node of a cluster to make.
 type clusterNode struct {
 	name        string
-	ipv6Primary bool // the kubelet reports the host's IPv6 address first
+	ipv6Primary bool             // the kubelet reports the host's IPv6 address first
+	runtime     containerRuntime // containerd 1.6 unless set
 }
 
 // newCluster starts a node (containerd + kubelet) on a new host per entry,
@@ -138,7 +157,7 @@ func startCluster(t *testing.T, nodes []clusterNode, first int, archives ...stri
 			t.Fatal(err)
 		}
 		t.Cleanup(h.Close) // after the node's own cleanup (LIFO)
-		c.nodes = append(c.nodes, startHostNode(t, h, cn.ipv6Primary, archives...))
+		c.nodes = append(c.nodes, startHostNode(t, h, cn.runtime, cn.ipv6Primary, archives...))
 	}
 	return c
 }
@@ -168,30 +187,11 @@ func (c *cluster) routeBetweenNodes(nodes bool) {
 	}
 }
 
-// assertConfVersionFollowsRuntime: with no override, install-cni wrote the
-// cniVersion the node's runtime takes (Debian's containerd 1.6: 1.0.0).
+// assertConfVersionFollowsRuntime: install-cni wrote each node's conflist
+// for the runtime its Node reports (the cluster mixes 1.6 and 2.x).
 func (c *cluster) assertConfVersionFollowsRuntime() {
 	for _, n := range c.nodes {
-		nd, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		var list struct {
-			CNIVersion string `json:"cniVersion"`
-		}
-		b, err := os.ReadFile(filepath.Join(n.host.Root("/etc/cni/net.d"), "10-calico.conflist"))
-		if err == nil {
-			err = json.Unmarshal(b, &list)
-		}
-		runtime := nd.Status.NodeInfo.ContainerRuntimeVersion
-		want := "1.0.0"
-		if !strings.HasPrefix(runtime, "containerd://1.") {
-			want = "" // another runtime here: not this test's subject
-		}
-		c.t.Logf("%s: runtime %s, conflist cniVersion %s", n.name, runtime, list.CNIVersion)
-		if err != nil || (want != "" && list.CNIVersion != want) {
-			c.t.Errorf("%s: runtime %s, conflist cniVersion %q (want %s): %v", n.name, runtime, list.CNIVersion, want, err)
-		}
+		n.assertConfVersion(c.t)
 	}
 }
 

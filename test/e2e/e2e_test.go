@@ -225,11 +225,18 @@ func burstNames(prefix string, n int) []string {
 	return names
 }
 
+// TestSingleNode runs one node's checks on each runtime: Debian's
+// containerd 1.6 (conflist 1.0.0) and containerd 2.x (1.1.0, STATUS).
 func TestSingleNode(t *testing.T) {
 	harness.RequireRoot(t)
-	n := startNode(t, "e2e-node")
-	pods := []string{"web-a", "web-b"}
+	t.Run(containerd16.name, func(t *testing.T) { singleNode(t, containerd16, "e2e-node") })
+	t.Run(containerd2x.name, func(t *testing.T) { singleNode(t, containerd2(t), "e2e-node-c2") })
+}
 
+func singleNode(t *testing.T, rt containerRuntime, name string) {
+	n := startNodeWith(t, name, rt, nil)
+	n.assertConfVersion(t)
+	pods := []string{"web-a", "web-b"}
 	t.Run("pods get our IPs from the node's podCIDR", func(t *testing.T) {
 		n.createPods(pods)
 		n.assertPodNetworks(t, pods)
@@ -286,7 +293,11 @@ func TestSingleNode(t *testing.T) {
 		n.deletePods(names)
 		n.assertNothingLeft(t)
 	})
-	t.Run("pod startup: kdd-cni, Calico's calico, ptp", func(t *testing.T) { startupBursts(t, n) })
+	if rt.v2() {
+		t.Run("STATUS decides NetworkReady", func(t *testing.T) { n.statusDecidesReadiness(t) })
+	}
+	// Calico's binary is the anchor on one runtime; ptp on both.
+	t.Run("pod startup", func(t *testing.T) { startupBursts(t, n, !rt.v2()) })
 	n.assertNothingLeft(t)
 }
 

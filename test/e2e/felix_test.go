@@ -34,7 +34,7 @@ func TestFelixOnNode(t *testing.T) {
 	// As in a cluster, Felix (calico-node) starts once its Node is registered.
 	const nodeName = "felix-node"
 	statusPrefix := t.TempDir()
-	n := startNodeWith(t, nodeName, map[string]any{
+	n := startNodeWith(t, nodeName, containerd16, map[string]any{
 		"policy_setup_timeout_seconds": 10, "endpoint_status_dir": filepath.Join(statusPrefix, "endpoint-status")})
 	felix, err := cp.StartFelix(ctx, calico, harness.FelixOptions{Node: nodeName, StatusPrefix: statusPrefix})
 	if err != nil {

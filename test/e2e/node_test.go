@@ -31,6 +31,7 @@ type node struct {
 	leases       string
 	stateDir     string
 	cgroupRoot   string
+	runtime      containerRuntime
 	containerd   *harness.Process
 	kubelet      *harness.Process
 	kubeProxy    *harness.Process
@@ -96,8 +97,8 @@ func (n *node) nodeIPs() []string {
 
 // startHostNode starts containerd and the kubelet on a cluster host; the
 // kdd-cni DaemonSet installs the CNI. The images are imported.
-func startHostNode(t *testing.T, h *harness.Host, ipv6Primary bool, images ...string) *node {
-	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h, ipv6Primary: ipv6Primary,
+func startHostNode(t *testing.T, h *harness.Host, rt containerRuntime, ipv6Primary bool, images ...string) *node {
+	n := &node{t: t, name: h.Name, dir: filepath.Join(h.Dir, "node"), host: h, runtime: rt, ipv6Primary: ipv6Primary,
 		sock: h.Root("/run/containerd/containerd.sock"), leases: filepath.Join(h.Root("/var/lib/cni"), "networks"),
 		stateDir: h.Root("/var/lib/kdd-cni"), cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), h.Name),
 		netnsAtStart: netnsNames(), started: time.Now()}
@@ -110,15 +111,14 @@ func startHostNode(t *testing.T, h *harness.Host, ipv6Primary bool, images ...st
 	return n
 }
 
-func startNode(t *testing.T, name string) *node { return startNodeWith(t, name, nil) }
-
-// startNodeWith starts a node whose conflist carries extra netconf keys.
-func startNodeWith(t *testing.T, name string, extra map[string]any) *node {
+// startNodeWith starts a node on runtime rt whose conflist carries extra
+// netconf keys.
+func startNodeWith(t *testing.T, name string, rt containerRuntime, extra map[string]any) *node {
 	dir, err := os.MkdirTemp("", "kddcni-e2e-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{t: t, name: name, dir: dir, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
+	n := &node{t: t, name: name, dir: dir, runtime: rt, hostRoot: filepath.Join(dir, "host"), sock: filepath.Join(dir, "containerd.sock"),
 		leases: filepath.Join(dir, "leases"), stateDir: filepath.Join(dir, "state"),
 		cgroupRoot: fmt.Sprintf("/kddcni-e2e-%d-%s", os.Getpid(), name), netnsAtStart: netnsNames(), started: time.Now()}
 	if _, err := os.Stat(containerLogs); os.IsNotExist(err) {
@@ -175,41 +175,23 @@ func (n *node) installCNI(extra map[string]any) {
 }
 
 func (n *node) startContainerd(extraImages ...string) {
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-[grpc]
-  address = %q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = %q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-    max_conf_num = 1
-`, filepath.Join(n.dir, "containerd-root"), filepath.Join(n.dir, "containerd-state"), n.sock, Image,
+	cfg := n.runtime.config(filepath.Join(n.dir, "containerd-root"), filepath.Join(n.dir, "containerd-state"), n.sock, Image,
 		filepath.Join(n.dir, "runc"), n.binDir(), n.netDir())
 	path := filepath.Join(n.dir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
 	var err error
-	if n.containerd, err = n.startProcess("containerd", "containerd", "--config", path); err != nil {
+	bin, args := n.runtime.command(path)
+	if n.containerd, err = n.startProcess("containerd", bin, args...); err != nil {
 		n.t.Fatal(err)
 	}
 	n.waitFor("containerd socket", 30*time.Second, func() bool {
-		return exec.Command("ctr", "-a", n.sock, "version").Run() == nil
+		return exec.Command(n.runtime.bin("ctr"), "-a", n.sock, "version").Run() == nil
 	})
 	n.images = append([]string{image}, extraImages...)
 	for _, img := range n.images {
-		if out, err := exec.Command("ctr", "-a", n.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", img).CombinedOutput(); err != nil {
+		if out, err := exec.Command(n.runtime.bin("ctr"), "-a", n.sock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", img).CombinedOutput(); err != nil {
 			n.t.Fatalf("import image %s: %v\n%s", img, err, out)
 		}
 	}
@@ -452,7 +434,7 @@ func (n *node) teardown() {
 	}
 }
 
-// shimSockets is where containerd 1.6 puts its shims' sockets, whatever
+// shimSockets is where containerd 1.6 and 2.x put their shims' sockets, whatever
 // its state dir (a node on a Host has its own /run/containerd).
 const shimSockets = "/run/containerd/s"
 

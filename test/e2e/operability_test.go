@@ -45,6 +45,40 @@ func (n *node) scrape() (map[string]*dto.MetricFamily, string, error) {
 	return fams, string(body), err
 }
 
+// apiRequestsOf is kdd_cni_api_requests_total by "COMMAND VERB".
+func apiRequestsOf(fams map[string]*dto.MetricFamily) map[string]float64 {
+	api := map[string]float64{}
+	for _, m := range fams["kdd_cni_api_requests_total"].GetMetric() {
+		l := labelsOf(m)
+		api[l["command"]+" "+l["verb"]] += m.GetCounter().GetValue()
+	}
+	return api
+}
+
+// addRequests is what the node's first adds ADDs sent, once the metrics
+// count that many: all requests, and the PATCHes among them.
+func (n *node) addRequests(t *testing.T, adds int) (all, patches float64) {
+	t.Helper()
+	var fams map[string]*dto.MetricFamily
+	n.waitFor(fmt.Sprintf("metrics to count %d ADDs", adds), 20*time.Second, func() bool {
+		var err error
+		fams, _, err = n.scrape()
+		var count uint64
+		for _, m := range fams["kdd_cni_operation_duration_seconds"].GetMetric() {
+			if l := labelsOf(m); l["plugin"] == "calico" && l["command"] == "ADD" {
+				count += m.GetHistogram().GetSampleCount()
+			}
+		}
+		return err == nil && count == uint64(adds)
+	})
+	for k, v := range apiRequestsOf(fams) {
+		if strings.HasPrefix(k, "ADD ") {
+			all += v
+		}
+	}
+	return all, apiRequestsOf(fams)["ADD PATCH"]
+}
+
 func labelsOf(m *dto.Metric) map[string]string {
 	l := map[string]string{}
 	for _, p := range m.GetLabel() {
@@ -80,11 +114,7 @@ func (n *node) checkMetrics(t *testing.T, adds, dels int) {
 	if got := count("DEL", "success"); got < uint64(dels) || count("DEL", "") != got {
 		t.Errorf("%s: %d DELs counted (%d successful), want at least %d, all successful", n.name, count("DEL", ""), got, dels)
 	}
-	api := map[string]float64{}
-	for _, m := range fams["kdd_cni_api_requests_total"].GetMetric() {
-		l := labelsOf(m)
-		api[l["command"]+" "+l["verb"]] += m.GetCounter().GetValue()
-	}
+	api := apiRequestsOf(fams)
 	if api["ADD PATCH"] != float64(adds) {
 		t.Errorf("%s: %v PATCHes by ADD, want one per ADD (%d): %v", n.name, api["ADD PATCH"], adds, api)
 	}
@@ -143,6 +173,7 @@ func (c *cluster) wipeRuntime(t *testing.T, n *node, keep, forget []string) {
 	if err := n.kubelet.Stop(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	n.kubelet = nil // stopped on purpose: not a daemon that died (waitFor)
 	zero := int64(0)
 	for _, name := range forget {
 		if err := cp.Admin.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {

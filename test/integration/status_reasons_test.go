@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,12 +16,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdd-cni/kdd-cni/internal/health"
+	"github.com/kdd-cni/kdd-cni/internal/invocation"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
-// wantUnready runs STATUS and wants error 50 whose message and details
-// name each reason in want (and not those in notWant).
+// wantUnready runs STATUS and wants error 50 whose message names each
+// reason in want, and nothing else (not those in notWant), and whose
+// details point to kddctl status without repeating them.
 func wantUnready(t *testing.T, e *env, want []string, notWant ...string) {
 	t.Helper()
 	ce := cniErr(t, e.statusOrGC("STATUS", nil))
@@ -26,7 +32,7 @@ func wantUnready(t *testing.T, e *env, want []string, notWant ...string) {
 		t.Fatalf("STATUS code %d %q, want 50", ce.Code, ce.Msg)
 	}
 	for _, w := range want {
-		if !strings.Contains(ce.Msg, w) || !strings.Contains(ce.Details, w) {
+		if !strings.Contains(ce.Msg, w) || strings.Contains(ce.Details, w) {
 			t.Errorf("STATUS does not say %q:\nmsg: %s\ndetails: %s", w, ce.Msg, ce.Details)
 		}
 	}
@@ -35,8 +41,11 @@ func wantUnready(t *testing.T, e *env, want []string, notWant ...string) {
 			t.Errorf("STATUS says %q, which does not hold: %s", w, ce.Msg)
 		}
 	}
-	if lines := strings.Count(ce.Details, "\n") + 1; lines != len(want) {
-		t.Errorf("STATUS details hold %d reasons, want %d: %q", lines, len(want), ce.Details)
+	if reasons := strings.Count(ce.Msg, "; ") + 1; reasons != len(want) {
+		t.Errorf("STATUS message holds %d reasons, want %d: %q", reasons, len(want), ce.Msg)
+	}
+	if ce.Details != invocation.UnreadyDetails {
+		t.Errorf("STATUS details %q, want %q", ce.Details, invocation.UnreadyDetails)
 	}
 }
 
@@ -139,4 +148,63 @@ func TestStatusReasons(t *testing.T) {
 			t.Errorf("STATUS with 100 pending: %v", r.Err)
 		}
 	})
+}
+
+// STATUS, which containerd 2.x asks every 5 s, reuses the API server's
+// last good answer for health.VerifiedFor: counted from the audit log. A
+// new token, a failure and an aged answer each make it ask again.
+func TestStatusReusesAGoodAnswer(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, podCIDRs("v4")...)
+	status := func(t *testing.T, wantOK bool, want string) {
+		t.Helper()
+		var r cniResult
+		got := requestsOf(t, func() { r = e.statusOrGC("STATUS", nil) })
+		if (r.Err == nil) != wantOK || got != want {
+			t.Errorf("STATUS: err %v, requests %q; want ok %v, requests %q", r.Err, got, wantOK, want)
+		}
+	}
+	status(t, true, "GET nodes")
+	for range 3 {
+		status(t, true, "") // the answer just kept
+	}
+
+	// A new token (install-cni re-minted it): asked again.
+	kc := filepath.Join(e.dataDir, "fresh.kubeconfig")
+	if err := cluster.ServiceAccountKubeconfig(ctx, kc, harness.CNINamespace, harness.CNIServiceAccount, 3600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": kc}
+	status(t, true, "GET nodes")
+	status(t, true, "")
+
+	// An answer older than VerifiedFor is not reused (its boot-clock stamp
+	// moved back rather than waiting).
+	file := filepath.Join(e.dataDir, "state", "status-verified")
+	var v map[string]any
+	b, err := os.ReadFile(file)
+	if err == nil {
+		err = json.Unmarshal(b, &v)
+	}
+	if err != nil {
+		t.Fatalf("the kept answer: %v", err)
+	}
+	if strings.Contains(string(b), harness.CNIServiceAccount) || bytes.Contains(b, []byte("eyJ")) {
+		t.Errorf("the kept answer holds credentials: %s", b)
+	}
+	v["at"] = v["at"].(float64) - float64(health.VerifiedFor) - float64(time.Second)
+	b, _ = json.Marshal(v)
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status(t, true, "GET nodes")
+
+	// A failure is never kept, and drops the good answer: the same good
+	// identity afterwards is asked again.
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": kc, "k8s_api_root": "https://127.0.0.1:1"}
+	status(t, false, "")
+	status(t, false, "")
+	e.extra["kubernetes"] = map[string]any{"kubeconfig": kc}
+	status(t, true, "GET nodes")
+	status(t, true, "")
 }

@@ -13,6 +13,8 @@
 #             anp.test (the network-policy-api AdminNetworkPolicy conformance suite)
 #             flanneld, flannel-install-conf (flannel v0.28.10's daemon and its image's conflist installer)
 #             kube-flannel.yml (the same module's DaemonSet manifest, as users apply it)
+#             containerd2 (containerd 2.x: a directory of containerd, ctr and
+#                          containerd-shim-runc-v2 from the module in containerd/)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +29,8 @@ k8s_dir=$cache_root/kubernetes-$k8s_version-$(key "$here")
 etcd_dir=$cache_root/etcd-$etcd_version-$(key "$here/etcd")
 coredns_dir=$cache_root/coredns-$(cat "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go" | sha256sum | cut -c1-12)
 flannel_dir=$cache_root/flannel-$(key "$here/flannel")
+containerd_version=$(sed -n 's/^require github.com\/containerd\/containerd\/v2 //p' "$here/containerd/go.mod")
+containerd_dir=$cache_root/containerd-$containerd_version-$(key "$here/containerd")
 anp_dir=$cache_root/anp-$(cat "$here/anp/go.mod" "$here/anp/go.sum" "$here/anp/anp_test.go" | sha256sum | cut -c1-12)
 bin_dir=$cache_root/bin-$k8s_version-$etcd_version
 
@@ -112,6 +116,16 @@ for c in "${components[@]}"; do
 			mv "$flannel_dir/.kube-flannel.yml.tmp" "$flannel_dir/kube-flannel.yml"
 		fi
 		ln -sfn "$flannel_dir/kube-flannel.yml" "$bin_dir/kube-flannel.yml" ;;
+	containerd2)
+		# As containerd's Makefile stamps it (version.Version = the tag), so
+		# the kubelet reports containerd://$containerd_version; static, no
+		# btrfs (cgo-only). The shim sits beside containerd, and the e2e puts
+		# this directory first on its PATH, so 2.x never runs 1.6's shim.
+		for p in containerd ctr containerd-shim-runc-v2; do
+			build "$containerd_dir" "$here/containerd" "github.com/containerd/containerd/v2/cmd/$p" "$p" \
+				"-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version"
+		done
+		ln -sfn "$containerd_dir" "$bin_dir/containerd2" ;;
 	*) echo "unknown component $c" >&2; exit 2 ;;
 	esac
 done
