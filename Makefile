@@ -123,7 +123,7 @@ calico: deps build tools
 # beside one, the two-node install from the manifests on a node of each (root).
 E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) containerd2) \
+	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) kubectl containerd2) \
 		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance|TestAdminNetworkPolicySuite|TestFlannelInstall' ./test/e2e
 
 # Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +29,7 @@ import (
 // neither containerd nor the kubelet restarted.
 func (n *node) statusDecidesReadiness(t *testing.T) {
 	ctx := context.Background()
+	tools := requireTools(t, "e2e", "kubectl")
 	containerdPID, kubeletPID := n.containerd.PID(), n.kubelet.PID()
 
 	// What STATUS costs while the node is idle: how often containerd asks
@@ -66,6 +68,16 @@ func (n *node) statusDecidesReadiness(t *testing.T) {
 		if strings.Count(cond.Message, want) != 1 {
 			t.Errorf("Ready condition's message holds %q %d times, want once: %s", want, strings.Count(cond.Message, want), cond.Message)
 		}
+	}
+	// What the operator reads: the pinned kubectl's describe.
+	out, err := exec.Command(filepath.Join(tools, "kubectl"), "--kubeconfig", cp.AdminKubeconfig, "describe", "node", n.name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl describe node: %v\n%s", err, out)
+	}
+	if line := conditionLine(string(out), "Ready"); !strings.Contains(line, "False") || !strings.Contains(line, "kdd-cni is not ready: identity: identity not accepted") {
+		t.Errorf("kubectl describe node %s does not say why it is not ready:\n%s", n.name, out)
+	} else {
+		t.Logf("kubectl describe node %s:\n%s", n.name, line)
 	}
 
 	// A pod bound to the node gets no sandbox while the network is not
@@ -129,6 +141,23 @@ func (n *node) statusRecords(t *testing.T) (calls, requests int) {
 		}
 	}
 	return calls, requests
+}
+
+// conditionLine is the line of `kubectl describe node`'s Conditions table
+// for the condition typ.
+func conditionLine(describe, typ string) string {
+	in := false
+	for _, l := range strings.Split(describe, "\n") {
+		switch {
+		case strings.HasPrefix(l, "Conditions:"):
+			in = true
+		case in && !strings.HasPrefix(l, " "):
+			return ""
+		case in && strings.HasPrefix(strings.TrimSpace(l), typ+" "):
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
 
 // readyCondition is the Node's Ready condition.
