@@ -63,20 +63,27 @@ func (n *node) addRequests(t *testing.T, adds int) (all, patches float64) {
 	n.waitFor(fmt.Sprintf("metrics to count %d ADDs", adds), 20*time.Second, func() bool {
 		var err error
 		fams, _, err = n.scrape()
-		var count uint64
-		for _, m := range fams["kdd_cni_operation_duration_seconds"].GetMetric() {
-			if l := labelsOf(m); l["plugin"] == "calico" && l["command"] == "ADD" {
-				count += m.GetHistogram().GetSampleCount()
-			}
-		}
-		return err == nil && count == uint64(adds)
+		return err == nil && operations(fams, "ADD", "") == uint64(adds)
 	})
-	for k, v := range apiRequestsOf(fams) {
+	api := apiRequestsOf(fams)
+	for k, v := range api {
 		if strings.HasPrefix(k, "ADD ") {
 			all += v
 		}
 	}
-	return all, apiRequestsOf(fams)["ADD PATCH"]
+	return all, api["ADD PATCH"]
+}
+
+// operations counts the calico plugin's commands in
+// kdd_cni_operation_duration_seconds, of one result ("" for any).
+func operations(fams map[string]*dto.MetricFamily, command, result string) (c uint64) {
+	for _, m := range fams["kdd_cni_operation_duration_seconds"].GetMetric() {
+		l := labelsOf(m)
+		if l["plugin"] == "calico" && l["command"] == command && (result == "" || l["result"] == result) {
+			c += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return c
 }
 
 func labelsOf(m *dto.Metric) map[string]string {
@@ -94,15 +101,7 @@ func (n *node) checkMetrics(t *testing.T, adds, dels int) {
 	t.Helper()
 	var fams map[string]*dto.MetricFamily
 	var text string
-	count := func(command, result string) (c uint64) {
-		for _, m := range fams["kdd_cni_operation_duration_seconds"].GetMetric() {
-			l := labelsOf(m)
-			if l["plugin"] == "calico" && l["command"] == command && (result == "" || l["result"] == result) {
-				c += m.GetHistogram().GetSampleCount()
-			}
-		}
-		return c
-	}
+	count := func(command, result string) uint64 { return operations(fams, command, result) }
 	var err error
 	n.waitFor(fmt.Sprintf("metrics to count %d ADDs", adds), 20*time.Second, func() bool {
 		fams, text, err = n.scrape()

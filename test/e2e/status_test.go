@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdd-cni/kdd-cni/internal/health"
+	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -129,15 +128,11 @@ func (n *node) statusDecidesReadiness(t *testing.T) {
 // the API requests they sent.
 func (n *node) statusRecords(t *testing.T) (calls, requests int) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(n.stateDir, "metrics", "records"))
-	if err != nil {
-		t.Fatalf("the plugin's records: %v", err)
+	recs, skipped, err := oprecord.Peek((&netconf.NetConf{StateDir: n.stateDir}).MetricsDir())
+	if err != nil || skipped != 0 {
+		t.Fatalf("the plugin's records: %v (%d that do not parse)", err, skipped)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var r oprecord.Record
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("a record that does not parse: %q: %v", line, err)
-		}
+	for _, r := range recs {
 		if r.Command == "STATUS" {
 			calls++
 			for _, c := range r.API {
