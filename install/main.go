@@ -16,6 +16,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/install/internal/installer"
 	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 )
 
@@ -46,8 +47,8 @@ func run(log *slog.Logger) error {
 	defer stop()
 	in := &installer.Installer{
 		Cfg: cfg, Log: log, RefreshEvery: every,
-		NewAPI: func() (installer.API, error) {
-			return kube.New(kube.Access{Kubeconfig: cfg.Kubeconfig, UserAgent: buildinfo.String("install-cni")})
+		NewAPI: func() (*kubeclient.Client, error) {
+			return kubeclient.New(kube.Access{Kubeconfig: cfg.Kubeconfig, UserAgent: buildinfo.String("install-cni")}, "")
 		},
 	}
 	log.Info("starting", "version", buildinfo.Version, "hostRoot", cfg.HostRoot, "sleep", cfg.Sleep)

@@ -10,9 +10,11 @@
 //	                    with (mutual TLS), for kubectl apply -f -
 //	kddctl version
 //
-// It reads the datastore settings like the plugin: --kubeconfig, else the
-// seeds DATASTORE_TYPE, KUBECONFIG, K8S_API_ENDPOINT, K8S_CERT_FILE,
-// K8S_KEY_FILE, K8S_CA_FILE, K8S_TOKEN.
+// get and check reach the API server as kubectl does (--kubeconfig, else
+// $KUBECONFIG's files merged, else ~/.kube/config; --context; -n, else the
+// context's namespace), with the seeds' DATASTORE_TYPE, K8S_API_ENDPOINT,
+// K8S_CERT_FILE, K8S_KEY_FILE, K8S_CA_FILE and K8S_TOKEN applied over it;
+// status and validate read the conflist's settings exactly as the plugin.
 package main
 
 import (
@@ -24,16 +26,23 @@ import (
 	"os"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/pager"
+
 	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
-	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/kddctl/internal/view"
 )
 
 const usage = `usage:
-  kddctl get workloadendpoints|wep [-n NAMESPACE | -A] [-o wide|json|yaml] [--kubeconfig PATH]
-  kddctl check [--kubeconfig PATH] [--admin-kubeconfig PATH]
+  kddctl get workloadendpoints|wep [-n NAMESPACE | -A] [-o wide|json|yaml] [--kubeconfig PATH] [--context NAME]
+  kddctl check [--kubeconfig PATH] [--context NAME] [--admin-kubeconfig PATH]
   kddctl status [-f CONFLIST] [--kubeconfig PATH]
   kddctl validate [-f CONFLIST] [--kubeconfig PATH]
   kddctl typha-certs [-n NAMESPACE] [--valid-for DURATION] | kubectl apply -f -
@@ -74,16 +83,41 @@ func run(args []string, out io.Writer) (int, error) {
 	return 2, fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 }
 
-func client(kubeconfig string) (*kube.Client, error) {
+// apiFlags are the flags that choose the API server and identity, as
+// kubectl's: --kubeconfig (else $KUBECONFIG's files merged, else
+// ~/.kube/config), --context, and for namespaced commands -n/--namespace
+// (else the context's namespace, else default).
+type apiFlags struct {
+	kubeconfig, context, namespace *string
+}
+
+func addAPIFlags(fs *flag.FlagSet, namespaced bool) apiFlags {
+	f := apiFlags{kubeconfig: fs.String("kubeconfig", "", "kubeconfig file (e.g. /etc/cni/net.d/calico-kubeconfig)"),
+		context: fs.String("context", "", "the kubeconfig context to use"), namespace: new(string)}
+	if namespaced {
+		fs.StringVar(f.namespace, "n", "", "namespace (default: the context's)")
+		fs.StringVar(f.namespace, "namespace", "", "namespace (default: the context's)")
+	}
+	return f
+}
+
+// client builds a client-go client from the flags and the seeds' datastore
+// settings (KUBECONFIG, K8S_API_ENDPOINT, K8S_CERT_FILE, K8S_KEY_FILE,
+// K8S_CA_FILE, K8S_TOKEN), which override the kubeconfig as in the plugin.
+func (f apiFlags) client() (*kubeclient.Client, error) {
 	env := netconf.OSEnv()
 	conf := &netconf.NetConf{}
-	conf.Kubernetes.Kubeconfig = kubeconfig
+	conf.Kubernetes.Kubeconfig = *f.kubeconfig
 	if ds := conf.Datastore(env); ds != netconf.DatastoreKubernetes {
 		return nil, fmt.Errorf("unsupported DATASTORE_TYPE %q: kddctl only reads the Kubernetes datastore", ds)
 	}
 	a := conf.APIAccess(env, 10*time.Second)
 	a.HomeKubeconfig = true // as kubectl
-	return kube.New(a)
+	if *f.context != "" {
+		a.Context = *f.context
+	}
+	a.UserAgent = buildinfo.String("kddctl")
+	return kubeclient.New(a, *f.namespace)
 }
 
 func get(args []string, out io.Writer) (int, error) {
@@ -92,24 +126,28 @@ func get(args []string, out io.Writer) (int, error) {
 		return 2, fmt.Errorf("%w: kddctl get supports workloadendpoints (wep)", errUsage)
 	}
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	ns := fs.String("n", "default", "namespace")
-	fs.StringVar(ns, "namespace", "default", "namespace")
+	api := addAPIFlags(fs, true)
 	all := fs.Bool("A", false, "all namespaces")
 	fs.BoolVar(all, "all-namespaces", false, "all namespaces")
 	format := fs.String("o", "", "output: wide, json or yaml")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2, err
 	}
-	api, err := client(*kubeconfig)
+	c, err := api.client()
 	if err != nil {
 		return 1, err
 	}
-	namespace := *ns
+	namespace := c.Namespace
 	if *all {
-		namespace = ""
+		namespace = metav1.NamespaceAll
 	}
-	pods, err := api.ListPods(context.Background(), namespace)
+	var pods []corev1.Pod
+	err = pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		return c.CoreV1().Pods(namespace).List(ctx, opts)
+	}).EachListItem(context.Background(), metav1.ListOptions{}, func(o runtime.Object) error {
+		pods = append(pods, *o.(*corev1.Pod))
+		return nil
+	})
 	if err != nil {
 		return 1, fmt.Errorf("failed to list pods: %w", err)
 	}
@@ -122,11 +160,11 @@ func get(args []string, out io.Writer) (int, error) {
 
 // The CNI identity's needs, and rights it should not have.
 var (
-	required = []kube.ResourceAccess{
+	required = []authzv1.ResourceAttributes{
 		{Verb: "get", Resource: "pods"}, {Verb: "get", Resource: "nodes"},
 		{Verb: "patch", Resource: "pods", Subresource: "status"},
 	}
-	excessive = []kube.ResourceAccess{
+	excessive = []authzv1.ResourceAttributes{
 		{Verb: "list", Resource: "pods"}, {Verb: "patch", Resource: "pods"},
 		{Verb: "delete", Resource: "pods"}, {Verb: "list", Resource: "secrets"},
 	}
@@ -134,12 +172,12 @@ var (
 
 func check(args []string, out io.Writer) (int, error) {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (e.g. /etc/cni/net.d/calico-kubeconfig)")
+	flags := addAPIFlags(fs, false)
 	adminKubeconfig := fs.String("admin-kubeconfig", "", "an admin's kubeconfig: also check the admission policies that scope the identity")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
-	api, err := client(*kubeconfig)
+	api, err := flags.client()
 	if err != nil {
 		return 1, err
 	}
@@ -149,27 +187,35 @@ func check(args []string, out io.Writer) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, err := api.WhoAmI(ctx)
+	r, err := api.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
-		fmt.Fprintf(out, "FAIL  identity: %v\n", err)
+		fmt.Fprintf(out, "FAIL  identity: failed to ask who the identity is: %v\n", err)
 		return 1, nil
 	}
-	return checkScope(ctx, id, *adminKubeconfig, out), nil
+	return checkScope(ctx, r.Status.UserInfo, *adminKubeconfig, out), nil
 }
 
 // checkRights proves the datastore answers the identity, that it has the
 // rights the plugin needs, and warns of rights it should not have.
-func checkRights(api *kube.Client, out io.Writer) int {
+func checkRights(api *kubeclient.Client, out io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := api.Version(ctx)
+	v, err := api.Discovery().ServerVersion()
 	if err != nil {
 		fmt.Fprintf(out, "FAIL  datastore: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(out, "OK    datastore: %s answers (%s)\n", api.Server(), v)
+	fmt.Fprintf(out, "OK    datastore: %s answers (%s)\n", api.Config.Host, v.GitVersion)
 	code := 0
-	describe := func(a kube.ResourceAccess) string {
+	canI := func(a authzv1.ResourceAttributes) (bool, error) {
+		r, err := api.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
+			&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &a}}, metav1.CreateOptions{})
+		if err != nil {
+			return false, err
+		}
+		return r.Status.Allowed, nil
+	}
+	describe := func(a authzv1.ResourceAttributes) string {
 		r := a.Resource
 		if a.Subresource != "" {
 			r += "/" + a.Subresource
@@ -177,7 +223,7 @@ func checkRights(api *kube.Client, out io.Writer) int {
 		return a.Verb + " " + r
 	}
 	for _, a := range required {
-		ok, err := api.CanI(ctx, a)
+		ok, err := canI(a)
 		switch {
 		case err != nil:
 			fmt.Fprintf(out, "FAIL  %s: %v\n", describe(a), err)
@@ -190,7 +236,7 @@ func checkRights(api *kube.Client, out io.Writer) int {
 		}
 	}
 	for _, a := range excessive {
-		if ok, err := api.CanI(ctx, a); err == nil && ok {
+		if ok, err := canI(a); err == nil && ok {
 			fmt.Fprintf(out, "WARN  %s: allowed, but the CNI identity does not need it\n", describe(a))
 		}
 	}

@@ -8,14 +8,16 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kdd-cni/kdd-cni/internal/buildinfo"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 )
 
 // The admission policies of conf/manifests/admission-node-scope.yaml.
@@ -30,8 +32,8 @@ const defaultCNIServiceAccount = "kdd-cni-plugin"
 // are in force for this very identity: each policy bound with Deny to a
 // ConfigMap that names it, and a dry-run label change as the identity (on
 // a pod of its node) refused. It returns 1 when scoping is not in force.
-func checkScope(ctx context.Context, id kube.Identity, adminKubeconfig string, out io.Writer) int {
-	node := id.Node()
+func checkScope(ctx context.Context, id authnv1.UserInfo, adminKubeconfig string, out io.Writer) int {
+	node := boundNode(id)
 	if node == "" {
 		fmt.Fprintf(out, "WARN  node binding: %s's token carries no node name; with the admission policies in force it may patch nothing\n", id.Username)
 	} else {
@@ -41,15 +43,9 @@ func checkScope(ctx context.Context, id kube.Identity, adminKubeconfig string, o
 		fmt.Fprintln(out, "INFO  admission: pass --admin-kubeconfig to check the policies that scope this identity")
 		return 0
 	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: adminKubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
+	admin, err := kubeclient.New(kube.Access{Kubeconfig: adminKubeconfig, UserAgent: buildinfo.String("kddctl")}, "")
 	if err != nil {
-		fmt.Fprintf(out, "FAIL  admission: failed to load %s: %v\n", adminKubeconfig, err)
-		return 1
-	}
-	admin, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		fmt.Fprintf(out, "FAIL  admission: %v\n", err)
+		fmt.Fprintf(out, "FAIL  admission: %s: %v\n", adminKubeconfig, err)
 		return 1
 	}
 	code := 0
@@ -64,7 +60,7 @@ func checkScope(ctx context.Context, id kube.Identity, adminKubeconfig string, o
 	if node == "" {
 		return code
 	}
-	switch refused, pod, err := probeScope(ctx, admin, cfg, id); {
+	switch refused, pod, err := probeScope(ctx, admin, node, id); {
 	case err != nil:
 		fmt.Fprintf(out, "FAIL  admission probe: %v\n", err)
 		code = 1
@@ -114,17 +110,20 @@ func policyInForce(ctx context.Context, admin kubernetes.Interface, name, userna
 // probeScope asks, as the identity (impersonated, dry run), to label a
 // pod of its node; it reports whether the policy refused it and which pod
 // it tried ("" when the node runs none).
-func probeScope(ctx context.Context, admin kubernetes.Interface, cfg *rest.Config, id kube.Identity) (bool, string, error) {
-	pods, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + id.Node(), Limit: 1})
+func probeScope(ctx context.Context, admin *kubeclient.Client, node string, id authnv1.UserInfo) (bool, string, error) {
+	pods, err := admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: 1})
 	if err != nil {
-		return false, "", fmt.Errorf("failed to list pods on node %s: %w", id.Node(), err)
+		return false, "", fmt.Errorf("failed to list pods on node %s: %w", node, err)
 	}
 	if len(pods.Items) == 0 {
 		return false, "", nil
 	}
 	p := pods.Items[0]
-	as := rest.CopyConfig(cfg)
-	as.Impersonate = rest.ImpersonationConfig{UserName: id.Username, Groups: id.Groups, Extra: id.Extra}
+	as := rest.CopyConfig(admin.Config)
+	as.Impersonate = rest.ImpersonationConfig{UserName: id.Username, Groups: id.Groups, Extra: map[string][]string{}}
+	for k, v := range id.Extra {
+		as.Impersonate.Extra[k] = v
+	}
 	c, err := kubernetes.NewForConfig(as)
 	if err != nil {
 		return false, "", err
@@ -139,4 +138,13 @@ func probeScope(ctx context.Context, admin kubernetes.Interface, cfg *rest.Confi
 		return true, where, nil
 	}
 	return false, where, fmt.Errorf("failed to probe with pod %s: %w", where, err)
+}
+
+// boundNode is the node id's token is bound to (user extra
+// authentication.kubernetes.io/node-name), "" when none.
+func boundNode(id authnv1.UserInfo) string {
+	if n := id.Extra["authentication.kubernetes.io/node-name"]; len(n) > 0 {
+		return n[0]
+	}
+	return ""
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/confcheck"
 	"github.com/kdd-cni/kdd-cni/internal/health"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 )
 
@@ -129,7 +130,14 @@ func validate(args []string, out io.Writer) (int, error) {
 	for _, w := range r.Warnings {
 		fmt.Fprintf(out, "WARN  %s\n", w)
 	}
-	api, err := kube.New(r.Conf.APIAccess(netconf.OSEnv(), 10*time.Second))
+	// The plugin's own loader must accept the credentials; the rights are
+	// then asked with the same ones.
+	a := r.Conf.APIAccess(netconf.OSEnv(), 10*time.Second)
+	if _, err := kube.New(a); err != nil {
+		fmt.Fprintf(out, "FAIL  kubeconfig: %v\n", err)
+		return 1, nil
+	}
+	api, err := kubeclient.New(a, "")
 	if err != nil {
 		fmt.Fprintf(out, "FAIL  kubeconfig: %v\n", err)
 		return 1, nil

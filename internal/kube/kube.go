@@ -1,9 +1,11 @@
-// Package kube is kdd-cni's only door to the Kubernetes API. It loads
-// credentials as kubectl does (kubeconfig, tokens, client certificates,
-// exec plugins, in-cluster config; credentials.go) without linking
-// client-go, sends plain HTTP requests and decodes only the fields it needs,
-// so a plugin invocation stays small and fast. Every request carries its
-// own timeout.
+// Package kube is the exec'd plugins' door to the Kubernetes API (the
+// long-running and interactive binaries use client-go, package kubeclient).
+// It loads credentials as kubectl does (kubeconfig, tokens, client
+// certificates, exec plugins, in-cluster config; credentials.go) without
+// linking client-go, sends plain HTTP requests and decodes only the fields
+// it needs, so a plugin invocation stays small and fast. Every request
+// carries its own timeout. The kubeconfig corpus test (package kubeclient)
+// holds its loader to clientcmd's answers.
 package kube
 
 import (
@@ -248,8 +250,6 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == http.StatusUnauthorized
 	case ErrForbidden:
 		return e.Code == http.StatusForbidden
-	case ErrGone:
-		return e.Code == http.StatusGone
 	}
 	return false
 }

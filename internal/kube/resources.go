@@ -12,32 +12,16 @@ const (
 	JSONPatch  = "application/json-patch+json"
 )
 
-// ObjectMeta is the part of an object's metadata kdd-cni reads.
+// ObjectMeta is the part of an object's metadata the plugins read.
 type ObjectMeta struct {
-	Name              string            `json:"name"`
-	GenerateName      string            `json:"generateName"`
-	Labels            map[string]string `json:"labels"`
-	Namespace         string            `json:"namespace"`
-	UID               string            `json:"uid"`
-	ResourceVersion   string            `json:"resourceVersion"`
-	Annotations       map[string]string `json:"annotations"`
-	DeletionTimestamp *string           `json:"deletionTimestamp"`
+	UID             string            `json:"uid"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Annotations     map[string]string `json:"annotations"`
 }
 
-// Pod is the part of a Pod kdd-cni reads.
+// Pod is the part of a Pod the plugins read.
 type Pod struct {
 	Metadata ObjectMeta `json:"metadata"`
-	Spec     struct {
-		NodeName           string `json:"nodeName"`
-		HostNetwork        bool   `json:"hostNetwork"`
-		ServiceAccountName string `json:"serviceAccountName"`
-	} `json:"spec"`
-	Status struct {
-		Phase  string `json:"phase"`
-		PodIPs []struct {
-			IP string `json:"ip"`
-		} `json:"podIPs"`
-	} `json:"status"`
 }
 
 func podPath(namespace, name string) string {
@@ -55,17 +39,13 @@ type NodeFacts struct {
 // node is the part of a Node kdd-cni reads.
 type node struct {
 	Metadata struct {
-		UID             string `json:"uid"`
-		ResourceVersion string `json:"resourceVersion"`
+		UID string `json:"uid"`
 	} `json:"metadata"`
 	Spec struct {
 		PodCIDR  string   `json:"podCIDR"`
 		PodCIDRs []string `json:"podCIDRs"`
 	} `json:"spec"`
 	Status struct {
-		NodeInfo struct {
-			ContainerRuntimeVersion string `json:"containerRuntimeVersion"`
-		} `json:"nodeInfo"`
 		Capacity struct {
 			Pods string `json:"pods"`
 		} `json:"capacity"`

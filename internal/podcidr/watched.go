@@ -10,8 +10,8 @@ package podcidr
 // descriptor, so a copy left behind is never trusted. A sidecar that lives
 // but stops hearing from the API server (a stalled watch, SIGSTOP) stops
 // confirming its copy: each copy carries when it was last confirmed (a
-// watch event or bookmark, or the sidecar's own read of the Node), and one
-// older than MaxAge is not trusted.
+// watch event, bookmark or resumed watch), and one older than MaxAge is not
+// trusted.
 
 import (
 	"encoding/json"
@@ -37,7 +37,7 @@ func watchLockPath(stateDir, node string) string {
 }
 
 // MaxAge is how long a copy is trusted after the sidecar last confirmed
-// it; the sidecar confirms it at least every 15 s.
+// it; the sidecar's watch confirms it at least every 18 s.
 const MaxAge = 45 * time.Second
 
 // watchedCopy is the file: the podCIDRs and when (boottime) they were last
@@ -91,8 +91,7 @@ func decodeCIDRs(path, node string) (watchedCopy, bool) {
 	return c, true
 }
 
-// Publisher is the sidecar's side of Watched, for one node; its watch and
-// its periodic read of the Node both use it.
+// Publisher is the sidecar's side of Watched, for one node.
 type Publisher struct {
 	stateDir, node string
 	mu             sync.Mutex
@@ -131,22 +130,6 @@ func (p *Publisher) Touch() error {
 		return nil
 	}
 	return p.write(p.last)
-}
-
-// Confirm compares the published copy with the Node as read from the API
-// server: the same confirms it, another withdraws it (the watch missed a
-// change; the plugins read the Node until the watch publishes again). It
-// reports whether it withdrew a copy.
-func (p *Publisher) Confirm(read NodeCIDRs) (bool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case p.lock == nil || p.last == (NodeCIDRs{}):
-		return false, nil
-	case read == p.last:
-		return false, p.write(p.last)
-	}
-	return true, p.withdraw()
 }
 
 func (p *Publisher) write(c NodeCIDRs) error {

@@ -2,6 +2,8 @@ package install
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"os"
 	"strings"
 	"syscall"
@@ -72,6 +74,20 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	watched("re-created with another podCIDR", published("10.231.1.0/24", uid2))
 	t.Logf("deletion and re-creation followed in %s", time.Since(start).Round(time.Millisecond))
 
+	// The token died with the old Node: the sidecar re-mints one bound to
+	// the new one, told by its watch.
+	deadline := time.Now().Add(10 * time.Second)
+	for boundUID(t, h) != uid2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CNI token is still bound to %q 10 s after the Node was re-created (%q)\n%s", boundUID(t, h), uid2, s.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(s.out.String(), "reason=\"node re-created\"") {
+		t.Errorf("the re-mint does not say why:\n%s", s.out)
+	}
+	t.Logf("token re-minted for the new Node %s after it was created", time.Since(start).Round(time.Millisecond))
+
 	// A killed sidecar leaves its copy behind, but not its lock.
 	s.stop(t, syscall.SIGKILL)
 	if _, err := os.Stat(state + "/podcidrs/" + name + ".watched.json"); err != nil {
@@ -106,7 +122,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if err := syscall.Kill(s.pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for !published("10.231.1.0/24", uid2)(podcidr.Watched(state, name)) {
 		if time.Now().After(deadline) {
 			t.Fatal("the resumed sidecar did not confirm its copy within 20 s")
@@ -114,21 +130,21 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// The sidecar's Node read withdraws a copy its watch let go stale: one
-	// written behind its back names other podCIDRs.
+	// A copy written behind the sidecar's back (other podCIDRs) is put
+	// right by its next confirmation: the watch resumes within 18 s.
 	b, _ := os.ReadFile(state + "/podcidrs/" + name + ".watched.json")
 	forged := strings.Replace(string(b), "10.231.1.0/24", "10.96.0.0/24", 1)
 	if err := os.WriteFile(state+"/podcidrs/"+name+".watched.json", []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(25 * time.Second)
 	for {
 		c, ok := podcidr.Watched(state, name)
 		if !ok || c.CIDRs.V4 == "10.231.1.0/24" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a copy that differs from the Node still trusted after 20 s: %+v", c)
+			t.Fatalf("a copy that differs from the Node still trusted after 25 s: %+v", c)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -141,4 +157,34 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if _, ok := podcidr.Watched(state, name); ok {
 		t.Fatal("watched after the sidecar stopped")
 	}
+}
+
+// boundUID is the UID of the Node the CNI kubeconfig's token is bound to
+// (its kubernetes.io.node.uid claim), "" when none.
+func boundUID(t *testing.T, h *host) string {
+	t.Helper()
+	b, err := os.ReadFile(h.path("etc/cni/net.d/calico-kubeconfig"))
+	if err != nil {
+		return ""
+	}
+	_, tok, _ := strings.Cut(string(b), "token: ")
+	parts := strings.Split(strings.Trim(strings.SplitN(tok, "\n", 2)[0], "\" "), ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatalf("decode the token: %v", err)
+	}
+	var claims struct {
+		K8s struct {
+			Node struct {
+				UID string `json:"uid"`
+			} `json:"node"`
+		} `json:"kubernetes.io"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatalf("decode the token's claims: %v", err)
+	}
+	return claims.K8s.Node.UID
 }

@@ -9,12 +9,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 func kddctl(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return kddctlWith(t, "", args...) // only --kubeconfig
+}
+
+// kddctlWith runs kddctl with $KUBECONFIG set to kubeconfigs.
+func kddctlWith(t *testing.T, kubeconfigs string, args ...string) (string, int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "kddctl"), args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG=") // only --kubeconfig
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigs, "HOME="+t.TempDir())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cluster.Run(cmd)
@@ -66,6 +75,33 @@ func TestKddctl(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("-A -o json lacks %s:\n%s", wepName, out)
+	}
+
+	// As kubectl: $KUBECONFIG's files merged (the CNI's first, so its
+	// context is current), --context picks the admin's from the second
+	// file, and that context's namespace is the default for get.
+	cfg, err := clientcmd.LoadFromFile(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Names of its own: where both files name a user or cluster alike, the
+	// first file's wins (as in kubectl).
+	adm := *cfg.Contexts[cfg.CurrentContext]
+	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{"adm-user": cfg.AuthInfos[adm.AuthInfo]}
+	cfg.Clusters = map[string]*clientcmdapi.Cluster{"adm-cluster": cfg.Clusters[adm.Cluster]}
+	adm.AuthInfo, adm.Cluster, adm.Namespace = "adm-user", "adm-cluster", e.ns
+	cfg.Contexts = map[string]*clientcmdapi.Context{"adm": &adm}
+	cfg.CurrentContext = "adm"
+	second := filepath.Join(t.TempDir(), "admin-with-namespace")
+	if err := clientcmd.WriteToFile(*cfg, second); err != nil {
+		t.Fatal(err)
+	}
+	merged := kubeconfig + ":" + second
+	if out, code = kddctlWith(t, merged, "get", "wep", "--context", "adm"); code != 0 || !strings.Contains(strings.Join(strings.Fields(out), " "), want) {
+		t.Errorf("get wep --context adm over KUBECONFIG=%s (%d):\n%s\nwant a row %q", merged, code, out, want)
+	}
+	if out, code = kddctlWith(t, merged, "get", "wep"); code != 1 || !strings.Contains(out, "forbidden") {
+		t.Errorf("get wep as the current context (the CNI identity, which may not list pods) (%d):\n%s", code, out)
 	}
 
 	// check: the CNI identity has exactly what it needs; admin has more.

@@ -23,27 +23,15 @@ import (
 	"github.com/kdd-cni/kdd-cni/install/internal/render"
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/confcheck"
-	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
-
-// API is what install-cni needs from the API server.
-type API interface {
-	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, bound *kube.BoundObject) (string, time.Time, error)
-	Node(ctx context.Context, node string) (kube.NodeInfo, error)
-	NodeEventRecorded(ctx context.Context, node, reason string) (bool, error)
-	RecordNodeEvent(ctx context.Context, e kube.NodeEvent) error
-	WatchNode(ctx context.Context, node, resourceVersion string, timeout time.Duration, fn func(kube.NodeChange) error) error
-	Server() string
-	CAData() []byte
-}
 
 // Installer installs under cfg.HostRoot. NewAPI is called for every token
 // request, so a rotated installer credential is picked up at once.
 type Installer struct {
 	Cfg    *config.Config
-	NewAPI func() (API, error)
+	NewAPI func() (*kubeclient.Client, error)
 	Log    *slog.Logger
 	// RefreshEvery, if set, overrides the expiry-based schedule
 	// (CNI_TOKEN_REFRESH_INTERVAL).
@@ -70,13 +58,11 @@ type Installer struct {
 	Sandboxes func(context.Context) ([]cri.Sandbox, error)
 	// seen is what the sidecar last learnt of its node and files.
 	seen observed
-	// pub publishes the node's podCIDRs for the plugins (sidecar only).
-	pub *podcidr.Publisher
 }
 
 // confVersion is the conflist's cniVersion: CNI_CONF_VERSION if set, else
 // the newest the node's container runtime accepts.
-func (in *Installer) confVersion(node kube.NodeInfo) (version, why string) {
+func (in *Installer) confVersion(node NodeInfo) (version, why string) {
 	if in.Cfg.ConfVersion != "" {
 		return in.Cfg.ConfVersion, "CNI_CONF_VERSION"
 	}
@@ -129,12 +115,8 @@ func (in *Installer) Validate() error {
 	if err != nil {
 		return fmt.Errorf("failed to load install-cni's API credentials: %w", err)
 	}
-	server := in.Cfg.Server()
-	if server == "" {
-		server = api.Server()
-	}
 	mtu, _ := in.podMTU()
-	conflist, err := render.Conflist(in.Cfg.Template, in.values(server, mtu), "validation-token")
+	conflist, err := render.Conflist(in.Cfg.Template, in.values(in.server(api), mtu), "validation-token")
 	if err == nil {
 		conflist, err = render.WithVersion(conflist, in.Cfg.ConfVersion)
 	}
@@ -213,26 +195,25 @@ func (in *Installer) WriteCredentials(ctx context.Context) (time.Time, error) {
 	// The token is bound to this node's Node object: it carries the node's
 	// name (the admission policy lets it patch only pods on this node) and
 	// dies with the Node.
-	node, err := api.Node(ctx, in.Cfg.NodeName)
+	node, err := in.readNode(ctx, api)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("failed to bind the CNI token to its Node: %w", err)
 	}
-	uid := node.UID
-	token, expiry, err := api.CreateToken(ctx, in.Cfg.Namespace, in.Cfg.ServiceAccount, in.Cfg.TokenTTL,
-		&kube.BoundObject{Kind: "Node", Name: in.Cfg.NodeName, UID: uid})
+	token, expiry, err := in.mintToken(ctx, api, node.UID)
 	if err != nil {
 		return time.Time{}, err
 	}
-	in.boundUID = uid
-	server := in.Cfg.Server()
-	if server == "" {
-		server = api.Server()
+	in.boundUID = node.UID
+	server := in.server(api)
+	ca, err := api.CAData()
+	if err != nil {
+		return time.Time{}, err
 	}
 	netDir := in.Cfg.HostNetDir()
 	if err := os.MkdirAll(netDir, 0o755); err != nil {
 		return time.Time{}, fmt.Errorf("failed to create %s: %w", netDir, err)
 	}
-	kc := render.Kubeconfig(server, api.CAData(), in.Cfg.SkipTLSVerify, token)
+	kc := render.Kubeconfig(server, ca, in.Cfg.SkipTLSVerify, token)
 	if err := atomicfile.Write(filepath.Join(netDir, config.KubeconfigName), kc, 0o600); err != nil {
 		return time.Time{}, err
 	}

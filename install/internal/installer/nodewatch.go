@@ -2,27 +2,42 @@ package installer
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/internal/kube"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 // nodeWatchTimeout is how long one watch request lasts before the server
 // ends it and the sidecar resumes from the last version seen; each request
-// adds up to a fifth of it at random, so a fleet's watches do not end in step.
-const nodeWatchTimeout = 5 * time.Minute
+// adds up to a fifth of it at random, so a fleet's watches do not end in
+// step. Every resumed watch confirms the published copy (nothing changed up
+// to the server's current version), so it bounds the copy's age well below
+// podcidr.MaxAge: the apiserver's own bookmarks come once a minute, too
+// seldom for that.
+const nodeWatchTimeout = 15 * time.Second
 
-// watchNode publishes the node's podCIDRs for the plugins (podcidr.Watched)
-// from a watch on its Node, so an ADD reads them from the node instead of
-// the API server. The copy is withdrawn while the Node is gone or has no
-// podCIDRs, and withdrawn with the lock whenever the watch is not
-// established (an error, a refused resume, ctx ending): the plugins then
-// read the Node themselves, as without a sidecar. Every event and bookmark
-// confirms the copy; so does the sidecar's own read of the Node
-// (confirmPodCIDRs), which withdraws a copy the watch let go stale.
+// watchNode follows the node's Node for the sidecar. It publishes the
+// node's podCIDRs for the plugins (podcidr.Watched), so an ADD reads them
+// from the node instead of the API server: the copy is withdrawn while the
+// Node is gone or has no podCIDRs, and withdrawn with the lock whenever the
+// watch is not established (an error, a refused resume, ctx ending): the
+// plugins then read the Node themselves, as without a sidecar. Every event,
+// bookmark and resumed watch confirms the copy. It also keeps what the
+// sidecar knows of the Node (in.seen: the metrics, the capacity warning and
+// the re-creation that makes the sidecar re-mint the CNI token) current.
+//
+// It runs client-go's watch in a loop of its own rather than an informer or
+// a RetryWatcher: neither tells its caller when a watch is established or
+// a bookmark arrives, and those are what keep the copy trusted.
 func (in *Installer) watchNode(ctx context.Context, pub *podcidr.Publisher) {
 	defer pub.Close()
 	rv, failures := "", 0
@@ -35,7 +50,7 @@ func (in *Installer) watchNode(ctx context.Context, pub *podcidr.Publisher) {
 			failures = 0
 			continue // the server ended the watch: resume
 		}
-		if errors.Is(err, kube.ErrGone) {
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 			rv = "" // too old to resume: start again from the current state
 		}
 		failures++
@@ -56,20 +71,56 @@ func (in *Installer) watchNodeOnce(ctx context.Context, pub *podcidr.Publisher, 
 	if err != nil {
 		return err
 	}
-	node := in.Cfg.NodeName
 	timeout := nodeWatchTimeout + rand.N(nodeWatchTimeout/5)
-	return api.WatchNode(ctx, node, *rv, timeout, func(e kube.NodeChange) error {
-		*rv = e.ResourceVersion
-		switch e.Type {
-		case "ADDED", "MODIFIED":
-			cidrs, err := podcidr.ByFamily(node, e.Facts.PodCIDRs)
-			if err != nil || (cidrs.V4 == "" && cidrs.V6 == "") {
-				return pub.Withdraw()
-			}
-			return pub.Publish(podcidr.NodeCIDRs{Node: node, UID: e.Facts.UID, CIDRs: cidrs})
-		case "DELETED":
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second) // a stalled connection ends too
+	defer cancel()
+	secs := int64(timeout / time.Second)
+	w, err := api.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", in.Cfg.NodeName).String(),
+		ResourceVersion: *rv, AllowWatchBookmarks: true, TimeoutSeconds: &secs,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to watch node %q: %w", in.Cfg.NodeName, err)
+	}
+	defer w.Stop()
+	if *rv != "" {
+		if err := pub.Touch(); err != nil { // resumed: nothing missed up to now
+			return err
+		}
+	}
+	for e := range w.ResultChan() {
+		if e.Type == watch.Error {
+			return fmt.Errorf("failed to watch node %q: %w", in.Cfg.NodeName, apierrors.FromObject(e.Object))
+		}
+		if m, err := meta.Accessor(e.Object); err == nil {
+			*rv = m.GetResourceVersion()
+		}
+		if err := in.nodeChanged(pub, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nodeChanged publishes one watch event.
+func (in *Installer) nodeChanged(pub *podcidr.Publisher, e watch.Event) error {
+	node := in.Cfg.NodeName
+	switch e.Type {
+	case watch.Added, watch.Modified:
+		n, ok := e.Object.(*corev1.Node)
+		if !ok {
+			return fmt.Errorf("failed to watch node %q: an event holds a %T", node, e.Object)
+		}
+		info := nodeInfo(n)
+		in.seen.setNode(info)
+		cidrs, err := podcidr.ByFamily(node, info.PodCIDRs)
+		if err != nil || (cidrs.V4 == "" && cidrs.V6 == "") {
 			return pub.Withdraw()
 		}
-		return pub.Touch() // BOOKMARK: nothing changed up to e.ResourceVersion
-	})
+		return pub.Publish(podcidr.NodeCIDRs{Node: node, UID: info.UID, CIDRs: cidrs})
+	case watch.Deleted:
+		in.seen.setNode(NodeInfo{})
+		return pub.Withdraw()
+	}
+	return pub.Touch() // BOOKMARK: nothing changed up to its version
 }

@@ -6,9 +6,13 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+
 	"github.com/kdd-cni/kdd-cni/install/internal/metrics"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
@@ -17,13 +21,13 @@ import (
 // metrics endpoint while the sidecar's loop updates it.
 type observed struct {
 	mu     sync.Mutex
-	node   kube.NodeInfo
+	node   NodeInfo
 	plugin []byte // the calico plugin's configuration, as the runtime passes it
 	expiry time.Time
 	warned map[string]bool // capacity warnings already recorded
 }
 
-func (o *observed) set(node kube.NodeInfo, plugin []byte, expiry time.Time) {
+func (o *observed) set(node NodeInfo, plugin []byte, expiry time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.node, o.expiry = node, expiry
@@ -32,13 +36,13 @@ func (o *observed) set(node kube.NodeInfo, plugin []byte, expiry time.Time) {
 	}
 }
 
-func (o *observed) setNode(node kube.NodeInfo) {
+func (o *observed) setNode(node NodeInfo) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.node = node
 }
 
-func (o *observed) get() (kube.NodeInfo, []byte, time.Time) {
+func (o *observed) get() (NodeInfo, []byte, time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.node, o.plugin, o.expiry
@@ -77,7 +81,7 @@ type poolFamily struct {
 
 // pools are the families whose addresses host-local leases from the node's
 // podCIDRs, with their usable sizes.
-func pools(node kube.NodeInfo, plugin []byte) []poolFamily {
+func pools(node NodeInfo, plugin []byte) []poolFamily {
 	conf, err := podcidr.Parse(plugin)
 	if err != nil {
 		return nil
@@ -132,7 +136,7 @@ const CapacityReason = "PodCIDRTooSmall"
 // warnCapacity records a Warning Event on the Node when the kubelet's
 // maxPods exceeds the usable addresses of a podCIDR the pods draw from:
 // once per sidecar and podCIDR, and not while an earlier one is recorded.
-func (in *Installer) warnCapacity(ctx context.Context, api API) {
+func (in *Installer) warnCapacity(ctx context.Context, api *kubeclient.Client, events record.EventRecorder) {
 	node, plugin, _ := in.seen.get()
 	for _, p := range pools(node, plugin) {
 		if node.MaxPods <= 0 || uint64(node.MaxPods) <= p.usable {
@@ -144,17 +148,16 @@ func (in *Installer) warnCapacity(ctx context.Context, api API) {
 		}
 		msg := fmt.Sprintf("the kubelet's maxPods (%d) exceeds the %d usable %s addresses of podCIDR %s: pods past that will fail to start (raise the controller-manager's --node-cidr-mask-size or lower maxPods)",
 			node.MaxPods, p.usable, p.name, p.cidr)
-		recorded, err := api.NodeEventRecorded(ctx, in.Cfg.NodeName, CapacityReason)
-		if err == nil && recorded {
-			in.Log.Info("capacity warning already recorded on the node", "reason", CapacityReason)
-		}
-		if err == nil && !recorded {
-			err = api.RecordNodeEvent(ctx, kube.NodeEvent{Node: in.Cfg.NodeName, NodeUID: node.UID, Type: "Warning",
-				Reason: CapacityReason, Message: msg, Source: "kdd-cni"})
-		}
+		recorded, err := in.nodeEventRecorded(ctx, api, CapacityReason)
 		if err != nil {
-			in.Log.Error("failed to record the capacity warning", "err", err)
+			in.Log.Error("failed to look for the capacity warning", "err", err)
 			continue // try again on the next node check
+		}
+		if recorded {
+			in.Log.Info("capacity warning already recorded on the node", "reason", CapacityReason)
+		} else {
+			ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: in.Cfg.NodeName, UID: types.UID(node.UID)}
+			events.Event(ref, corev1.EventTypeWarning, CapacityReason, msg)
 		}
 		in.Log.Warn(msg)
 		in.seen.setWarned(key)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/cri"
-	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
 func TestGCConf(t *testing.T) {
@@ -46,11 +45,11 @@ func TestGCConf(t *testing.T) {
 
 func TestPools(t *testing.T) {
 	plugin := []byte(`{"name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"usePodCidr"}],[{"subnet":"usePodCidrIPv6"}]]}}`)
-	ps := pools(kube.NodeInfo{PodCIDRs: []string{"10.1.2.0/26", "fd00::/120"}}, plugin)
+	ps := pools(NodeInfo{PodCIDRs: []string{"10.1.2.0/26", "fd00::/120"}}, plugin)
 	if len(ps) != 2 || ps[0].name != "IPv4" || ps[0].usable != 61 || ps[1].name != "IPv6" || ps[1].usable != 254 {
 		t.Errorf("%+v", ps)
 	}
-	if ps := pools(kube.NodeInfo{PodCIDRs: []string{"10.1.2.0/26"}}, []byte(`{"name":"n","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`)); len(ps) != 0 {
+	if ps := pools(NodeInfo{PodCIDRs: []string{"10.1.2.0/26"}}, []byte(`{"name":"n","ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}`)); len(ps) != 0 {
 		t.Errorf("a static subnet is not the podCIDR: %+v", ps)
 	}
 }

@@ -32,23 +32,24 @@ func Backoff(n int) time.Duration {
 	return d - rand.N(d/5)
 }
 
-// nodeCheckEvery is how often the sidecar checks that the Node its token is
-// bound to is still the node's (a re-created Node kills the token).
+// nodeCheckEvery is how often the sidecar looks for other networks'
+// configurations and checks the node's capacity.
 const nodeCheckEvery = 15 * time.Second
 
 // runSidecar is install-cni's long-running part (SLEEP=true). It serves the
-// plugins' metrics (METRICS_BIND_ADDRESS), warns on a Node whose maxPods
-// exceeds its podCIDR, reclaims leaks (reclaimLoop) and publishes the
-// node's podCIDRs from a watch on its Node (watchNode). Its jobs, checked
-// every second: drain the plugins' records into the metrics; replay the
-// journal of annotation clears the plugin could not send; re-mint the CNI
-// token on schedule, at once when the installer's own service-account token
-// changes (e.g. signing-key rotation), and when the node's Node object was
-// re-created, retrying with backoff; rewrite the conflist when flannel's
-// MTU changes (CNI_MTU unset); warn when another network's configuration
-// comes to sort before ours. A failed refresh leaves the previous
-// files in place: they are only ever replaced whole. When it stops, it
-// leaves a conflist Calico's binary accepts (LeaveRollbackConflist).
+// plugins' metrics (METRICS_BIND_ADDRESS), reclaims leaks (reclaimLoop) and
+// follows its Node (watchNode: the podCIDRs published for the plugins, the
+// Node's UID and capacity). Its jobs, checked every second: drain the
+// plugins' records into the metrics; replay the journal of annotation
+// clears the plugin could not send; re-mint the CNI token on schedule, at
+// once when the installer's own service-account token changes (e.g.
+// signing-key rotation), and when the node's Node object was re-created,
+// retrying with backoff; rewrite the conflist when flannel's MTU changes
+// (CNI_MTU unset); warn when another network's configuration comes to sort
+// before ours, and on a Node whose maxPods exceeds its podCIDR. A failed
+// refresh leaves the previous files in place: they are only ever replaced
+// whole. When it stops, it leaves a conflist Calico's binary accepts
+// (LeaveRollbackConflist).
 func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	if err := in.prepareStateDir(); err != nil {
 		return err
@@ -57,17 +58,21 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	if err != nil {
 		return err
 	}
-	if api, err := in.NewAPI(); err == nil {
-		in.warnCapacity(ctx, api)
+	api, err := in.NewAPI()
+	if err != nil {
+		return err
 	}
+	events, stopEvents := in.eventRecorder(ctx, api)
+	defer stopEvents()
+	in.warnCapacity(ctx, api, events)
 	go in.reclaimLoop(ctx)
-	if in.pub, err = podcidr.NewPublisher(in.Cfg.StateDir, in.Cfg.NodeName); err != nil {
-		in.Log.Error("not publishing the node's podCIDRs", "err", err)
-	} else {
-		watched := make(chan struct{})
-		go func() { in.watchNode(ctx, in.pub); close(watched) }()
-		defer func() { <-watched }() // the copy withdrawn, the lock released
+	pub, err := podcidr.NewPublisher(in.Cfg.StateDir, in.Cfg.NodeName)
+	if err != nil {
+		return err
 	}
+	watched := make(chan struct{})
+	go func() { in.watchNode(ctx, pub); close(watched) }()
+	defer func() { <-watched }() // the copy withdrawn, the lock released
 	issued := time.Now()
 	next := in.schedule(issued, expiry)
 	failures := 0
@@ -86,18 +91,20 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 					in.Log.Debug("failed to drain the invocation records", "err", err)
 				}
 			}
-			if fileDigest(in.Cfg.OwnTokenFile) != in.mintedWith {
+			node, _, _ := in.seen.get()
+			switch {
+			case fileDigest(in.Cfg.OwnTokenFile) != in.mintedWith:
 				reason = "own service-account token changed"
-			} else if !time.Now().Before(next) {
+			case !time.Now().Before(next):
 				reason = "scheduled"
-			} else if in.mtuChanged() {
+			case failures == 0 && node.UID != "" && node.UID != in.boundUID:
+				reason = "node re-created"
+			case in.mtuChanged():
 				reason = "pod MTU changed"
-			} else if time.Now().After(nodeCheck) {
+			case time.Now().After(nodeCheck):
 				nodeCheck = time.Now().Add(nodeCheckEvery)
 				in.warnShadowed()
-				if in.nodeRecreated(ctx) {
-					reason = "node re-created"
-				}
+				in.warnCapacity(ctx, api, events)
 			}
 		}
 		if reason == "" {
@@ -115,46 +122,6 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 		next = in.schedule(issued, expiry)
 		in.Log.Info("refreshed the CNI token", "reason", reason, "expiry", expiry, "next", next)
 	}
-}
-
-// confirmPodCIDRs holds the published podCIDRs against the Node as just
-// read (a quorum read): the same confirms the copy, another withdraws it.
-func (in *Installer) confirmPodCIDRs(node kube.NodeInfo) {
-	if in.pub == nil {
-		return
-	}
-	cidrs, err := podcidr.ByFamily(in.Cfg.NodeName, node.PodCIDRs)
-	if err != nil {
-		return
-	}
-	withdrew, err := in.pub.Confirm(podcidr.NodeCIDRs{Node: in.Cfg.NodeName, UID: node.UID, CIDRs: cidrs})
-	if withdrew || err != nil {
-		in.Log.Warn("the published podCIDRs differ from the Node: withdrawn until the watch publishes again",
-			"node", node.PodCIDRs, "err", err)
-	}
-}
-
-// nodeRecreated re-reads the node's Node (for the metrics and the capacity
-// warning) and tells whether it is not the one the current token is bound
-// to (an unreadable Node says nothing).
-func (in *Installer) nodeRecreated(ctx context.Context) bool {
-	api, err := in.NewAPI()
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	node, err := api.Node(ctx, in.Cfg.NodeName)
-	if err != nil {
-		return false
-	}
-	if node.UID != in.boundUID {
-		return true
-	}
-	in.confirmPodCIDRs(node)
-	in.seen.setNode(node)
-	in.warnCapacity(ctx, api)
-	return false
 }
 
 // serveMetrics starts the Prometheus endpoint on METRICS_BIND_ADDRESS

@@ -1,13 +1,26 @@
 package render
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
+	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
 )
 
 func cfg(t *testing.T) *config.Config {
@@ -77,6 +90,41 @@ func TestKubeconfigLoads(t *testing.T) {
 	cfg, _ = clientcmd.Load(Kubeconfig("https://h:1", nil, true, "t"))
 	if !cfg.Clusters["local"].InsecureSkipTLSVerify {
 		t.Error("insecure")
+	}
+}
+
+// TestKubeconfigSameForBothLoaders: the plugins' loader and clientcmd read
+// the same server, CA and token from the file install-cni writes.
+func TestKubeconfigSameForBothLoaders(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for _, server := range []string{"https://10.96.0.1:443", "https://[fd00::1]:6443"} {
+		path := filepath.Join(t.TempDir(), "calico-kubeconfig")
+		if err := os.WriteFile(path, Kubeconfig(server, ca, false, "a.b.c"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ours, err := kube.New(kube.Access{Kubeconfig: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := kubeclient.New(kube.Access{Kubeconfig: path}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirCA, err := theirs.CAData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ours.Server() != server || theirs.Config.Host != server || !bytes.Equal(ours.CAData(), ca) || !bytes.Equal(theirCA, ca) ||
+			ours.BearerToken() != "a.b.c" || theirs.Config.BearerToken != "a.b.c" {
+			t.Errorf("plugins: %s %q; clientcmd: %s %q", ours.Server(), ours.BearerToken(), theirs.Config.Host, theirs.Config.BearerToken)
+		}
 	}
 }
 

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 )
 
@@ -50,13 +50,13 @@ const endpoint = "eth0"
 
 // FromPods builds the endpoints of networked, scheduled, unfinished pods,
 // sorted by namespace and name.
-func FromPods(pods []kube.Pod, vethPrefix string) []WorkloadEndpoint {
+func FromPods(pods []corev1.Pod, vethPrefix string) []WorkloadEndpoint {
 	var out []WorkloadEndpoint
 	for _, p := range pods {
-		if p.Spec.NodeName == "" || p.Spec.HostNetwork || p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" {
+		if p.Spec.NodeName == "" || p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		m := p.Metadata
+		m := p.ObjectMeta
 		labels := map[string]string{}
 		for k, v := range m.Labels {
 			labels[k] = v
@@ -89,7 +89,7 @@ func FromPods(pods []kube.Pod, vethPrefix string) []WorkloadEndpoint {
 }
 
 // ipNetworks prefers status.podIPs, then the CNI annotation, as Felix does.
-func ipNetworks(p kube.Pod) []string {
+func ipNetworks(p corev1.Pod) []string {
 	var nets []string
 	for _, ip := range p.Status.PodIPs {
 		if parsed := net.ParseIP(ip.IP); parsed != nil {
@@ -101,7 +101,7 @@ func ipNetworks(p kube.Pod) []string {
 		}
 	}
 	if len(nets) == 0 {
-		for _, n := range strings.Split(p.Metadata.Annotations["cni.projectcalico.org/podIPs"], ",") {
+		for _, n := range strings.Split(p.Annotations["cni.projectcalico.org/podIPs"], ",") {
 			if n = strings.TrimSpace(n); n != "" {
 				nets = append(nets, n)
 			}

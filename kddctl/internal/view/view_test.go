@@ -6,25 +6,22 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
-
-	"github.com/kdd-cni/kdd-cni/internal/kube"
 )
 
-func pod(ns, name, node string, hostNet bool, ann map[string]string, statusIPs ...string) kube.Pod {
-	var p kube.Pod
-	p.Metadata = kube.ObjectMeta{Name: name, Namespace: ns, Annotations: ann, Labels: map[string]string{"app": name}}
+func pod(ns, name, node string, hostNet bool, ann map[string]string, statusIPs ...string) corev1.Pod {
+	p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann, Labels: map[string]string{"app": name}}}
 	p.Spec.NodeName, p.Spec.HostNetwork, p.Spec.ServiceAccountName = node, hostNet, "default"
 	for _, ip := range statusIPs {
-		p.Status.PodIPs = append(p.Status.PodIPs, struct {
-			IP string `json:"ip"`
-		}{ip})
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
 	}
 	return p
 }
 
 func TestFromPodsAndTable(t *testing.T) {
-	pods := []kube.Pod{
+	pods := []corev1.Pod{
 		pod("default", "nginx-abc", "node-1", false, map[string]string{"cni.projectcalico.org/podIPs": "10.0.0.5/32,fd00::5/128", "cni.projectcalico.org/containerID": "c1"}),
 		pod("default", "hostnet", "node-1", true, nil),
 		pod("default", "unscheduled", "", false, nil),
