@@ -186,7 +186,7 @@ func (f *Frame) Health(ctx context.Context, hostLocal bool) []health.Finding {
 	if bad != nil {
 		return bad
 	}
-	n.VerifiedFile = f.Conf.VerifiedFile()
+	n.VerifiedFile = f.Conf.State().Verified()
 	return health.Check(ctx, n)
 }
 
@@ -256,7 +256,7 @@ func (f *Frame) End(err error) {
 		}
 	}
 	f.stepsMu.Unlock()
-	if !oprecord.Append(f.Conf.MetricsDir(), rec) {
+	if !oprecord.Append(f.Conf.State().Records(), rec) {
 		f.Log.Debug("metrics record dropped")
 	}
 	_ = f.logClose.Close()

@@ -86,40 +86,12 @@ func RemoveTornLeases(ctx context.Context, netconf []byte) (int, error) {
 	return removed, nil
 }
 
-// InUse counts host-local's leases of this network, by family (files named
-// by an address; a missing store holds none).
-func InUse(netconf []byte) (v4, v6 int, err error) {
-	dir, err := leaseDir(netconf)
-	if err != nil {
-		return 0, 0, err
-	}
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("failed to list leases in %s: %w", dir, err)
-	}
-	for _, e := range entries {
-		switch ip := net.ParseIP(e.Name()); {
-		case ip == nil:
-		case ip.To4() != nil:
-			v4++
-		default:
-			v6++
-		}
-	}
-	return v4, v6, nil
-}
-
-// HostLocalLeases lists the attachments (container ID, interface) that hold
-// host-local leases of this network. It only reads host-local's store: a
-// file per IP holding "<containerID>\r\n<ifname>".
-func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
-	dir, err := leaseDir(netconf)
-	if err != nil {
-		return nil, err
-	}
+// LeasesIn reads a host-local store (<dataDir>/<network>): each leased
+// address's holder, from a file per address holding
+// "<containerID>\r\n<ifname>" (empty for a torn lease). A missing store
+// holds none. The one reader of host-local's store: health, metrics, GC
+// and the tests all count through it.
+func LeasesIn(dir string) (map[string]types.GCAttachment, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -127,8 +99,7 @@ func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to list leases in %s: %w", dir, err)
 	}
-	seen := map[types.GCAttachment]bool{}
-	var out []types.GCAttachment
+	out := map[string]types.GCAttachment{}
 	for _, e := range entries {
 		if net.ParseIP(e.Name()) == nil {
 			continue // lock and last_reserved_ip files
@@ -138,7 +109,42 @@ func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
 			continue // released meanwhile
 		}
 		id, ifName, _ := strings.Cut(string(b), "\n")
-		a := types.GCAttachment{ContainerID: strings.TrimSpace(id), IfName: strings.TrimSpace(ifName)}
+		out[e.Name()] = types.GCAttachment{ContainerID: strings.TrimSpace(id), IfName: strings.TrimSpace(ifName)}
+	}
+	return out, nil
+}
+
+// InUse counts host-local's leases of this network, by family.
+func InUse(netconf []byte) (v4, v6 int, err error) {
+	dir, err := leaseDir(netconf)
+	if err != nil {
+		return 0, 0, err
+	}
+	leases, err := LeasesIn(dir)
+	for ip := range leases {
+		if net.ParseIP(ip).To4() != nil {
+			v4++
+		} else {
+			v6++
+		}
+	}
+	return v4, v6, err
+}
+
+// HostLocalLeases lists the attachments (container ID, interface) that hold
+// host-local leases of this network. It only reads host-local's store.
+func HostLocalLeases(netconf []byte) ([]types.GCAttachment, error) {
+	dir, err := leaseDir(netconf)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := LeasesIn(dir)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[types.GCAttachment]bool{}
+	var out []types.GCAttachment
+	for _, a := range leases {
 		if a.ContainerID != "" && !seen[a] {
 			seen[a] = true
 			out = append(out, a)

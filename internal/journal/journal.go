@@ -37,13 +37,12 @@ type Entry struct {
 	Reassert *Reassert `json:"reassert,omitempty"`
 }
 
-// Reassert restores a live sandbox's annotations if the PATCH of an older
-// sandbox of the same pod (one of Guards), in flight when that sandbox's
-// ADD died, landed over them. Guarded: it changes nothing unless the
-// annotations name one of Guards.
+// Reassert restores a live sandbox's annotations (Endpoint) if the PATCH of
+// an older sandbox of the same pod (one of Guards), in flight when that
+// sandbox's ADD died, landed over them. Guarded: it changes nothing unless
+// the annotations name one of Guards.
 type Reassert struct {
-	PodIP  string   `json:"podIP"`
-	PodIPs string   `json:"podIPs"`
+	wep.Endpoint
 	Guards []string `json:"guards"`
 }
 
@@ -173,8 +172,9 @@ func settle(ctx context.Context, api API, group []Entry) error {
 	}
 	for _, e := range group {
 		if e.Reassert != nil {
-			r := e.Reassert
-			if err := wep.Reassert(ctx, api, e.Namespace, e.Pod, r.PodIP, r.PodIPs, e.ContainerID, r.Guards); err != nil {
+			ep := e.Reassert.Endpoint
+			ep.ContainerID = e.ContainerID // the same; entries of earlier versions lack it
+			if err := wep.Reassert(ctx, api, e.Namespace, e.Pod, ep, e.Reassert.Guards); err != nil {
 				return err
 			}
 		}
@@ -185,7 +185,7 @@ func settle(ctx context.Context, api API, group []Entry) error {
 func settleClears(ctx context.Context, api API, group []Entry) error {
 	e := group[0]
 	if len(group) == 1 {
-		return wep.Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+		return wep.Clear(ctx, api, e.Namespace, e.Pod, wep.Endpoint{ContainerID: e.ContainerID})
 	}
 	pod, err := api.GetPod(ctx, e.Namespace, e.Pod)
 	if errors.Is(err, kube.ErrNotFound) {
@@ -197,7 +197,7 @@ func settleClears(ctx context.Context, api API, group []Entry) error {
 	owner := pod.Metadata.Annotations[wep.AnnotationContainerID]
 	for _, e := range group {
 		if e.ContainerID == owner {
-			return wep.Clear(ctx, api, e.Namespace, e.Pod, e.ContainerID)
+			return wep.Clear(ctx, api, e.Namespace, e.Pod, wep.Endpoint{ContainerID: e.ContainerID})
 		}
 	}
 	return nil // no pending clear concerns the sandbox that owns the annotations

@@ -21,6 +21,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/addmark"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // Defaults that Calico's manifests and binary use.
@@ -338,22 +339,8 @@ func (c *NetConf) ValidAttachments() (valid map[types.GCAttachment]bool, given b
 	return valid, true
 }
 
-// JournalDir holds pending annotation clears.
-func (c *NetConf) JournalDir() string { return c.StateDir + "/journal" }
-
-// MetricsDir holds the per-invocation records install-cni's sidecar serves
-// as metrics.
-func (c *NetConf) MetricsDir() string { return c.StateDir + "/metrics" }
-
-// LockDir holds the per-pod locks (root only).
-func (c *NetConf) LockDir() string { return c.StateDir + "/locks" }
-
-// VerifiedFile keeps the API server's last good answer to STATUS's checks
-// (package health).
-func (c *NetConf) VerifiedFile() string { return c.StateDir + "/status-verified" }
-
-// GCDir holds the marks of attachments GC found stale (package sweep).
-func (c *NetConf) GCDir() string { return c.StateDir + "/gc" }
+// State is the node-local state directory (state_dir) and its layout.
+func (c *NetConf) State() statedir.Dir { return statedir.Dir(c.StateDir) }
 
 // GCGrace is how long an attachment must be found stale before GC
 // collects it (0: at once).
@@ -371,4 +358,4 @@ func (c *NetConf) GCLive() func(types.GCAttachment) bool {
 }
 
 // AddMarks are the marks of running ADDs.
-func (c *NetConf) AddMarks() addmark.Marks { return addmark.Marks{Dir: c.StateDir + "/adding"} }
+func (c *NetConf) AddMarks() addmark.Marks { return addmark.Marks{Dir: c.State().Adding()} }

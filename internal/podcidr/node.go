@@ -13,6 +13,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // NodeCIDRs are one Node object's podCIDRs, by family.
@@ -39,7 +40,7 @@ func NodePodCIDRs(ctx context.Context, api *kube.Client, node string) (NodeCIDRs
 // cached ones: a Node re-created under the same name (new UID) refreshes the
 // cache, and one with other podCIDRs makes ADD allocate again.
 func cachePath(stateDir, node string) string {
-	return filepath.Join(stateDir, "podcidrs", node+".json")
+	return filepath.Join(statedir.Dir(stateDir).PodCIDRs(), node+".json")
 }
 
 // Cached reads the cache; ok is false when there is none.

@@ -26,14 +26,15 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/boottime"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 func watchedPath(stateDir, node string) string {
-	return filepath.Join(stateDir, "podcidrs", node+".watched.json")
+	return filepath.Join(statedir.Dir(stateDir).PodCIDRs(), node+".watched.json")
 }
 
 func watchLockPath(stateDir, node string) string {
-	return filepath.Join(stateDir, "podcidrs", node+".watch.lock")
+	return filepath.Join(statedir.Dir(stateDir).PodCIDRs(), node+".watch.lock")
 }
 
 // MaxAge is how long a copy is trusted after the sidecar last confirmed

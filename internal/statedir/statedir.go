@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -41,3 +42,32 @@ func Check(dir string) error {
 	}
 	return nil
 }
+
+// Dir is a state_dir: the one place its layout is spelled. Its owners:
+// journal (the annotation clears and reasserts not yet sent), oprecord
+// (the per-invocation records the sidecar serves as metrics), podlock and
+// addmark (per-pod locks and ADD marks), sweep (GC's stale marks), health
+// (STATUS's last good answer) and podcidr (the podCIDR copies).
+type Dir string
+
+// Journal holds the journal's entries.
+func (d Dir) Journal() string { return filepath.Join(string(d), "journal") }
+
+// Records holds the per-invocation records.
+func (d Dir) Records() string { return filepath.Join(string(d), "metrics") }
+
+// Locks holds the per-pod locks.
+func (d Dir) Locks() string { return filepath.Join(string(d), "locks") }
+
+// Adding holds the marks of running ADDs.
+func (d Dir) Adding() string { return filepath.Join(string(d), "adding") }
+
+// GC holds the marks of attachments GC found stale.
+func (d Dir) GC() string { return filepath.Join(string(d), "gc") }
+
+// Verified keeps the API server's last good answer to STATUS's checks.
+func (d Dir) Verified() string { return filepath.Join(string(d), "status-verified") }
+
+// PodCIDRs holds the podCIDR copies: the plugins' cache and the sidecar's
+// watched copy with its lock.
+func (d Dir) PodCIDRs() string { return filepath.Join(string(d), "podcidrs") }

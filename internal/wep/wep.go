@@ -23,38 +23,50 @@ const (
 	AnnotationContainerID = "cni.projectcalico.org/containerID"
 )
 
-// AddPatch is the patch ADD sends (valid as a JSON merge patch and as a
-// strategic-merge patch, with the same result): podIP is the first address
-// in CIDR form, podIPs all of them comma-joined, containerID the sandbox that
-// owns them.
-func AddPatch(ips []net.IPNet, containerID string) ([]byte, error) {
+// Endpoint is one sandbox's WorkloadEndpoint record, the values of the
+// three annotations: the write, the guarded clear and the reassert are all
+// built from it, and the journal stores it.
+type Endpoint struct {
+	PodIP       string `json:"podIP"`  // the first address, in CIDR form
+	PodIPs      string `json:"podIPs"` // all of them, comma-joined
+	ContainerID string `json:"containerID"`
+}
+
+// NewEndpoint is the record of sandbox containerID holding ips.
+func NewEndpoint(ips []net.IPNet, containerID string) Endpoint {
 	cidrs := make([]string, len(ips))
 	for i, ip := range ips {
 		cidrs[i] = ip.String()
 	}
-	first := ""
+	e := Endpoint{PodIPs: strings.Join(cidrs, ","), ContainerID: containerID}
 	if len(cidrs) > 0 {
-		first = cidrs[0]
+		e.PodIP = cidrs[0]
 	}
+	return e
+}
+
+// AddPatch is the patch ADD sends (valid as a JSON merge patch and as a
+// strategic-merge patch, with the same result).
+func (e Endpoint) AddPatch() ([]byte, error) {
 	return json.Marshal(map[string]any{
 		"metadata": map[string]any{
 			"annotations": map[string]string{
-				AnnotationPodIP:       first,
-				AnnotationPodIPs:      strings.Join(cidrs, ","),
-				AnnotationContainerID: containerID,
+				AnnotationPodIP:       e.PodIP,
+				AnnotationPodIPs:      e.PodIPs,
+				AnnotationContainerID: e.ContainerID,
 			},
 		},
 	})
 }
 
-// ReassertPatch restores a sandbox's annotations only if containerID names
-// guard (an older sandbox whose late PATCH landed over them).
-func ReassertPatch(guard, podIP, podIPs, containerID string) ([]byte, error) {
+// ReassertPatch restores the record only if the annotations name guard (an
+// older sandbox whose late PATCH landed over them).
+func (e Endpoint) ReassertPatch(guard string) ([]byte, error) {
 	return json.Marshal([]patchOp{
 		{"test", annotationPath(AnnotationContainerID), guard},
-		{"add", annotationPath(AnnotationPodIP), podIP},
-		{"add", annotationPath(AnnotationPodIPs), podIPs},
-		{"add", annotationPath(AnnotationContainerID), containerID},
+		{"add", annotationPath(AnnotationPodIP), e.PodIP},
+		{"add", annotationPath(AnnotationPodIPs), e.PodIPs},
+		{"add", annotationPath(AnnotationContainerID), e.ContainerID},
 	})
 }
 
@@ -74,9 +86,10 @@ func annotationPath(key string) string {
 // Calico does, keeping containerID) only if containerID still names this
 // sandbox. The "test" makes the guard atomic in one request: the apiserver
 // answers 422 and changes nothing when a newer sandbox owns the annotations.
-func ReleasePatch(containerID string) ([]byte, error) {
+// (DEL knows only the sandbox, not its addresses.)
+func (e Endpoint) ReleasePatch() ([]byte, error) {
 	return json.Marshal([]patchOp{
-		{"test", annotationPath(AnnotationContainerID), containerID},
+		{"test", annotationPath(AnnotationContainerID), e.ContainerID},
 		{"add", annotationPath(AnnotationPodIP), ""},
 		{"add", annotationPath(AnnotationPodIPs), ""},
 	})
@@ -105,8 +118,8 @@ type API interface {
 // the addresses were known (kube.Client.OpenPodStatusPatch). A JSON merge
 // patch stores exactly what Calico's strategic-merge patch stores, and
 // costs the apiserver less.
-func Send(ctx context.Context, write *kube.Pending, ips []net.IPNet, containerID string) error {
-	patch, err := AddPatch(ips, containerID)
+func Send(ctx context.Context, write *kube.Pending, e Endpoint) error {
+	patch, err := e.AddPatch()
 	if err != nil {
 		write.Abort()
 		return err
@@ -120,8 +133,8 @@ func Send(ctx context.Context, write *kube.Pending, ips []net.IPNet, containerID
 // (nothing to clear), or none is named at all, and then the addresses are
 // blanked under a uid + resourceVersion precondition, as Calico's DEL does,
 // so Felix stops treating them as the pod's.
-func Clear(ctx context.Context, api API, namespace, pod, containerID string) error {
-	patch, err := ReleasePatch(containerID)
+func Clear(ctx context.Context, api API, namespace, pod string, e Endpoint) error {
+	patch, err := e.ReleasePatch()
 	if err != nil {
 		return err
 	}
@@ -175,9 +188,9 @@ func clearUnowned(ctx context.Context, api API, namespace, pod string) error {
 
 // Reassert restores a sandbox's annotations if they name one of guards: one
 // guarded PATCH per guard until one applies (422: not that guard).
-func Reassert(ctx context.Context, api API, namespace, pod, podIP, podIPs, containerID string, guards []string) error {
+func Reassert(ctx context.Context, api API, namespace, pod string, e Endpoint, guards []string) error {
 	for _, g := range guards {
-		patch, err := ReassertPatch(g, podIP, podIPs, containerID)
+		patch, err := e.ReassertPatch(g)
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@ import (
 func TestAddPatch(t *testing.T) {
 	_, v4, _ := net.ParseCIDR("10.244.1.5/32")
 	_, v6, _ := net.ParseCIDR("fd00::5/128")
-	b, err := AddPatch([]net.IPNet{*v4, *v6}, "abc")
+	b, err := NewEndpoint([]net.IPNet{*v4, *v6}, "abc").AddPatch()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestAddPatch(t *testing.T) {
 }
 
 func TestReleasePatch(t *testing.T) {
-	b, _ := ReleasePatch("abc")
+	b, _ := Endpoint{ContainerID: "abc"}.ReleasePatch()
 	want := `[{"op":"test","path":"/metadata/annotations/cni.projectcalico.org~1containerID","value":"abc"},` +
 		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIP","value":""},` +
 		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIPs","value":""}]`
@@ -34,6 +34,18 @@ func TestUnownedReleasePatch(t *testing.T) {
 		`{"op":"test","path":"/metadata/resourceVersion","value":"42"},` +
 		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIP","value":""},` +
 		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIPs","value":""}]`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+func TestReassertPatch(t *testing.T) {
+	_, v4, _ := net.ParseCIDR("10.244.1.5/32")
+	b, _ := NewEndpoint([]net.IPNet{*v4}, "new").ReassertPatch("old")
+	want := `[{"op":"test","path":"/metadata/annotations/cni.projectcalico.org~1containerID","value":"old"},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIP","value":"10.244.1.5/32"},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1podIPs","value":"10.244.1.5/32"},` +
+		`{"op":"add","path":"/metadata/annotations/cni.projectcalico.org~1containerID","value":"new"}]`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -165,7 +166,7 @@ func run(rounds, waves int, outDir string) error {
 		{name: theirs, binary: theirsBin, conf: theirsConf, user: harness.CalicoCNIUser},
 		{name: floor, binary: filepath.Join(b.bin, "ptp"), conf: base},
 	}
-	b.records = filepath.Join(work, "state", "metrics")
+	b.records = statedir.Dir(filepath.Join(work, "state")).Records()
 	if before != "" {
 		var c map[string]any
 		_ = json.Unmarshal(oursConf, &c)

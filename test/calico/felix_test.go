@@ -14,8 +14,6 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/kdd-cni/kdd-cni/internal/policywait"
 )
 
 const serverPort = 8080
@@ -230,7 +228,7 @@ func TestWaitForPolicyWithFelix(t *testing.T) {
 		w.add(waiting, p)
 		d := time.Since(start)
 		with = append(with, d)
-		if _, err := os.Stat(filepath.Join(w.felix.StatusDir(), policywait.StatusFile(podNS, p.name, "eth0"))); err != nil {
+		if _, err := os.Stat(filepath.Join(w.felix.StatusDir(), statusFile(p))); err != nil {
 			t.Errorf("ADD returned before Felix wrote the status file: %v", err)
 		}
 		if d > 8*time.Second {

@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdd-cni/kdd-cni/internal/naming"
-	"github.com/kdd-cni/kdd-cni/internal/policywait"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -222,7 +221,7 @@ type endpointStatus struct {
 	IPv6Nets  []string `json:"ipv6Nets"`
 }
 
-func statusFile(p *pod) string { return policywait.StatusFile(podNS, p.name, "eth0") }
+func statusFile(p *pod) string { return harness.FelixStatusFile(podNS, p.name) }
 
 // waitEndpointUp waits for Felix's status file of p and returns it.
 func (w *world) waitEndpointUp(p *pod) endpointStatus {

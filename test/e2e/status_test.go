@@ -128,7 +128,7 @@ func (n *node) statusDecidesReadiness(t *testing.T) {
 // the API requests they sent.
 func (n *node) statusRecords(t *testing.T) (calls, requests int) {
 	t.Helper()
-	recs, skipped, err := oprecord.Peek((&netconf.NetConf{StateDir: n.stateDir}).MetricsDir())
+	recs, skipped, err := oprecord.Peek((&netconf.NetConf{StateDir: n.stateDir}).State().Records())
 	if err != nil || skipped != 0 {
 		t.Fatalf("the plugin's records: %v (%d that do not parse)", err, skipped)
 	}

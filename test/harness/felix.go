@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,3 +228,12 @@ func (f *Felix) Tail(n int) string {
 
 // StatusDir is where Felix writes one file per endpoint that is up.
 func (f *Felix) StatusDir() string { return filepath.Join(f.opts.StatusPrefix, "endpoint-status") }
+
+// FelixStatusFile is the name of the file Felix writes in its endpoint
+// status directory for a Kubernetes pod's endpoint: the orchestrator,
+// "<namespace>/<pod>" and the endpoint, each path-escaped, joined by
+// spaces (stated here apart from the plugin's own copy, so a test holds
+// the plugin to Felix's naming).
+func FelixStatusFile(namespace, pod string) string {
+	return "k8s " + url.PathEscape(namespace+"/"+pod) + " eth0"
+}

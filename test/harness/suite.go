@@ -3,11 +3,11 @@ package harness
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 )
 
 // Suite is what a test package shares: a control plane whose node namespace
@@ -77,21 +77,13 @@ func RunSuite(m *testing.M, opts Options, setup func(*Suite) error) int {
 	return code
 }
 
-// HostLocalLeases reads host-local's store for a network: IP → container ID.
+// HostLocalLeases reads host-local's store for a network: IP → container
+// ID (through the plugins' own reader).
 func HostLocalLeases(dataDir, network string) map[string]string {
+	leases, _ := ipamexec.LeasesIn(filepath.Join(dataDir, network))
 	out := map[string]string{}
-	dir := filepath.Join(dataDir, network)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if net.ParseIP(e.Name()) == nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		id, _, _ := strings.Cut(string(b), "\n")
-		out[e.Name()] = strings.TrimSpace(id)
+	for ip, a := range leases {
+		out[ip] = a.ContainerID
 	}
 	return out
 }

@@ -22,7 +22,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
-	"github.com/kdd-cni/kdd-cni/internal/policywait"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -290,7 +289,7 @@ func TestPolicySetupWait(t *testing.T) {
 	go func() {
 		time.Sleep(700 * time.Millisecond)
 		_ = os.MkdirAll(dir, 0o755)
-		_ = os.WriteFile(filepath.Join(dir, policywait.StatusFile(e.ns, late.name, "eth0")), []byte(`{"status":"up"}`), 0o644)
+		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, late.name)), []byte(`{"status":"up"}`), 0o644)
 	}()
 	start := time.Now()
 	e.add(late)
@@ -312,7 +311,7 @@ func TestPolicySetupWait(t *testing.T) {
 	other := e.newPod("other-if", false)
 	go func() {
 		time.Sleep(700 * time.Millisecond)
-		_ = os.WriteFile(filepath.Join(dir, policywait.StatusFile(e.ns, other.name, "eth0")), []byte(`{"status":"up"}`), 0o644)
+		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, other.name)), []byte(`{"status":"up"}`), 0o644)
 	}()
 	onNet1 := func(cmd string) harness.CNIResult {
 		c := cniCall(e, other, cmd, e.conf(), e.cniArgs(other))

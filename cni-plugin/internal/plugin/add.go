@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,11 +14,12 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/podopts"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
-	"github.com/kdd-cni/kdd-cni/internal/podopts"
+	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
 // Add: readiness gates → lock → IPAM (podCIDRs and pod annotations read
@@ -91,7 +91,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 func markAdding(inv *command) ([]string, error) {
 	marks, id := inv.Conf.AddMarks(), inv.Pod
 	inFlight := marks.Others(id.Namespace, id.Pod, inv.Args.ContainerID)
-	for _, other := range journal.PendingFor(inv.Conf.JournalDir(), id.Namespace, id.Pod, inv.Args.ContainerID) {
+	for _, other := range journal.PendingFor(inv.Conf.State().Journal(), id.Namespace, id.Pod, inv.Args.ContainerID) {
 		if !slices.Contains(inFlight, other) {
 			inFlight = append(inFlight, other)
 		}
@@ -166,15 +166,11 @@ func (p *Plugin) network(ctx context.Context, inv *command, s *apiSession, pl pl
 // of an older sandbox of the pod that died mid-ADD: once that PATCH has
 // surely landed, a replay restores ours if it overwrote them.
 func (p *Plugin) journalReassert(inv *command, addrs []net.IPNet, olderSandboxes []string) {
-	cidrs := make([]string, len(addrs))
-	for i, a := range addrs {
-		cidrs[i] = a.String()
-	}
 	now := time.Now()
-	err := journal.Record(inv.Conf.JournalDir(), journal.Entry{
+	err := journal.Record(inv.Conf.State().Journal(), journal.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(3 * time.Second), Reason: "older sandbox's PATCH may land late",
-		Reassert: &journal.Reassert{PodIP: cidrs[0], PodIPs: strings.Join(cidrs, ","), Guards: olderSandboxes},
+		Reassert: &journal.Reassert{Endpoint: wep.NewEndpoint(addrs, inv.Args.ContainerID), Guards: olderSandboxes},
 	})
 	inv.Log.Info("an older sandbox of this pod may still write its annotations; journaled a reassert",
 		"older", fmt.Sprint(olderSandboxes), "err", err)

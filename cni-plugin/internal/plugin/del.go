@@ -74,14 +74,14 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *command) error {
 	}
 	api, err := inv.API()
 	if err == nil {
-		err = wep.Clear(ctx, api, inv.Pod.Namespace, inv.Pod.Pod, inv.Args.ContainerID)
+		err = wep.Clear(ctx, api, inv.Pod.Namespace, inv.Pod.Pod, wep.Endpoint{ContainerID: inv.Args.ContainerID})
 	}
 	if err == nil {
 		inv.Log.Info("WorkloadEndpoint annotations cleared (or not ours)")
 		return nil
 	}
 	inv.Log.Warn("datastore unavailable; journaling the annotation clear", "err", err)
-	if jerr := journal.Record(inv.Conf.JournalDir(), journal.Entry{
+	if jerr := journal.Record(inv.Conf.State().Journal(), journal.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: time.Now(), Reason: err.Error(),
 	}); jerr != nil {
@@ -96,7 +96,7 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *command) error {
 func (p *Plugin) deferClear(inv *command, reason string) error {
 	inv.Log.Info("journaling a deferred annotation clear", "reason", reason)
 	now := time.Now()
-	return journal.Record(inv.Conf.JournalDir(), journal.Entry{
+	return journal.Record(inv.Conf.State().Journal(), journal.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: reason,
 	})

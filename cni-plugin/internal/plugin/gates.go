@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/internal/policywait"
+	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/policywait"
 )
 
 // Readiness gates are polled as Calico polls them (every 5 s, for at most

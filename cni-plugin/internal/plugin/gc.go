@@ -40,7 +40,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	ctx, cancel := withTimeout(gcTimeout)
 	defer cancel()
 	p.replayJournal(ctx, inv)
-	pass, err := sweep.Begin(ctx, inv.Conf.GCDir(), inv.Conf.LockDir(), inv.Conf.Name, "calico", inv.Conf.GCGrace())
+	pass, err := sweep.Begin(ctx, inv.Conf.State().GC(), inv.Conf.State().Locks(), inv.Conf.Name, "calico", inv.Conf.GCGrace())
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func removeOrphanVeths(ctx context.Context, inv *command, keep func(types.GCAtta
 	var errs []error
 	for _, o := range orphans {
 		lctx, cancel := context.WithTimeout(ctx, lockWait)
-		lock, err := podlock.Acquire(lctx, inv.Conf.LockDir(), o.Name)
+		lock, err := podlock.Acquire(lctx, inv.Conf.State().Locks(), o.Name)
 		cancel()
 		if err != nil {
 			inv.Log.Info("host veth busy, left for the next GC", "link", o.Name, "err", err)

@@ -78,7 +78,7 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs, requirePod bool) (*comman
 // costs one directory read when the journal is empty, never fails the
 // command, and is bounded in time within the command's own bound (ctx).
 func (p *Plugin) replayJournal(ctx context.Context, inv *command) {
-	pending, err := journal.Pending(inv.Conf.JournalDir())
+	pending, err := journal.Pending(inv.Conf.State().Journal())
 	if err != nil || len(pending) == 0 {
 		return
 	}
@@ -88,7 +88,7 @@ func (p *Plugin) replayJournal(ctx context.Context, inv *command) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, replayBudget)
 	defer cancel()
-	n, err := journal.Replay(ctx, inv.Conf.JournalDir(), api, replayLimit)
+	n, err := journal.Replay(ctx, inv.Conf.State().Journal(), api, replayLimit)
 	inv.Log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
 }
 
@@ -97,7 +97,7 @@ func (p *Plugin) lockPod(ctx context.Context, inv *command) (*podlock.Lock, erro
 	if !inv.HasPod {
 		return nil, nil
 	}
-	return podlock.Acquire(ctx, inv.Conf.LockDir(), inv.HostVeth)
+	return podlock.Acquire(ctx, inv.Conf.State().Locks(), inv.HostVeth)
 }
 
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {

@@ -119,7 +119,7 @@ func (s *apiSession) startEndpointWrite(ctx context.Context, inv *command, addrs
 		}
 		s.openWrite(ctx, inv)
 		start := time.Now()
-		err := wep.Send(ctx, s.write, addrs, inv.Args.ContainerID)
+		err := wep.Send(ctx, s.write, wep.NewEndpoint(addrs, inv.Args.ContainerID))
 		inv.Time("patch", time.Since(start))
 		if err != nil {
 			err = fmt.Errorf("failed to write the WorkloadEndpoint annotations: %w", err)

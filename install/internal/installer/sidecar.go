@@ -14,6 +14,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at
@@ -131,8 +132,8 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 		return nil, nil
 	}
 	m := metrics.New(metrics.Sources{
-		RecordsDir:  filepath.Join(in.Cfg.StateDir, "metrics"),
-		JournalDir:  filepath.Join(in.Cfg.StateDir, "journal"),
+		RecordsDir:  statedir.Dir(in.Cfg.StateDir).Records(),
+		JournalDir:  statedir.Dir(in.Cfg.StateDir).Journal(),
 		IPAM:        in.ipamUsage,
 		TokenExpiry: func() time.Time { _, _, exp := in.seen.get(); return exp },
 	})
@@ -152,7 +153,7 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 // replayJournal sends the annotation clears DELs journaled while the
 // datastore was unavailable, as the CNI identity, with the same guard.
 func (in *Installer) replayJournal(ctx context.Context) {
-	dir := filepath.Join(in.Cfg.StateDir, "journal")
+	dir := statedir.Dir(in.Cfg.StateDir).Journal()
 	pending, err := journal.Pending(dir)
 	if err != nil || len(pending) == 0 {
 		return

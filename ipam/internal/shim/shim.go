@@ -176,7 +176,7 @@ func (s *Shim) GC(args *skel.CmdArgs) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	pass, err := sweep.Begin(ctx, f.Conf.GCDir(), f.Conf.LockDir(), f.Conf.Name, "podcidr", f.Conf.GCGrace())
+	pass, err := sweep.Begin(ctx, f.Conf.State().GC(), f.Conf.State().Locks(), f.Conf.Name, "podcidr", f.Conf.GCGrace())
 	if err != nil {
 		return err
 	}
