@@ -31,6 +31,12 @@ IMAGE_BINS := calico podcidr install-cni kddctl host-local portmap loopback
 FUZZ_TARGETS := ./internal/netconf:FuzzLoad ./internal/netconf:FuzzParseIdentity \
                 ./internal/podcidr:FuzzRewrite ./cni-plugin/internal/plan:FuzzPrevResult
 
+# The environment every suite reads: our binaries, the image's files, the
+# pinned tools (the base set, or those named: $(call SUITE_ENV,tool ...)) and
+# Calico's binaries, each built once into ~/.cache/kdd-cni.
+SUITE_ENV = KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$($(CURDIR)/test/tools/build.sh $(1)) \
+            KDD_CNI_CALICO=$$($(CURDIR)/test/tools/calico/build.sh)
+
 .PHONY: calico calico-crds e2e netpol k8s-conformance anp flannel bench faults image-rootfs manifests help build ours third-party tools deps test test-unit test-integration fuzz demo vet fmt clean
 
 help:
@@ -86,7 +92,7 @@ test-unit:
 # Integration tests run as root against a real etcd + kube-apiserver in network
 # namespaces; without root they skip with a message.
 test-integration: build image-rootfs tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m ./test/...
+	$(SUITE_ENV) $(GOTEST) -timeout 40m ./test/...
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
@@ -98,7 +104,7 @@ fuzz:
 # (short), then the end-to-end node on its own so its latency figures are
 # not disturbed by the other suites.
 test: deps vet build image-rootfs tools fuzz
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
+	$(SUITE_ENV) $(GOTEST) -timeout 40m $$(go list ./... | grep -v /test/e2e)
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory netpol
 	$(MAKE) --no-print-directory k8s-conformance
@@ -106,7 +112,7 @@ test: deps vet build image-rootfs tools fuzz
 	$(MAKE) --no-print-directory flannel
 
 demo: deps build image-rootfs tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) go run ./test/demo
+	$(SUITE_ENV) go run ./test/demo
 
 image-rootfs: build
 	rm -rf $(ROOTFS) && mkdir -p $(ROOTFS)/opt/cni/bin $(ROOTFS)/etc/kdd-cni
@@ -115,48 +121,47 @@ image-rootfs: build
 
 # The compatibility suite alone: Calico's Felix and calico binary with ours.
 calico: deps build tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_CNI_CALICO=$$(test/tools/calico/build.sh) \
-		$(GOTEST) -v -timeout 20m ./test/calico
+	$(SUITE_ENV) $(GOTEST) -v -timeout 20m ./test/calico
 
 # End to end: kubelet + containerd + runc: one node on Debian's containerd
 # 1.6 and one on containerd 2.x (built from test/tools/containerd), Felix
 # beside one, the two-node install from the manifests on a node of each (root).
 E2E_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
 e2e: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) kubectl containerd2) \
+	$(call SUITE_ENV,$(E2E_TOOLS) kubectl containerd2) \
 		$(GOTEST) -v -timeout 30m -skip 'TestNetworkPolicySuite|TestSigNetworkConformance|TestAdminNetworkPolicySuite|TestFlannelInstall' ./test/e2e
 
 # Kubernetes' own NetworkPolicy e2e specs on a kdd-cni node with Felix (root).
 netpol: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost netpol.test flanneld flannel-install-conf kube-flannel.yml) \
+	$(call SUITE_ENV,$(E2E_TOOLS) agnhost netpol.test flanneld flannel-install-conf kube-flannel.yml) \
 		$(GOTEST) -v -timeout 60m -run TestNetworkPolicySuite ./test/e2e
 
 # Kubernetes' sig-network Conformance specs (all 47) on a two-node kdd-cni
 # cluster with Felix, kube-proxy and CoreDNS (root).
 k8s-conformance: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) kubectl agnhost coredns conformance.test) \
+	$(call SUITE_ENV,$(E2E_TOOLS) kubectl agnhost coredns conformance.test) \
 		$(GOTEST) -v -timeout 90m -run TestSigNetworkConformance ./test/e2e
 
 # The network-policy-api conformance suite (AdminNetworkPolicy and
 # BaselineAdminNetworkPolicy core tests) on a two-node kdd-cni cluster with Felix (root).
 anp: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) agnhost anp.test) \
+	$(call SUITE_ENV,$(E2E_TOOLS) agnhost anp.test) \
 		$(GOTEST) -v -timeout 60m -run TestAdminNetworkPolicySuite ./test/e2e
 
 # The seeds' "kubeadm + flannel" install: kdd-cni's manifest, then flannel
 # v0.28.10's (VXLAN, then host-gw) routing two nodes, with Felix (root).
 flannel: deps build image-rootfs
-	KDD_CNI_BIN=$(BIN) KDD_CNI_ROOTFS=$(ROOTFS) KDD_CNI_TOOLS=$$(test/tools/build.sh $(E2E_TOOLS) flanneld flannel-install-conf kube-flannel.yml) \
+	$(call SUITE_ENV,$(E2E_TOOLS) flanneld flannel-install-conf kube-flannel.yml) \
 		$(GOTEST) -v -timeout 30m -run TestFlannelInstall ./test/e2e
 
 # Benchmarks against the ptp + host-local baseline (docs/performance.md).
 bench: deps build tools
-	cd test/bench && KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$($(CURDIR)/test/tools/build.sh) KDD_CNI_CALICO=$$($(CURDIR)/test/tools/calico/build.sh) go run . -out $(CURDIR)/results
+	cd test/bench && $(SUITE_ENV) go run . -out $(CURDIR)/results
 
 # The long fault-injection run (docs/reliability.md); make test runs a short one.
 FAULT_CYCLES ?= 1000
 faults: build tools
-	KDD_CNI_BIN=$(BIN) KDD_CNI_TOOLS=$$(test/tools/build.sh) KDD_FAULT_CYCLES=$(FAULT_CYCLES) \
+	$(SUITE_ENV) KDD_FAULT_CYCLES=$(FAULT_CYCLES) \
 		$(GOTEST) -v -timeout 60m -run TestFaultInjection ./test/faults
 
 # The one-file install (kubectl apply -f conf/kdd-cni.yaml) and the addon
