@@ -255,14 +255,7 @@ func (w *world) waitEndpointGone(p *pod) {
 }
 
 func eventually(timeout time.Duration, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return harness.Poll(timeout, 100*time.Millisecond, fn)
 }
 
 // rules dumps the node's netfilter state as Felix programmed it, counters

@@ -203,12 +203,7 @@ func (c *cluster) assertConfVersionFollowsRuntime() {
 func (c *cluster) assertNodeIPs() {
 	ctx := context.Background()
 	for _, n := range c.nodes {
-		var err error
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-			if _, _, err = n.scrape(); err == nil || time.Now().After(deadline) {
-				break
-			}
-		}
+		err := harness.Poll(20*time.Second, 500*time.Millisecond, func() error { _, _, err := n.scrape(); return err })
 		if err != nil {
 			c.t.Errorf("%s: no metrics on %s: %v", n.name, net.JoinHostPort(n.nodeIP(), metricsPort), err)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -160,15 +161,16 @@ func (n *node) peakHostPortChains(ctx context.Context) int {
 func (n *node) assertNoHostPortRules(t *testing.T) {
 	t.Helper()
 	var left []string
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+	_ = harness.Poll(30*time.Second, time.Second, func() error {
 		var err error
 		if left, err = n.hostPortChains(); err != nil {
 			t.Fatal(err)
 		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			break
+		if len(left) > 0 {
+			return errors.New("chains left")
 		}
-	}
+		return nil
+	})
 	if len(left) > 0 {
 		t.Errorf("%s: portmap chains left after every sandbox's DEL: %s", n.name, strings.Join(left, ", "))
 	}

@@ -192,12 +192,14 @@ func removeFlannel(t *testing.T) {
 	_ = cp.Admin.CoreV1().Namespaces().Delete(ctx, "kube-flannel", metav1.DeleteOptions{})
 	_ = cp.Admin.RbacV1().ClusterRoleBindings().Delete(ctx, "flannel", metav1.DeleteOptions{})
 	_ = cp.Admin.RbacV1().ClusterRoles().Delete(ctx, "flannel", metav1.DeleteOptions{})
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		if _, err := cp.Admin.CoreV1().Namespaces().Get(ctx, "kube-flannel", metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return
+	if err := harness.Poll(60*time.Second, 500*time.Millisecond, func() error {
+		if _, err := cp.Admin.CoreV1().Namespaces().Get(ctx, "kube-flannel", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
 		}
+		return nil
+	}); err != nil {
+		t.Logf("namespace kube-flannel still terminating after 60 s: %v", err)
 	}
-	t.Logf("namespace kube-flannel still terminating after 60 s")
 }
 
 // assertFlannelNodes: on each node flanneld wrote its subnet.env with the

@@ -324,17 +324,19 @@ func (n *node) waitReady() {
 
 func (n *node) waitFor(what string, timeout time.Duration, ok func() bool) {
 	n.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
+	err := harness.Poll(timeout, 100*time.Millisecond, func() error {
 		for _, p := range []*harness.Process{n.kubelet, n.containerd} {
 			if p != nil && !p.Running() {
 				n.t.Fatalf("waiting for %s: a daemon exited:\n%s", what, p.Tail(4000))
 			}
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("timed out waiting for %s\n--- kubelet ---\n%s\n--- containerd ---\n%s%s", what, tail(n.kubelet), tail(n.containerd), n.kddLogs())
+		if !ok() {
+			return errors.New("not yet")
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		n.t.Fatalf("timed out waiting for %s\n--- kubelet ---\n%s\n--- containerd ---\n%s%s", what, tail(n.kubelet), tail(n.containerd), n.kddLogs())
 	}
 }
 
@@ -387,13 +389,12 @@ func (n *node) teardown() {
 		for _, p := range pods.Items {
 			_ = cp.Admin.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			if l, err := cp.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{}); err == nil && len(l.Items) == 0 {
-				break
+		_ = harness.Poll(60*time.Second, 200*time.Millisecond, func() error {
+			if l, err := cp.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) > 0 {
+				return errors.New("pods left")
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		_ = n.kubelet.Stop(20 * time.Second)
 	}
 	// Containers the kubelet did not stop: kill them through runc, then

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -223,9 +224,7 @@ func (c *cluster) wipeRuntime(t *testing.T, n *node, keep, forget []string) {
 	// the runtime: the leases can be seen gone a moment before.
 	var said []string
 	var logs []string
-	deadline := time.Now().Add(15 * time.Second)
-	for len(said) == 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
+	_ = harness.Poll(15*time.Second, 100*time.Millisecond, func() error {
 		logs, _ = filepath.Glob(filepath.Join(n.dir, "pod-logs", "kube-system_kdd-cni-node-*", "token-refresh", "*.log"))
 		for _, f := range logs {
 			b, _ := os.ReadFile(f)
@@ -236,7 +235,11 @@ func (c *cluster) wipeRuntime(t *testing.T, n *node, keep, forget []string) {
 				}
 			}
 		}
-	}
+		if len(said) == 0 {
+			return errors.New("no such line yet")
+		}
+		return nil
+	})
 	if len(said) == 0 {
 		t.Errorf("%s: no reclaimer log line says it released a lease within 15 s (logs %v)", n.name, logs)
 	}

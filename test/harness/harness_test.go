@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,17 +87,13 @@ func TestControllerManagerAllocatesPodCIDR(t *testing.T) {
 	if _, err := cp.CreateNode(ctx, "node-b"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	Eventually(t, 30*time.Second, 100*time.Millisecond, "a podCIDR from nodeipam", func() error {
 		n, err := cp.Admin.CoreV1().Nodes().Get(ctx, "node-b", metav1.GetOptions{})
-		if err == nil && len(n.Spec.PodCIDRs) == 1 && strings.HasPrefix(n.Spec.PodCIDRs[0], "10.88.") {
-			return
+		if err == nil && (len(n.Spec.PodCIDRs) != 1 || !strings.HasPrefix(n.Spec.PodCIDRs[0], "10.88.")) {
+			err = fmt.Errorf("podCIDRs %v", n.Spec.PodCIDRs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node got no podCIDR from nodeipam: %v %v", n, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // childState is what a child test process reports about its control plane.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // RequireRoot skips an integration test when not running as root.
@@ -80,4 +81,28 @@ func (cp *ControlPlane) DoInNode(fn func() error) error {
 // DialContext opens a connection from inside the node namespace.
 func (cp *ControlPlane) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return cp.launcher.dial(ctx, network, addr)
+}
+
+// Poll calls check every interval until it returns nil or within passes,
+// and returns check's last error (nil once it passed).
+func Poll(within, interval time.Duration, check func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Eventually is Poll that fails the test, saying what was awaited and
+// check's last error; it returns how long it took.
+func Eventually(t testing.TB, within, interval time.Duration, what string, check func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := Poll(within, interval, check); err != nil {
+		t.Fatalf("%s: not within %s: %v", what, within, err)
+	}
+	return time.Since(start)
 }

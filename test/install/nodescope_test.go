@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -159,28 +160,23 @@ func TestNodeScopedCNIIdentity(t *testing.T) {
 	if err := cp.Admin.CoreV1().Nodes().Delete(ctx, "scope-a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	harness.Eventually(t, 15*time.Second, 200*time.Millisecond, "node A's token refused once its Node is deleted", func() error {
 		_, err := a.CoreV1().Pods("scope").Get(ctx, "pb", metav1.GetOptions{})
 		if err != nil && strings.Contains(err.Error(), "Unauthorized") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node A's token still works 15 s after its Node was deleted: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("still answered: %v", err)
+	})
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 15 s for %s", what)
+	harness.Eventually(t, 15*time.Second, 200*time.Millisecond, what, func() error {
+		if !ok() {
+			return errors.New("not yet")
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func setCNIServiceAccount(t *testing.T, name string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 // TestSidecarPublishesPodCIDRs: the sidecar's watch on its Node keeps the
@@ -45,18 +47,12 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	state := h.path("var/lib/kdd-cni")
 	watched := func(what string, want func(podcidr.NodeCIDRs, bool) bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			c, ok := podcidr.Watched(state, name)
-			if want(c, ok) {
-				t.Logf("%s: %+v (live %v)", what, c, ok)
-				return
+		harness.Eventually(t, 20*time.Second, 20*time.Millisecond, what, func() error {
+			if c, ok := podcidr.Watched(state, name); !want(c, ok) {
+				return fmt.Errorf("still %+v (live %v)", c, ok)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still %+v (live %v) after 10s", what, c, ok)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	published := func(cidr, uid string) func(podcidr.NodeCIDRs, bool) bool {
 		return func(c podcidr.NodeCIDRs, ok bool) bool {
@@ -76,13 +72,12 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 
 	// The token died with the old Node: the sidecar re-mints one bound to
 	// the new one, told by its watch.
-	deadline := time.Now().Add(10 * time.Second)
-	for boundUID(t, h) != uid2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the CNI token is still bound to %q 10 s after the Node was re-created (%q)\n%s", boundUID(t, h), uid2, s.out)
+	harness.Eventually(t, 10*time.Second, 100*time.Millisecond, "a token bound to the re-created Node", func() error {
+		if got := boundUID(t, h); got != uid2 {
+			return fmt.Errorf("bound to %q, not %q\n%s", got, uid2, s.out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if !strings.Contains(s.out.String(), "reason=\"node re-created\"") {
 		t.Errorf("the re-mint does not say why:\n%s", s.out)
 	}
@@ -122,13 +117,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if err := syscall.Kill(s.pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
-	for !published("10.231.1.0/24", uid2)(podcidr.Watched(state, name)) {
-		if time.Now().After(deadline) {
-			t.Fatal("the resumed sidecar did not confirm its copy within 20 s")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	watched("confirmed by the resumed sidecar", published("10.231.1.0/24", uid2))
 
 	// A copy written behind the sidecar's back (other podCIDRs) is put
 	// right by its next confirmation: the watch resumes within 18 s.
@@ -137,17 +126,12 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if err := os.WriteFile(state+"/podcidrs/"+name+".watched.json", []byte(forged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(25 * time.Second)
-	for {
-		c, ok := podcidr.Watched(state, name)
-		if !ok || c.CIDRs.V4 == "10.231.1.0/24" {
-			break
+	harness.Eventually(t, 25*time.Second, 200*time.Millisecond, "a copy that differs from the Node put right", func() error {
+		if c, ok := podcidr.Watched(state, name); ok && c.CIDRs.V4 != "10.231.1.0/24" {
+			return fmt.Errorf("still trusted: %+v", c)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a copy that differs from the Node still trusted after 25 s: %+v", c)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 
 	// Stopped, it withdraws the copy.
 	s.stop(t, syscall.SIGTERM)

@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
 // scrape reads addr's /metrics in the node namespace and parses it as
@@ -83,17 +85,13 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 	s := startSidecar(t, h)
 
 	var fams map[string]*dto.MetricFamily
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	harness.Eventually(t, 15*time.Second, 200*time.Millisecond, "5 ADDs in the metrics", func() error {
 		fams, err = scrape(t, addr)
-		if err == nil && sampleCount(fams["kdd_cni_operation_duration_seconds"], map[string]string{"command": "ADD"}) == 5 {
-			break
+		if n := sampleCount(fams["kdd_cni_operation_duration_seconds"], map[string]string{"command": "ADD"}); err == nil && n != 5 {
+			err = fmt.Errorf("%d ADDs\n%s", n, s.out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metrics: %v %v\n%s", err, fams["kdd_cni_operation_duration_seconds"], s.out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	ops := fams["kdd_cni_operation_duration_seconds"]
 	if got := sampleCount(ops, map[string]string{"command": "DEL", "result": "11"}); got != 1 {
 		t.Errorf("DEL/11 count %d", got)
@@ -140,10 +138,12 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 		}
 		return l.Items
 	}
-	deadline = time.Now().Add(15 * time.Second)
-	for len(events()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
+	harness.Eventually(t, 15*time.Second, 200*time.Millisecond, "a capacity event", func() error {
+		if len(events()) == 0 {
+			return errors.New("none")
+		}
+		return nil
+	})
 	ev := events()
 	if len(ev) != 1 || ev[0].Type != "Warning" || !strings.Contains(ev[0].Message, "maxPods (300) exceeds the 253 usable IPv4 addresses") {
 		t.Fatalf("capacity events: %+v", ev)
@@ -152,13 +152,7 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 	h2 := newHost(t)
 	h2.env["KUBERNETES_NODE_NAME"] = capNode
 	s2 := startSidecar(t, h2)
-	deadline = time.Now().Add(15 * time.Second)
-	for !strings.Contains(s2.out.String(), "capacity warning already recorded") {
-		if time.Now().After(deadline) {
-			t.Fatalf("second sidecar did not check:\n%s", s2.out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	logged(t, s2, "capacity warning already recorded", 15*time.Second)
 	if n := len(events()); n != 1 {
 		t.Errorf("%d capacity events after a second sidecar, want 1", n)
 	}
@@ -195,13 +189,12 @@ func TestReclaimDoesNothingWithoutRuntime(t *testing.T) {
 		_ = os.Chtimes(p, old, old)
 	}
 	s := startSidecar(t, h)
-	deadline := time.Now().Add(15 * time.Second)
-	for strings.Count(s.out.String(), "the runtime cannot be asked") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reclaim attempt logged:\n%s", s.out)
+	harness.Eventually(t, 15*time.Second, 100*time.Millisecond, "two reclaim attempts logged", func() error {
+		if n := strings.Count(s.out.String(), "the runtime cannot be asked"); n < 2 {
+			return fmt.Errorf("%d\n%s", n, s.out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if left, _ := filepath.Glob(filepath.Join(store, "10.230.0.*")); len(left) != 3 {
 		t.Errorf("leases left: %v, want all 3", left)
 	}
@@ -218,13 +211,7 @@ func TestMetricsUnderConnectionFlood(t *testing.T) {
 	h.env["METRICS_HOST"], h.env["METRICS_PORT"] = "::1", "19098"
 	const addr = "[::1]:19098"
 	s := startSidecar(t, h)
-	deadline := time.Now().Add(15 * time.Second)
-	for _, err := scrape(t, addr); err != nil; _, err = scrape(t, addr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no metrics on %s: %v\n%s", addr, err, s.out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	harness.Eventually(t, 15*time.Second, 200*time.Millisecond, "metrics on "+addr, func() error { _, err := scrape(t, addr); return err })
 	base := rssBytes(t, s.pid)
 	var conns []net.Conn
 	defer func() {
@@ -264,13 +251,7 @@ func TestMetricsUnderConnectionFlood(t *testing.T) {
 		_ = c.Close()
 	}
 	conns = nil
-	deadline = time.Now().Add(10 * time.Second)
-	for _, err := scrape(t, addr); err != nil; _, err = scrape(t, addr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no scrape within 10 s of the flood ending: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	harness.Eventually(t, 10*time.Second, 100*time.Millisecond, "a scrape after the flood", func() error { _, err := scrape(t, addr); return err })
 }
 
 // rssBytes is a process's resident set (VmRSS).

@@ -3,8 +3,12 @@ package install
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -91,19 +95,17 @@ func (h *host) token() string {
 
 func waitToken(t *testing.T, h *host, old string, within time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if tok := h.token(); tok != "" && tok != old {
-			if tok == "invalid" {
-				t.Fatal("kubeconfig unreadable")
-			}
-			return tok
+	var tok string
+	harness.Eventually(t, within, 50*time.Millisecond, "a refreshed token", func() error {
+		if tok = h.token(); tok == "" || tok == old {
+			return errors.New("the same token")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("token not refreshed within %s", within)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if tok == "invalid" {
+		t.Fatal("kubeconfig unreadable")
 	}
+	return tok
 }
 
 func tokenWorks(t *testing.T, h *host) {
@@ -145,13 +147,12 @@ func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
 	s := startSidecar(t, h)
 	// Rotate the moment the first kubeconfig lands, before the sidecar's
 	// loop has started: a rotation after the mint must never be missed.
-	deadline := time.Now().Add(15 * time.Second)
-	for h.token() == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("no kubeconfig within 15s")
+	harness.Eventually(t, 15*time.Second, time.Millisecond, "the first kubeconfig", func() error {
+		if h.token() == "" {
+			return errors.New("none yet")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -174,13 +175,7 @@ func TestTokenRefreshOnOwnTokenChangeAndFailure(t *testing.T) {
 	if err := os.WriteFile(h.env["SERVICEACCOUNT_TOKEN_FILE"], []byte("generation-3"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for !bytes.Contains([]byte(s.out.String()), []byte("failed to refresh the CNI token")) {
-		if time.Now().After(deadline) {
-			t.Fatal("refresh failure not logged")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	logged(t, s, "failed to refresh the CNI token", 10*time.Second)
 	if h.token() != t2 {
 		t.Fatal("a failed refresh changed the kubeconfig")
 	}
@@ -215,18 +210,25 @@ func TestSidecarReplaysJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	startSidecar(t, h)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	harness.Eventually(t, 15*time.Second, 100*time.Millisecond, "the sidecar's replay of the journal", func() error {
 		p, err := suite.CP.Admin.CoreV1().Pods("journal").Get(ctx, "web", metav1.GetOptions{})
-		if err == nil && p.Annotations["cni.projectcalico.org/podIP"] == "" {
-			break
+		if err == nil && p.Annotations["cni.projectcalico.org/podIP"] != "" {
+			err = fmt.Errorf("annotations %v", p.Annotations)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecar did not replay the journal: %v", p.Annotations)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	if left, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(left) != 0 {
 		t.Errorf("journal entries left: %v", left)
 	}
+}
+
+// logged waits until the sidecar's log holds text.
+func logged(t *testing.T, s *sidecar, text string, within time.Duration) {
+	t.Helper()
+	harness.Eventually(t, within, 100*time.Millisecond, "the sidecar's log saying "+strconv.Quote(text), func() error {
+		if !strings.Contains(s.out.String(), text) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 }
