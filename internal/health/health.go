@@ -15,6 +15,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
@@ -158,7 +159,7 @@ func checkPodCIDRs(n Node, facts kube.NodeFacts, add adder) {
 		return
 	}
 	add("podCIDR", OK, "node %q has podCIDRs %s", n.Node, strings.Join(facts.PodCIDRs, ","))
-	switch w, ok := podcidr.Watched(n.StateDir, n.Node); {
+	switch w, ok := nodestate.WatchedPodCIDRs(n.StateDir, n.Node); {
 	case !ok:
 		add("podCIDR", OK, "install-cni's sidecar does not publish them (no live watch): each ADD reads the Node")
 	case w.UID != facts.UID || w.CIDRs != cidrs:

@@ -27,9 +27,9 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // Options say how a command reads its input.
@@ -95,7 +95,7 @@ func Open(args *skel.CmdArgs, o Options) (*Frame, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
-	if err := statedir.Check(conf.StateDir); err != nil {
+	if err := nodestate.Check(conf.StateDir); err != nil {
 		return nil, fmt.Errorf("%w: %w", cnierror.ErrInvalidConfig, err)
 	}
 	f := &Frame{Command: o.Command, Args: args, Env: o.Env, Conf: conf, Start: time.Now(), timeout: o.APITimeout,

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strconv"
 )
@@ -78,7 +79,10 @@ func (c *Client) NodeFacts(ctx context.Context, name string) (NodeFacts, error) 
 // NodePodCIDRs returns a Node's UID and podCIDRs.
 func (c *Client) NodePodCIDRs(ctx context.Context, node string) (uid string, cidrs []string, err error) {
 	f, err := c.NodeFacts(ctx, node)
-	return f.UID, f.PodCIDRs, err
+	if err != nil {
+		return "", nil, fmt.Errorf("failed to read node %q from the API server: %w", node, err)
+	}
+	return f.UID, f.PodCIDRs, nil
 }
 
 // GetPod reads one Pod.

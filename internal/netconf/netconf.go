@@ -21,7 +21,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/addmark"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // Defaults that Calico's manifests and binary use.
@@ -340,7 +340,7 @@ func (c *NetConf) ValidAttachments() (valid map[types.GCAttachment]bool, given b
 }
 
 // State is the node-local state directory (state_dir) and its layout.
-func (c *NetConf) State() statedir.Dir { return statedir.Dir(c.StateDir) }
+func (c *NetConf) State() nodestate.Dir { return nodestate.Dir(c.StateDir) }
 
 // GCGrace is how long an attachment must be found stale before GC
 // collects it (0: at once).

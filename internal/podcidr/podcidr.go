@@ -30,6 +30,19 @@ func (c CIDRs) String() string {
 	return strings.Trim(c.V4+","+c.V6, ",")
 }
 
+// NodeCIDRs are one Node object's podCIDRs, by family.
+type NodeCIDRs struct {
+	Node  string `json:"node"`
+	UID   string `json:"uid"`
+	CIDRs CIDRs  `json:"cidrs"`
+}
+
+// ForNode is the Node's podCIDRs (spec.podCIDRs as read) by family.
+func ForNode(node, uid string, podCIDRs []string) (NodeCIDRs, error) {
+	byFamily, err := ByFamily(node, podCIDRs)
+	return NodeCIDRs{Node: node, UID: uid, CIDRs: byFamily}, err
+}
+
 // ByFamily splits a Node's spec.podCIDRs into families. nodeName is used in
 // error messages only.
 func ByFamily(nodeName string, podCIDRs []string) (CIDRs, error) {

@@ -27,9 +27,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -166,7 +166,7 @@ func run(rounds, waves int, outDir string) error {
 		{name: theirs, binary: theirsBin, conf: theirsConf, user: harness.CalicoCNIUser},
 		{name: floor, binary: filepath.Join(b.bin, "ptp"), conf: base},
 	}
-	b.records = statedir.Dir(filepath.Join(work, "state")).Records()
+	b.records = nodestate.Dir(filepath.Join(work, "state")).Records()
 	if before != "" {
 		var c map[string]any
 		_ = json.Unmarshal(oursConf, &c)
@@ -459,9 +459,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // publishPodCIDRs does for kdd-cni what install-cni's sidecar does on every
 // node: it keeps the Node's podCIDRs in the plugin's state directory under
-// the watch lock (podcidr.Publisher), so an ADD reads them from there. The
+// the watch lock (nodestate.Publisher), so an ADD reads them from there. The
 // bench's Node never changes, so one read stands for the watch.
-func publishPodCIDRs(ctx context.Context, cp *harness.ControlPlane, stateDir string) (*podcidr.Publisher, error) {
+func publishPodCIDRs(ctx context.Context, cp *harness.ControlPlane, stateDir string) (*nodestate.Publisher, error) {
 	n, err := cp.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -470,7 +470,7 @@ func publishPodCIDRs(ctx context.Context, cp *harness.ControlPlane, stateDir str
 	if err != nil {
 		return nil, err
 	}
-	pub, err := podcidr.NewPublisher(stateDir, node)
+	pub, err := nodestate.NewPodCIDRPublisher(stateDir, node)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -523,7 +523,7 @@ func (c *cluster) drain(n *node, names ...string) {
 
 // assertNoJournal: every annotation clear reached the API server.
 func (c *cluster) assertNoJournal(n *node) {
-	entries, _ := os.ReadDir(statedir.Dir(n.stateDir).Journal())
+	entries, _ := os.ReadDir(nodestate.Dir(n.stateDir).Journal())
 	if len(entries) != 0 {
 		c.t.Errorf("%s: %d annotation clears still journaled", n.name, len(entries))
 	}

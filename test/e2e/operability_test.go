@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -123,7 +123,7 @@ func (n *node) checkMetrics(t *testing.T, adds, dels int) {
 	if api["ADD GET"] > 2 {
 		t.Errorf("%s: %v GETs by ADD, want none once the sidecar watches the Node: %v", n.name, api["ADD GET"], api)
 	}
-	if c, ok := podcidr.Watched(n.stateDir, n.name); !ok || c.CIDRs.V4 == "" {
+	if c, ok := nodestate.WatchedPodCIDRs(n.stateDir, n.name); !ok || c.CIDRs.V4 == "" {
 		t.Errorf("%s: the sidecar publishes no podCIDRs (%+v, live %v)", n.name, c, ok)
 	}
 	gauge := func(name string) float64 {

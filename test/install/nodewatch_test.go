@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -48,7 +49,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	watched := func(what string, want func(podcidr.NodeCIDRs, bool) bool) {
 		t.Helper()
 		harness.Eventually(t, 20*time.Second, 20*time.Millisecond, what, func() error {
-			if c, ok := podcidr.Watched(state, name); !want(c, ok) {
+			if c, ok := nodestate.WatchedPodCIDRs(state, name); !want(c, ok) {
 				return fmt.Errorf("still %+v (live %v)", c, ok)
 			}
 			return nil
@@ -88,7 +89,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if _, err := os.Stat(state + "/podcidrs/" + name + ".watched.json"); err != nil {
 		t.Fatalf("the killed sidecar's copy: %v", err)
 	}
-	if c, ok := podcidr.Watched(state, name); ok {
+	if c, ok := nodestate.WatchedPodCIDRs(state, name); ok {
 		t.Fatalf("trusted the killed sidecar's copy %+v", c)
 	}
 
@@ -97,17 +98,17 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	watched("published by the next sidecar", published("10.231.1.0/24", uid2))
 
 	// A sidecar that stops confirming (SIGSTOP: it holds the lock, its
-	// watch hears nothing) is trusted for podcidr.MaxAge at most; resumed,
+	// watch hears nothing) is trusted for nodestate.PodCIDRMaxAge at most; resumed,
 	// it confirms its copy again.
 	if err := syscall.Kill(s.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
 	for {
-		if _, ok := podcidr.Watched(state, name); !ok {
+		if _, ok := nodestate.WatchedPodCIDRs(state, name); !ok {
 			break
 		}
-		if time.Since(stopped) > podcidr.MaxAge+2*time.Second {
+		if time.Since(stopped) > nodestate.PodCIDRMaxAge+2*time.Second {
 			_ = syscall.Kill(s.pid, syscall.SIGCONT)
 			t.Fatalf("a stopped sidecar's copy still trusted %s after it stopped", time.Since(stopped).Round(time.Second))
 		}
@@ -127,7 +128,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 25*time.Second, 200*time.Millisecond, "a copy that differs from the Node put right", func() error {
-		if c, ok := podcidr.Watched(state, name); ok && c.CIDRs.V4 != "10.231.1.0/24" {
+		if c, ok := nodestate.WatchedPodCIDRs(state, name); ok && c.CIDRs.V4 != "10.231.1.0/24" {
 			return fmt.Errorf("still trusted: %+v", c)
 		}
 		return nil
@@ -138,7 +139,7 @@ func TestSidecarPublishesPodCIDRs(t *testing.T) {
 	if _, err := os.Stat(state + "/podcidrs/" + name + ".watched.json"); !os.IsNotExist(err) {
 		t.Fatalf("a stopped sidecar left its copy: %v", err)
 	}
-	if _, ok := podcidr.Watched(state, name); ok {
+	if _, ok := nodestate.WatchedPodCIDRs(state, name); ok {
 		t.Fatal("watched after the sidecar stopped")
 	}
 }

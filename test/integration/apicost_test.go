@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -67,7 +67,7 @@ func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := `{"node":"` + e.node + `","uid":"gone","cidrs":{"v4":"10.99.0.0/24","v6":"fd99::/64"}}`
-	if err := os.WriteFile(filepath.Join(statedir.Dir(e.stateDir()).PodCIDRs(), e.node+".watched.json"), []byte(stale), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(nodestate.Dir(e.stateDir()).PodCIDRs(), e.node+".watched.json"), []byte(stale), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	q := e.newPod("unwatched", false)

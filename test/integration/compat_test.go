@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -71,7 +72,7 @@ func (e *env) stateDir() string { return filepath.Join(e.dataDir, "state") }
 // publishPodCIDRs publishes the Node's current podCIDRs in e's state_dir
 // as install-cni's sidecar does; the watch lock is held until the test
 // ends (or Close). It returns the Node it read and its podCIDRs.
-func (e *env) publishPodCIDRs() (*podcidr.Publisher, *corev1.Node, podcidr.CIDRs) {
+func (e *env) publishPodCIDRs() (*nodestate.Publisher, *corev1.Node, podcidr.CIDRs) {
 	e.t.Helper()
 	node, err := cluster.Admin.CoreV1().Nodes().Get(context.Background(), e.node, metav1.GetOptions{})
 	if err != nil {
@@ -81,7 +82,7 @@ func (e *env) publishPodCIDRs() (*podcidr.Publisher, *corev1.Node, podcidr.CIDRs
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	pub, err := podcidr.NewPublisher(e.stateDir(), e.node)
+	pub, err := nodestate.NewPodCIDRPublisher(e.stateDir(), e.node)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podlock"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
 )
 
 // The keys install-cni's leak reclaimer passes to GC: the runtime's
@@ -47,7 +47,7 @@ func TestGCReclaimerKeys(t *testing.T) {
 	// The pod "busy" has an invocation in flight (its lock is held): its
 	// host veth stays, its lease goes; "live" is a runtime sandbox with an
 	// interface the list does not name.
-	lock, err := podlock.Acquire(context.Background(), statedir.Dir(filepath.Join(e.dataDir, "state")).Locks(), pods["busy"].hostVeth)
+	lock, err := podlock.Acquire(context.Background(), nodestate.Dir(filepath.Join(e.dataDir, "state")).Locks(), pods["busy"].hostVeth)
 	if err != nil {
 		t.Fatal(err)
 	}

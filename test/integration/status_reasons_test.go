@@ -19,7 +19,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/health"
 	"github.com/kdd-cni/kdd-cni/internal/invocation"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -133,7 +133,7 @@ func TestStatusReasons(t *testing.T) {
 
 	t.Run("journal backlog over the limit", func(t *testing.T) {
 		e := newEnv(t, podCIDRs("v4")...)
-		dir := statedir.Dir(filepath.Join(e.dataDir, "state")).Journal()
+		dir := nodestate.Dir(filepath.Join(e.dataDir, "state")).Journal()
 		later := time.Now().Add(time.Hour) // not due: STATUS's replay leaves them
 		for i := range 101 {
 			if err := journal.Record(dir, journal.Entry{Namespace: e.ns, Pod: fmt.Sprintf("p%d", i), ContainerID: fmt.Sprintf("c%d", i),

@@ -18,6 +18,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
@@ -114,7 +115,7 @@ func (p *Plugin) ipam(ctx context.Context, inv *command, undo *undoStack) (*apiS
 		if node, err = inv.PodCIDRNode(); err != nil {
 			return nil, nil, err
 		}
-		if c, ok := podcidr.Watched(inv.Conf.StateDir, node); ok {
+		if c, ok := nodestate.WatchedPodCIDRs(inv.Conf.StateDir, node); ok {
 			watched = &c
 		} else {
 			read = node // no live watch: the session reads the Node
@@ -221,13 +222,13 @@ func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipam
 		}
 		return add(conf)
 	}
-	if cached, ok := podcidr.Cached(inv.Conf.StateDir, node); ok {
+	if cached, ok := nodestate.CachedPodCIDRs(inv.Conf.StateDir, node); ok {
 		if conf, err := ipamConf.Rewrite(cached.CIDRs); err == nil {
 			alloc, ipamErr := add(conf)
 			current, err := s.nodeCIDRs()
 			if err == nil && current.CIDRs == cached.CIDRs {
 				if current.UID != cached.UID {
-					_ = podcidr.Store(inv.Conf.StateDir, current)
+					_ = nodestate.StorePodCIDRs(inv.Conf.StateDir, current)
 				}
 				return alloc, ipamErr
 			}
@@ -247,7 +248,7 @@ func (p *Plugin) allocate(ctx context.Context, inv *command, s *apiSession, ipam
 	if err != nil {
 		return nil, err
 	}
-	_ = podcidr.Store(inv.Conf.StateDir, current)
+	_ = nodestate.StorePodCIDRs(inv.Conf.StateDir, current)
 	conf, err := ipamConf.Rewrite(current.CIDRs)
 	if err != nil {
 		return nil, err

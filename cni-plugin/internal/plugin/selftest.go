@@ -66,7 +66,11 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cidrs, err := podcidr.NodePodCIDRs(ctx, api, node)
+	uid, raw, err := api.NodePodCIDRs(ctx, node)
+	if err != nil {
+		return err
+	}
+	cidrs, err := podcidr.ForNode(node, uid, raw)
 	if err != nil {
 		return err
 	}

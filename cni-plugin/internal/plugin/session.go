@@ -66,7 +66,11 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 				return
 			}
 			start := time.Now()
-			c, err := podcidr.NodePodCIDRs(ctx, s.api, node)
+			uid, cidrs, err := s.api.NodePodCIDRs(ctx, node)
+			var c podcidr.NodeCIDRs
+			if err == nil {
+				c, err = podcidr.ForNode(node, uid, cidrs)
+			}
 			inv.Time("get-node", time.Since(start))
 			s.openWrite(ctx, inv)
 			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}

@@ -24,7 +24,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/confcheck"
 	"github.com/kdd-cni/kdd-cni/internal/kubeclient"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // Installer installs under cfg.HostRoot. NewAPI is called for every token
@@ -104,7 +104,7 @@ func (in *Installer) prepareStateDir() error {
 	if err := os.MkdirAll(in.Cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("failed to create the state dir: %w", err)
 	}
-	return statedir.Check(in.Cfg.StateDir)
+	return nodestate.Check(in.Cfg.StateDir)
 }
 
 // Validate proves, before anything is written, that the conflist template

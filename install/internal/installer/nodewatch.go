@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
@@ -21,7 +22,7 @@ import (
 // adds up to a fifth of it at random, so a fleet's watches do not end in
 // step. Every resumed watch confirms the published copy (nothing changed up
 // to the server's current version), so it bounds the copy's age well below
-// podcidr.MaxAge: the apiserver's own bookmarks come once a minute, too
+// nodestate.PodCIDRMaxAge: the apiserver's own bookmarks come once a minute, too
 // seldom for that.
 const nodeWatchTimeout = 15 * time.Second
 
@@ -38,7 +39,7 @@ const nodeWatchTimeout = 15 * time.Second
 // It runs client-go's watch in a loop of its own rather than an informer or
 // a RetryWatcher: neither tells its caller when a watch is established or
 // a bookmark arrives, and those are what keep the copy trusted.
-func (in *Installer) watchNode(ctx context.Context, pub *podcidr.Publisher) {
+func (in *Installer) watchNode(ctx context.Context, pub *nodestate.Publisher) {
 	defer pub.Close()
 	rv, failures := "", 0
 	for ctx.Err() == nil {
@@ -66,7 +67,7 @@ func (in *Installer) watchNode(ctx context.Context, pub *podcidr.Publisher) {
 }
 
 // watchNodeOnce runs one watch request from *rv, publishing every change.
-func (in *Installer) watchNodeOnce(ctx context.Context, pub *podcidr.Publisher, rv *string) error {
+func (in *Installer) watchNodeOnce(ctx context.Context, pub *nodestate.Publisher, rv *string) error {
 	api, err := in.NewAPI()
 	if err != nil {
 		return err
@@ -103,7 +104,7 @@ func (in *Installer) watchNodeOnce(ctx context.Context, pub *podcidr.Publisher, 
 }
 
 // nodeChanged publishes one watch event.
-func (in *Installer) nodeChanged(pub *podcidr.Publisher, e watch.Event) error {
+func (in *Installer) nodeChanged(pub *nodestate.Publisher, e watch.Event) error {
 	node := in.Cfg.NodeName
 	switch e.Type {
 	case watch.Added, watch.Modified:

@@ -13,8 +13,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/install/internal/metrics"
 	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at
@@ -67,7 +66,7 @@ func (in *Installer) runSidecar(ctx context.Context, expiry time.Time) error {
 	defer stopEvents()
 	in.warnCapacity(ctx, api, events)
 	go in.reclaimLoop(ctx)
-	pub, err := podcidr.NewPublisher(in.Cfg.StateDir, in.Cfg.NodeName)
+	pub, err := nodestate.NewPodCIDRPublisher(in.Cfg.StateDir, in.Cfg.NodeName)
 	if err != nil {
 		return err
 	}
@@ -132,8 +131,8 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 		return nil, nil
 	}
 	m := metrics.New(metrics.Sources{
-		RecordsDir:  statedir.Dir(in.Cfg.StateDir).Records(),
-		JournalDir:  statedir.Dir(in.Cfg.StateDir).Journal(),
+		RecordsDir:  nodestate.Dir(in.Cfg.StateDir).Records(),
+		JournalDir:  nodestate.Dir(in.Cfg.StateDir).Journal(),
 		IPAM:        in.ipamUsage,
 		TokenExpiry: func() time.Time { _, _, exp := in.seen.get(); return exp },
 	})
@@ -153,7 +152,7 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 // replayJournal sends the annotation clears DELs journaled while the
 // datastore was unavailable, as the CNI identity, with the same guard.
 func (in *Installer) replayJournal(ctx context.Context) {
-	dir := statedir.Dir(in.Cfg.StateDir).Journal()
+	dir := nodestate.Dir(in.Cfg.StateDir).Journal()
 	pending, err := journal.Pending(dir)
 	if err != nil || len(pending) == 0 {
 		return

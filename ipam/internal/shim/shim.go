@@ -19,6 +19,7 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/sweep"
 )
@@ -92,14 +93,18 @@ func resolve(ctx context.Context, f *invocation.Frame) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if watched, ok := podcidr.Watched(f.Conf.StateDir, node); ok { // install-cni keeps it current
+	if watched, ok := nodestate.WatchedPodCIDRs(f.Conf.StateDir, node); ok { // install-cni keeps it current
 		return conf.Rewrite(watched.CIDRs)
 	}
 	api, err := f.API()
 	if err != nil {
 		return nil, err
 	}
-	cidrs, err := podcidr.NodePodCIDRs(ctx, api, node)
+	uid, raw, err := api.NodePodCIDRs(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	cidrs, err := podcidr.ForNode(node, uid, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package statedir
+package nodestate
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package podcidr
+package nodestate
 
 // The node's podCIDRs as install-cni's sidecar watches them. While its
 // watch on the Node is established it holds an exclusive flock on a lock
@@ -10,7 +10,7 @@ package podcidr
 // descriptor, so a copy left behind is never trusted. A sidecar that lives
 // but stops hearing from the API server (a stalled watch, SIGSTOP) stops
 // confirming its copy: each copy carries when it was last confirmed (a
-// watch event, bookmark or resumed watch), and one older than MaxAge is not
+// watch event, bookmark or resumed watch), and one older than PodCIDRMaxAge is not
 // trusted.
 
 import (
@@ -26,44 +26,44 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/boottime"
-	"github.com/kdd-cni/kdd-cni/internal/statedir"
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
 func watchedPath(stateDir, node string) string {
-	return filepath.Join(statedir.Dir(stateDir).PodCIDRs(), node+".watched.json")
+	return filepath.Join(Dir(stateDir).PodCIDRs(), node+".watched.json")
 }
 
 func watchLockPath(stateDir, node string) string {
-	return filepath.Join(statedir.Dir(stateDir).PodCIDRs(), node+".watch.lock")
+	return filepath.Join(Dir(stateDir).PodCIDRs(), node+".watch.lock")
 }
 
-// MaxAge is how long a copy is trusted after the sidecar last confirmed
+// PodCIDRMaxAge is how long a copy is trusted after the sidecar last confirmed
 // it; the sidecar's watch confirms it at least every 18 s.
-const MaxAge = 45 * time.Second
+const PodCIDRMaxAge = 45 * time.Second
 
 // watchedCopy is the file: the podCIDRs and when (boottime) they were last
 // confirmed.
 type watchedCopy struct {
-	NodeCIDRs
+	podcidr.NodeCIDRs
 	ConfirmedAt int64 `json:"confirmedAt"`
 }
 
-// Watched reads the sidecar's copy of the node's podCIDRs; ok is false
+// WatchedPodCIDRs reads the sidecar's copy of the node's podCIDRs; ok is false
 // unless a live watch holds the lock both before and after the read (so a
 // copy from a watch that ended in between is at most that read old) and
-// the copy was confirmed within MaxAge.
-func Watched(stateDir, node string) (NodeCIDRs, bool) {
+// the copy was confirmed within PodCIDRMaxAge.
+func WatchedPodCIDRs(stateDir, node string) (podcidr.NodeCIDRs, bool) {
 	lock := watchLockPath(stateDir, node)
 	if !watchLive(lock) {
-		return NodeCIDRs{}, false
+		return podcidr.NodeCIDRs{}, false
 	}
 	c, ok := decodeCIDRs(watchedPath(stateDir, node), node)
 	if !ok || !watchLive(lock) {
-		return NodeCIDRs{}, false
+		return podcidr.NodeCIDRs{}, false
 	}
 	now, err := boottime.Now()
-	if age := now - time.Duration(c.ConfirmedAt); err != nil || age < 0 || age > MaxAge {
-		return NodeCIDRs{}, false
+	if age := now - time.Duration(c.ConfirmedAt); err != nil || age < 0 || age > PodCIDRMaxAge {
+		return podcidr.NodeCIDRs{}, false
 	}
 	return c.NodeCIDRs, true
 }
@@ -92,17 +92,17 @@ func decodeCIDRs(path, node string) (watchedCopy, bool) {
 	return c, true
 }
 
-// Publisher is the sidecar's side of Watched, for one node.
+// Publisher is the sidecar's side of WatchedPodCIDRs, for one node.
 type Publisher struct {
 	stateDir, node string
 	mu             sync.Mutex
 	lock           *os.File // held while published
-	last           NodeCIDRs
+	last           podcidr.NodeCIDRs
 }
 
-// NewPublisher removes a copy left by an earlier sidecar; it takes the lock
+// NewPodCIDRPublisher removes a copy left by an earlier sidecar; it takes the lock
 // on the first Publish.
-func NewPublisher(stateDir, node string) (*Publisher, error) {
+func NewPodCIDRPublisher(stateDir, node string) (*Publisher, error) {
 	p := &Publisher{stateDir: stateDir, node: node}
 	if err := os.MkdirAll(filepath.Dir(watchedPath(stateDir, node)), 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create the podCIDRs directory: %w", err)
@@ -113,7 +113,7 @@ func NewPublisher(stateDir, node string) (*Publisher, error) {
 // Publish holds the lock and writes the Node's podCIDRs, confirmed now
 // (a watch event). It fails while another sidecar (say, during a rolling
 // update) holds the lock.
-func (p *Publisher) Publish(c NodeCIDRs) error {
+func (p *Publisher) Publish(c podcidr.NodeCIDRs) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.hold(); err != nil {
@@ -127,13 +127,13 @@ func (p *Publisher) Publish(c NodeCIDRs) error {
 func (p *Publisher) Touch() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.lock == nil || p.last == (NodeCIDRs{}) {
+	if p.lock == nil || p.last == (podcidr.NodeCIDRs{}) {
 		return nil
 	}
 	return p.write(p.last)
 }
 
-func (p *Publisher) write(c NodeCIDRs) error {
+func (p *Publisher) write(c podcidr.NodeCIDRs) error {
 	now, err := boottime.Now()
 	if err != nil {
 		return err
@@ -182,7 +182,7 @@ func (p *Publisher) Withdraw() error {
 }
 
 func (p *Publisher) withdraw() error {
-	p.last = NodeCIDRs{}
+	p.last = podcidr.NodeCIDRs{}
 	if err := os.Remove(watchedPath(p.stateDir, p.node)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("failed to withdraw the node's podCIDRs: %w", err)
 	}

@@ -1,9 +1,11 @@
-// Package statedir guards the node-local state directory (state_dir): the
-// journal the plugin replays with its API identity, the pod locks, the GC
-// marks and the podCIDR copy ADD allocates from all live there, so whoever
-// can write into it steers the plugin. It must be root's (the plugin's
-// user's) and writable by no one else.
-package statedir
+// Package nodestate owns the node-local state directory (state_dir): its
+// layout (Dir, the one place it is spelled), its guard (Check), and the
+// podCIDR copies kept there (the plugins' cache and install-cni's watched
+// copy). The journal the plugin replays with its API identity, the pod
+// locks, the GC marks and the podCIDRs ADD allocates from all live there,
+// so whoever can write into it steers the plugin: it must be root's (the
+// plugin's user's) and writable by no one else.
+package nodestate
 
 import (
 	"errors"

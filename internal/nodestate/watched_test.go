@@ -1,6 +1,8 @@
-package podcidr
+package nodestate
 
 import (
+	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -16,8 +18,8 @@ import (
 func TestWatchedNeedsALiveLock(t *testing.T) {
 	dir := t.TempDir()
 	const node = "n1"
-	c := NodeCIDRs{Node: node, UID: "u1", CIDRs: CIDRs{V4: "10.1.0.0/24"}}
-	if _, ok := Watched(dir, node); ok {
+	c := podcidr.NodeCIDRs{Node: node, UID: "u1", CIDRs: podcidr.CIDRs{V4: "10.1.0.0/24"}}
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("watched with nothing published")
 	}
 	// A copy a dead sidecar left behind (no lock held) is not trusted.
@@ -30,10 +32,10 @@ func TestWatchedNeedsALiveLock(t *testing.T) {
 	if err := os.WriteFile(watchLockPath(dir, node), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Watched(dir, node); ok {
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("trusted a copy without a live watch")
 	}
-	p, err := NewPublisher(dir, node)
+	p, err := NewPodCIDRPublisher(dir, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,24 +45,24 @@ func TestWatchedNeedsALiveLock(t *testing.T) {
 	if err := p.Publish(c); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := Watched(dir, node); !ok || got != c {
+	if got, ok := WatchedPodCIDRs(dir, node); !ok || got != c {
 		t.Fatalf("Watched = %+v, %v; want %+v", got, ok, c)
 	}
-	if _, ok := Watched(dir, "other-node"); ok {
+	if _, ok := WatchedPodCIDRs(dir, "other-node"); ok {
 		t.Fatal("watched for another node")
 	}
-	c2 := NodeCIDRs{Node: node, UID: "u2", CIDRs: CIDRs{V4: "10.2.0.0/24", V6: "fd00:2::/64"}}
+	c2 := podcidr.NodeCIDRs{Node: node, UID: "u2", CIDRs: podcidr.CIDRs{V4: "10.2.0.0/24", V6: "fd00:2::/64"}}
 	if err := p.Publish(c2); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := Watched(dir, node); !ok || got != c2 {
+	if got, ok := WatchedPodCIDRs(dir, node); !ok || got != c2 {
 		t.Fatalf("after a change Watched = %+v, %v; want %+v", got, ok, c2)
 	}
 	// Node deleted: withdrawn while the watch (lock) goes on.
 	if err := p.Withdraw(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Watched(dir, node); ok {
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("watched after Withdraw")
 	}
 	if err := p.Publish(c); err != nil {
@@ -71,13 +73,13 @@ func TestWatchedNeedsALiveLock(t *testing.T) {
 	if err := p2.Publish(c2); err == nil || !strings.Contains(err.Error(), "another sidecar") {
 		t.Fatalf("second publisher: %v", err)
 	}
-	if got, _ := Watched(dir, node); got != c {
+	if got, _ := WatchedPodCIDRs(dir, node); got != c {
 		t.Fatalf("the second publisher changed the copy: %+v", got)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Watched(dir, node); ok {
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("watched after Close")
 	}
 	if _, err := os.Stat(watchedPath(dir, node)); !os.IsNotExist(err) {
@@ -97,32 +99,32 @@ func TestWatchedNeedsALiveLock(t *testing.T) {
 // A copy that does not decode, or names another node, is not trusted.
 func TestWatchedRejectsBadCopies(t *testing.T) {
 	dir := t.TempDir()
-	p, err := NewPublisher(dir, "n1")
+	p, err := NewPodCIDRPublisher(dir, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Publish(NodeCIDRs{Node: "n1", UID: "u", CIDRs: CIDRs{V4: "10.1.0.0/24"}}); err != nil {
+	if err := p.Publish(podcidr.NodeCIDRs{Node: "n1", UID: "u", CIDRs: podcidr.CIDRs{V4: "10.1.0.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{`{`, `{"node":"n2","uid":"u","cidrs":{"v4":"10.1.0.0/24"}}`, `{"node":"n1","uid":"","cidrs":{"v4":"10.1.0.0/24"}}`, `{"node":"n1","uid":"u","cidrs":{}}`} {
 		if err := os.WriteFile(watchedPath(dir, "n1"), []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if c, ok := Watched(dir, "n1"); ok {
+		if c, ok := WatchedPodCIDRs(dir, "n1"); ok {
 			t.Errorf("trusted %s: %+v", bad, c)
 		}
 	}
 }
 
 // A live sidecar that stopped confirming its copy (a stalled watch, a
-// stopped process) is trusted for MaxAge only; its Node read withdraws a
+// stopped process) is trusted for PodCIDRMaxAge only; its Node read withdraws a
 // copy that differs from the Node.
 func TestWatchedCopyFreshness(t *testing.T) {
 	dir := t.TempDir()
 	const node = "n1"
-	c := NodeCIDRs{Node: node, UID: "u1", CIDRs: CIDRs{V4: "10.1.0.0/24"}}
-	p, err := NewPublisher(dir, node)
+	c := podcidr.NodeCIDRs{Node: node, UID: "u1", CIDRs: podcidr.CIDRs{V4: "10.1.0.0/24"}}
+	p, err := NewPodCIDRPublisher(dir, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,18 +140,18 @@ func TestWatchedCopyFreshness(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	age(MaxAge + time.Second)
-	if _, ok := Watched(dir, node); ok {
-		t.Fatal("trusted a copy not confirmed for longer than MaxAge")
+	age(PodCIDRMaxAge + time.Second)
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
+		t.Fatal("trusted a copy not confirmed for longer than PodCIDRMaxAge")
 	}
 	if err := p.Touch(); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := Watched(dir, node); !ok || got != c {
+	if got, ok := WatchedPodCIDRs(dir, node); !ok || got != c {
 		t.Fatalf("after a bookmark: %+v %v", got, ok)
 	}
 	age(-time.Hour) // from the future (another boot): not trusted either
-	if _, ok := Watched(dir, node); ok {
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("trusted a copy confirmed in the future")
 	}
 	if err := p.Withdraw(); err != nil {
@@ -158,7 +160,7 @@ func TestWatchedCopyFreshness(t *testing.T) {
 	if err := p.Touch(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Watched(dir, node); ok {
+	if _, ok := WatchedPodCIDRs(dir, node); ok {
 		t.Fatal("a bookmark republished a withdrawn copy")
 	}
 }
