@@ -176,6 +176,15 @@ func (f *Frame) API() (*kube.Client, error) {
 	return f.api, f.apiErr
 }
 
+// ReadPodCIDRs reads a Node's podCIDRs from the API server, by family.
+func ReadPodCIDRs(ctx context.Context, api *kube.Client, node string) (podcidr.NodeCIDRs, error) {
+	uid, cidrs, err := api.NodePodCIDRs(ctx, node)
+	if err != nil {
+		return podcidr.NodeCIDRs{}, err
+	}
+	return podcidr.ForNode(node, uid, cidrs)
+}
+
 // Health runs the node's checks (CNI STATUS of both plugins): datastore,
 // identity, token, podCIDRs, the IP pool, the journal. hostLocal says the
 // addresses come from host-local over the podCIDRs, whose leases are then

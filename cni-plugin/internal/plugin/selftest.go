@@ -10,7 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
+	"github.com/kdd-cni/kdd-cni/internal/invocation"
 )
 
 // TestDatastore is `calico -t`: with the network configuration on stdin, it
@@ -66,11 +66,7 @@ func (p *Plugin) testDatastore(stdin []byte, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	uid, raw, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return err
-	}
-	cidrs, err := podcidr.ForNode(node, uid, raw)
+	cidrs, err := invocation.ReadPodCIDRs(ctx, api, node)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kdd-cni/kdd-cni/internal/invocation"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/wep"
@@ -66,11 +67,7 @@ func (p *Plugin) openSession(ctx context.Context, inv *command, node string, ann
 				return
 			}
 			start := time.Now()
-			uid, cidrs, err := s.api.NodePodCIDRs(ctx, node)
-			var c podcidr.NodeCIDRs
-			if err == nil {
-				c, err = podcidr.ForNode(node, uid, cidrs)
-			}
+			c, err := invocation.ReadPodCIDRs(ctx, s.api, node)
 			inv.Time("get-node", time.Since(start))
 			s.openWrite(ctx, inv)
 			s.node <- result[podcidr.NodeCIDRs]{v: c, err: err}

@@ -20,7 +20,6 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
-	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/internal/sweep"
 )
 
@@ -100,11 +99,7 @@ func resolve(ctx context.Context, f *invocation.Frame) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	uid, raw, err := api.NodePodCIDRs(ctx, node)
-	if err != nil {
-		return nil, err
-	}
-	cidrs, err := podcidr.ForNode(node, uid, raw)
+	cidrs, err := invocation.ReadPodCIDRs(ctx, api, node)
 	if err != nil {
 		return nil, err
 	}
