@@ -26,7 +26,7 @@ func ForConfig(in Input) (Node, []Finding) {
 	if in.IPAMErr != nil {
 		return Node{}, []Finding{{Check: "config", Severity: Fail, Message: in.IPAMErr.Error()}}
 	}
-	n := Node{Families: in.IPAM.Families(), JournalDir: in.Conf.State().Journal(), StateDir: in.Conf.StateDir}
+	n := Node{Families: in.IPAM.Families(), Journal: in.Conf.State().Journal(), StateDir: in.Conf.StateDir}
 	n.API, n.APIErr = in.API()
 	if n.APIErr != nil {
 		n.API = nil

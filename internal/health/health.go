@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
@@ -64,8 +63,8 @@ type Node struct {
 	Families podcidr.Families
 	// HostLocal is the IPAM configuration when it is host-local over the
 	// podCIDRs (to count its leases); nil otherwise.
-	HostLocal  []byte
-	JournalDir string
+	HostLocal []byte
+	Journal   nodestate.Journal
 	// StateDir holds the podCIDRs install-cni's sidecar publishes.
 	StateDir string
 	// VerifiedFile, when set (CNI STATUS), keeps the API server's last good
@@ -202,10 +201,10 @@ func checkPodCIDRs(n Node, facts kube.NodeFacts, add adder) {
 }
 
 func checkJournal(n Node, add adder) {
-	if n.JournalDir == "" {
+	if n.Journal == "" {
 		return
 	}
-	pending, err := journal.Pending(n.JournalDir)
+	pending, err := n.Journal.Pending()
 	switch {
 	case err != nil:
 		add("journal", Warn, "cannot read the journal: %v", err)

@@ -28,7 +28,6 @@ import (
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 )
 
@@ -256,7 +255,7 @@ func (f *Frame) End(err error) {
 		f.Log.Info("done", "after", took)
 	}
 	f.stepsMu.Lock()
-	rec := oprecord.Record{Time: f.Start, Plugin: f.plugin, Command: f.Command, Result: Result(err),
+	rec := nodestate.OpRecord{Time: f.Start, Plugin: f.plugin, Command: f.Command, Result: Result(err),
 		Seconds: took.Seconds(), Steps: f.steps}
 	if f.api != nil {
 		rec.API = f.api.Requests()
@@ -265,7 +264,7 @@ func (f *Frame) End(err error) {
 		}
 	}
 	f.stepsMu.Unlock()
-	if !oprecord.Append(f.Conf.State().Records(), rec) {
+	if !f.Conf.State().Records().Append(rec) {
 		f.Log.Debug("metrics record dropped")
 	}
 	_ = f.logClose.Close()

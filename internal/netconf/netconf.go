@@ -18,7 +18,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/kdd-cni/kdd-cni/internal/addmark"
 	"github.com/kdd-cni/kdd-cni/internal/logging"
 	"github.com/kdd-cni/kdd-cni/internal/naming"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
@@ -356,6 +355,3 @@ func (c *NetConf) GCLive() func(types.GCAttachment) bool {
 	}
 	return func(a types.GCAttachment) bool { return valid[a] || live[a.ContainerID] }
 }
-
-// AddMarks are the marks of running ADDs.
-func (c *NetConf) AddMarks() addmark.Marks { return addmark.Marks{Dir: c.State().Adding()} }

@@ -1,7 +1,8 @@
 // Package nodestate owns the node-local state directory (state_dir): its
-// layout (Dir, the one place it is spelled), its guard (Check), and the
-// podCIDR copies kept there (the plugins' cache and install-cni's watched
-// copy). The journal the plugin replays with its API identity, the pod
+// layout (Dir, the one place it is spelled), its guard (Check), and what is
+// kept there: the journal's entries, the per-invocation records, the pod
+// locks, the ADD marks and the podCIDR copies (the plugins' cache and
+// install-cni's watched copy). The journal the plugin replays with its API identity, the pod
 // locks, the GC marks and the podCIDRs ADD allocates from all live there,
 // so whoever can write into it steers the plugin: it must be root's (the
 // plugin's user's) and writable by no one else.
@@ -45,24 +46,23 @@ func Check(dir string) error {
 	return nil
 }
 
-// Dir is a state_dir: the one place its layout is spelled. Its owners:
-// journal (the annotation clears and reasserts not yet sent), oprecord
-// (the per-invocation records the sidecar serves as metrics), podlock and
-// addmark (per-pod locks and ADD marks), sweep (GC's stale marks), health
-// (STATUS's last good answer) and podcidr (the podCIDR copies).
+// Dir is a state_dir: the one place its layout is spelled. This package
+// keeps the journal, the records, the locks, the ADD marks and the podCIDR
+// copies; sweep keeps GC's stale marks in GC, health STATUS's last good
+// answer in Verified.
 type Dir string
 
-// Journal holds the journal's entries.
-func (d Dir) Journal() string { return filepath.Join(string(d), "journal") }
+// Journal holds the annotation clears and reasserts not yet sent.
+func (d Dir) Journal() Journal { return Journal(filepath.Join(string(d), "journal")) }
 
-// Records holds the per-invocation records.
-func (d Dir) Records() string { return filepath.Join(string(d), "metrics") }
+// Records holds the per-invocation records the sidecar serves as metrics.
+func (d Dir) Records() Records { return Records(filepath.Join(string(d), "metrics")) }
 
 // Locks holds the per-pod locks.
-func (d Dir) Locks() string { return filepath.Join(string(d), "locks") }
+func (d Dir) Locks() Locks { return Locks(filepath.Join(string(d), "locks")) }
 
 // Adding holds the marks of running ADDs.
-func (d Dir) Adding() string { return filepath.Join(string(d), "adding") }
+func (d Dir) Adding() Marks { return Marks(filepath.Join(string(d), "adding")) }
 
 // GC holds the marks of attachments GC found stale.
 func (d Dir) GC() string { return filepath.Join(string(d), "gc") }

@@ -31,7 +31,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/kdd-cni/kdd-cni/internal/atomicfile"
 	"github.com/kdd-cni/kdd-cni/internal/boottime"
-	"github.com/kdd-cni/kdd-cni/internal/podlock"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // Ledger is the pure part: the marks and the rule. Times are monotonic.
@@ -83,7 +83,7 @@ type Pass struct {
 	path string
 	boot string
 	now  time.Duration
-	lock *podlock.Lock
+	lock *nodestate.Lock
 }
 
 // record is the marks file: the boot it belongs to and, per attachment
@@ -95,14 +95,14 @@ type record struct {
 
 // Begin takes the GC lock of network (owner names the plugin keeping the
 // marks, so calico and the podcidr shim under it keep their own) in
-// lockDir and loads its marks from dir.
-func Begin(ctx context.Context, dir, lockDir, network, owner string, grace time.Duration) (*Pass, error) {
+// locks and loads its marks from dir.
+func Begin(ctx context.Context, dir string, locks nodestate.Locks, network, owner string, grace time.Duration) (*Pass, error) {
 	now, err := boottime.Now()
 	if err != nil {
 		return nil, err
 	}
 	name := "gc-" + owner + "-" + network
-	lock, err := podlock.Acquire(ctx, lockDir, name)
+	lock, err := locks.Acquire(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("failed to take the GC lock of %s: %w", network, err)
 	}

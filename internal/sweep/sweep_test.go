@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 var a, b = types.GCAttachment{ContainerID: "a", IfName: "eth0"}, types.GCAttachment{ContainerID: "b", IfName: "eth0"}
@@ -56,7 +58,7 @@ func TestLedgerWithoutGraceTrustsTheList(t *testing.T) {
 func TestPassPersistsMarks(t *testing.T) {
 	dir := t.TempDir()
 	begin := func() *Pass {
-		p, err := Begin(context.Background(), filepath.Join(dir, "gc"), filepath.Join(dir, "locks"), "net", "calico", time.Hour)
+		p, err := Begin(context.Background(), filepath.Join(dir, "gc"), nodestate.Locks(filepath.Join(dir, "locks")), "net", "calico", time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +71,7 @@ func TestPassPersistsMarks(t *testing.T) {
 	// A second pass while the first holds the lock waits for it.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := Begin(ctx, filepath.Join(dir, "gc"), filepath.Join(dir, "locks"), "net", "calico", time.Hour); err == nil {
+	if _, err := Begin(ctx, filepath.Join(dir, "gc"), nodestate.Locks(filepath.Join(dir, "locks")), "net", "calico", time.Hour); err == nil {
 		t.Fatal("two passes of one network at once")
 	}
 	if err := p.End(); err != nil {

@@ -28,7 +28,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -70,8 +69,8 @@ type bench struct {
 	plugins []*plugin
 	// results[scenario][plugin][command]
 	results map[string]map[string]map[string][]sample
-	rssrun  string // launcher used by the resource pass
-	records string // kdd-cni's per-invocation records (its metrics store)
+	rssrun  string            // launcher used by the resource pass
+	records nodestate.Records // kdd-cni's per-invocation records (its metrics store)
 	mu      sync.Mutex
 	// execStarts are when each serial invocation of kdd-cni was started,
 	// to time its process start-up against its record.
@@ -202,8 +201,8 @@ func run(rounds, waves int, outDir string) error {
 	}
 
 	fmt.Println("serial")
-	_, _, _ = oprecord.Drain(b.records) // the profile covers the serial pass only
-	_, _, _ = oprecord.Drain(b.records)
+	_, _, _ = b.records.Drain() // the profile covers the serial pass only
+	_, _, _ = b.records.Drain()
 	b.serial("serial", rounds, 10)
 	profile, err := b.profile()
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // stepProfile is where a serial ADD's time goes, as medians.
@@ -42,15 +42,15 @@ var profileRows = []struct{ key, what string }{
 // store) and pairs each ADD with when the bench exec'd it; then times ptp's
 // parts the same way from outside.
 func (b *bench) profile() (stepProfile, error) {
-	var recs []oprecord.Record
+	var recs []nodestate.OpRecord
 	for range 2 { // the store drains in two phases
-		r, skipped, err := oprecord.Drain(b.records)
+		r, skipped, err := b.records.Drain()
 		if err != nil || skipped > 0 {
 			return stepProfile{}, fmt.Errorf("read kdd-cni's records: %v (%d skipped)", err, skipped)
 		}
 		recs = append(recs, r...)
 	}
-	var adds []oprecord.Record
+	var adds []nodestate.OpRecord
 	for _, r := range recs {
 		if r.Command == "ADD" {
 			adds = append(adds, r)

@@ -523,7 +523,7 @@ func (c *cluster) drain(n *node, names ...string) {
 
 // assertNoJournal: every annotation clear reached the API server.
 func (c *cluster) assertNoJournal(n *node) {
-	entries, _ := os.ReadDir(nodestate.Dir(n.stateDir).Journal())
+	entries, _ := os.ReadDir(string(nodestate.Dir(n.stateDir).Journal()))
 	if len(entries) != 0 {
 		c.t.Errorf("%s: %d annotation clears still journaled", n.name, len(entries))
 	}

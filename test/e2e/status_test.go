@@ -14,7 +14,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/health"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -128,7 +127,7 @@ func (n *node) statusDecidesReadiness(t *testing.T) {
 // the API requests they sent.
 func (n *node) statusRecords(t *testing.T) (calls, requests int) {
 	t.Helper()
-	recs, skipped, err := oprecord.Peek((&netconf.NetConf{StateDir: n.stateDir}).State().Records())
+	recs, skipped, err := (&netconf.NetConf{StateDir: n.stateDir}).State().Records().Peek()
 	if err != nil || skipped != 0 {
 		t.Fatalf("the plugin's records: %v (%d that do not parse)", err, skipped)
 	}

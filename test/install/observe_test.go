@@ -21,7 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdd-cni/kdd-cni/internal/kube"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
 
@@ -76,12 +76,12 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 	const addr = "127.0.0.1:19097"
 	h.env["KUBERNETES_NODE_NAME"] = capNode
 	h.env["METRICS_BIND_ADDRESS"] = addr
-	records := h.path("var/lib/kdd-cni/metrics")
+	records := nodestate.Dir(h.path("var/lib/kdd-cni")).Records()
 	for i := range 5 {
-		oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "ADD", Result: "success", Seconds: 0.01 * float64(i+1),
+		records.Append(nodestate.OpRecord{Plugin: "calico", Command: "ADD", Result: "success", Seconds: 0.01 * float64(i+1),
 			Steps: map[string]float64{"ipam": 0.004}, API: map[string]int{"PATCH": 1, "GET": 1}})
 	}
-	oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "DEL", Result: "11", Seconds: 1, API: map[string]int{"PATCH": 1}})
+	records.Append(nodestate.OpRecord{Plugin: "calico", Command: "DEL", Result: "11", Seconds: 1, API: map[string]int{"PATCH": 1}})
 	s := startSidecar(t, h)
 
 	var fams map[string]*dto.MetricFamily
@@ -126,7 +126,7 @@ func TestSidecarMetricsAndCapacityWarning(t *testing.T) {
 	if got := gauge("kdd_cni_token_expiry_timestamp_seconds", ""); !ok || got != float64(exp.Unix()) {
 		t.Errorf("token expiry gauge %v, token's exp %v", got, exp)
 	}
-	if left, _ := os.ReadDir(records); len(left) > 1 {
+	if left, _ := os.ReadDir(string(records)); len(left) > 1 {
 		t.Errorf("records not drained: %v", left)
 	}
 

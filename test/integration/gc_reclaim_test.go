@@ -10,7 +10,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
-	"github.com/kdd-cni/kdd-cni/internal/podlock"
 )
 
 // The keys install-cni's leak reclaimer passes to GC: the runtime's
@@ -47,7 +46,7 @@ func TestGCReclaimerKeys(t *testing.T) {
 	// The pod "busy" has an invocation in flight (its lock is held): its
 	// host veth stays, its lease goes; "live" is a runtime sandbox with an
 	// interface the list does not name.
-	lock, err := podlock.Acquire(context.Background(), nodestate.Dir(filepath.Join(e.dataDir, "state")).Locks(), pods["busy"].hostVeth)
+	lock, err := nodestate.Dir(filepath.Join(e.dataDir, "state")).Locks().Acquire(context.Background(), pods["busy"].hostVeth)
 	if err != nil {
 		t.Fatal(err)
 	}

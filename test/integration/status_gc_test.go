@@ -168,7 +168,7 @@ func TestTornLeaseRemoved(t *testing.T) {
 	if err := os.WriteFile(torn, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The mark a killed ADD leaves (addmark).
+	// The mark a killed ADD leaves (nodestate.Marks).
 	if err := os.WriteFile(filepath.Join(e.dataDir, "state", "adding", gone.containerID), []byte(e.ns+"/gone"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/health"
 	"github.com/kdd-cni/kdd-cni/internal/invocation"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/test/harness"
 )
@@ -136,13 +135,13 @@ func TestStatusReasons(t *testing.T) {
 		dir := nodestate.Dir(filepath.Join(e.dataDir, "state")).Journal()
 		later := time.Now().Add(time.Hour) // not due: STATUS's replay leaves them
 		for i := range 101 {
-			if err := journal.Record(dir, journal.Entry{Namespace: e.ns, Pod: fmt.Sprintf("p%d", i), ContainerID: fmt.Sprintf("c%d", i),
+			if err := dir.Write(nodestate.Entry{Namespace: e.ns, Pod: fmt.Sprintf("p%d", i), ContainerID: fmt.Sprintf("c%d", i),
 				Recorded: time.Now(), Reason: "test", NotBefore: later}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		wantUnready(t, e, []string{"journal: 101 annotation clears pending (limit 100)"})
-		if err := journal.Forget(dir, journal.Entry{Namespace: e.ns, Pod: "p0", ContainerID: "c0"}); err != nil {
+		if err := dir.Forget(nodestate.Entry{Namespace: e.ns, Pod: "p0", ContainerID: "c0"}); err != nil {
 			t.Fatal(err)
 		}
 		if r := e.statusOrGC("STATUS", nil); r.Err != nil {

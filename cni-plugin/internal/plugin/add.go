@@ -16,7 +16,6 @@ import (
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/plan"
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/podopts"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/podcidr"
@@ -50,7 +49,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return inv.Wrap(err)
 	}
-	defer inv.Conf.AddMarks().Done(args.ContainerID)
+	defer inv.Conf.State().Adding().Done(args.ContainerID)
 
 	undo := &undoStack{log: inv.Log}
 	defer func() {
@@ -90,15 +89,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 // here, under the pod's lock, though replayJournal read it just before: a
 // DEL of another sandbox of the pod may have journaled a clear in between.
 func markAdding(inv *command) ([]string, error) {
-	marks, id := inv.Conf.AddMarks(), inv.Pod
+	marks, id := inv.Conf.State().Adding(), inv.Pod
 	inFlight := marks.Others(id.Namespace, id.Pod, inv.Args.ContainerID)
-	for _, other := range journal.PendingFor(inv.Conf.State().Journal(), id.Namespace, id.Pod, inv.Args.ContainerID) {
+	for _, other := range inv.Conf.State().Journal().PendingFor(id.Namespace, id.Pod, inv.Args.ContainerID) {
 		if !slices.Contains(inFlight, other) {
 			inFlight = append(inFlight, other)
 		}
 	}
 	if err := marks.Mark(id.Namespace, id.Pod, inv.Args.ContainerID); err != nil {
-		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", marks.Dir, err)
+		return nil, fmt.Errorf("failed to mark the ADD in %s: %w", marks, err)
 	}
 	return inFlight, nil
 }
@@ -168,10 +167,10 @@ func (p *Plugin) network(ctx context.Context, inv *command, s *apiSession, pl pl
 // surely landed, a replay restores ours if it overwrote them.
 func (p *Plugin) journalReassert(inv *command, addrs []net.IPNet, olderSandboxes []string) {
 	now := time.Now()
-	err := journal.Record(inv.Conf.State().Journal(), journal.Entry{
+	err := inv.Conf.State().Journal().Write(nodestate.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(3 * time.Second), Reason: "older sandbox's PATCH may land late",
-		Reassert: &journal.Reassert{Endpoint: wep.NewEndpoint(addrs, inv.Args.ContainerID), Guards: olderSandboxes},
+		Reassert: &nodestate.Reassert{Endpoint: wep.NewEndpoint(addrs, inv.Args.ContainerID), Guards: olderSandboxes},
 	})
 	inv.Log.Info("an older sandbox of this pod may still write its annotations; journaled a reassert",
 		"older", fmt.Sprint(olderSandboxes), "err", err)

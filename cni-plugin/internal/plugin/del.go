@@ -10,7 +10,7 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 	"github.com/kdd-cni/kdd-cni/internal/wep"
 )
 
@@ -37,14 +37,14 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	defer lock.Release()
 	// A mark left by this sandbox's ADD: it was killed, maybe mid-PATCH or
 	// with its host-local killed mid-allocation.
-	interrupted := inv.Conf.AddMarks().Has(args.ContainerID)
+	interrupted := inv.Conf.State().Adding().Has(args.ContainerID)
 	t := time.Now()
 	cleared := make(chan error, 1)
 	go func() { cleared <- p.clearEndpoint(ctx, inv) }()
 	ifErr := dataplane.Teardown(args.Netns, args.IfName, p.ownedHostVeth(inv), teardownTimeout)
 	inv.Step("teardown", &t)
 	epErr := <-cleared
-	if epErr == nil && inv.HasPod && inv.Conf.AddMarks().WasInterrupted(args.ContainerID) {
+	if epErr == nil && inv.HasPod && inv.Conf.State().Adding().WasInterrupted(args.ContainerID) {
 		epErr = p.deferClear(inv, "ADD interrupted")
 	}
 	inv.Step("endpoint", &t)
@@ -81,7 +81,7 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *command) error {
 		return nil
 	}
 	inv.Log.Warn("datastore unavailable; journaling the annotation clear", "err", err)
-	if jerr := journal.Record(inv.Conf.State().Journal(), journal.Entry{
+	if jerr := inv.Conf.State().Journal().Write(nodestate.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: time.Now(), Reason: err.Error(),
 	}); jerr != nil {
@@ -96,7 +96,7 @@ func (p *Plugin) clearEndpoint(ctx context.Context, inv *command) error {
 func (p *Plugin) deferClear(inv *command, reason string) error {
 	inv.Log.Info("journaling a deferred annotation clear", "reason", reason)
 	now := time.Now()
-	return journal.Record(inv.Conf.State().Journal(), journal.Entry{
+	return inv.Conf.State().Journal().Write(nodestate.Entry{
 		Namespace: inv.Pod.Namespace, Pod: inv.Pod.Pod, ContainerID: inv.Args.ContainerID,
 		Recorded: now, NotBefore: now.Add(2 * time.Second), Reason: reason,
 	})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/cni-plugin/internal/dataplane"
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
-	"github.com/kdd-cni/kdd-cni/internal/podlock"
 	"github.com/kdd-cni/kdd-cni/internal/sweep"
 )
 
@@ -55,7 +54,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	released, ipamErr := p.collectLeases(ctx, inv, keep)
 	removeTornLeases(ctx, inv)
 	removed, linkErr := removeOrphanVeths(ctx, inv, keep)
-	inv.Conf.AddMarks().ForgetExcept(func(id string) bool { return !collected[id] })
+	inv.Conf.State().Adding().ForgetExcept(func(id string) bool { return !collected[id] })
 	inv.Log.Info("garbage collected", "marked", len(pass.Marks), "leasesReleased", len(released), "linksRemoved", removed)
 	return errors.Join(ipamErr, linkErr, pass.End())
 }
@@ -74,7 +73,7 @@ func removeOrphanVeths(ctx context.Context, inv *command, keep func(types.GCAtta
 	var errs []error
 	for _, o := range orphans {
 		lctx, cancel := context.WithTimeout(ctx, lockWait)
-		lock, err := podlock.Acquire(lctx, inv.Conf.State().Locks(), o.Name)
+		lock, err := inv.Conf.State().Locks().Acquire(lctx, o.Name)
 		cancel()
 		if err != nil {
 			inv.Log.Info("host veth busy, left for the next GC", "link", o.Name, "err", err)

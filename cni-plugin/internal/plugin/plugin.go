@@ -13,10 +13,10 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/internal/cnierror"
 	"github.com/kdd-cni/kdd-cni/internal/invocation"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/netconf"
-	"github.com/kdd-cni/kdd-cni/internal/podlock"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
+	"github.com/kdd-cni/kdd-cni/internal/replay"
 )
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -78,7 +78,7 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs, requirePod bool) (*comman
 // costs one directory read when the journal is empty, never fails the
 // command, and is bounded in time within the command's own bound (ctx).
 func (p *Plugin) replayJournal(ctx context.Context, inv *command) {
-	pending, err := journal.Pending(inv.Conf.State().Journal())
+	pending, err := inv.Conf.State().Journal().Pending()
 	if err != nil || len(pending) == 0 {
 		return
 	}
@@ -88,16 +88,16 @@ func (p *Plugin) replayJournal(ctx context.Context, inv *command) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, replayBudget)
 	defer cancel()
-	n, err := journal.Replay(ctx, inv.Conf.State().Journal(), api, replayLimit)
+	n, err := replay.Journal(ctx, inv.Conf.State().Journal(), api, replayLimit)
 	inv.Log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
 }
 
 // lockPod serializes invocations for this pod on this node.
-func (p *Plugin) lockPod(ctx context.Context, inv *command) (*podlock.Lock, error) {
+func (p *Plugin) lockPod(ctx context.Context, inv *command) (*nodestate.Lock, error) {
 	if !inv.HasPod {
 		return nil, nil
 	}
-	return podlock.Acquire(ctx, inv.Conf.State().Locks(), inv.HostVeth)
+	return inv.Conf.State().Locks().Acquire(ctx, inv.HostVeth)
 }
 
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/kdd-cni/kdd-cni/install/internal/config"
 	"github.com/kdd-cni/kdd-cni/install/internal/metrics"
-	"github.com/kdd-cni/kdd-cni/internal/journal"
 	"github.com/kdd-cni/kdd-cni/internal/kube"
 	"github.com/kdd-cni/kdd-cni/internal/nodestate"
+	"github.com/kdd-cni/kdd-cni/internal/replay"
 )
 
 // NextRefresh is when to re-mint a token issued at issued that expires at
@@ -131,8 +131,7 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 		return nil, nil
 	}
 	m := metrics.New(metrics.Sources{
-		RecordsDir:  nodestate.Dir(in.Cfg.StateDir).Records(),
-		JournalDir:  nodestate.Dir(in.Cfg.StateDir).Journal(),
+		State:       nodestate.Dir(in.Cfg.StateDir),
 		IPAM:        in.ipamUsage,
 		TokenExpiry: func() time.Time { _, _, exp := in.seen.get(); return exp },
 	})
@@ -152,8 +151,8 @@ func (in *Installer) serveMetrics(ctx context.Context) (*metrics.Metrics, error)
 // replayJournal sends the annotation clears DELs journaled while the
 // datastore was unavailable, as the CNI identity, with the same guard.
 func (in *Installer) replayJournal(ctx context.Context) {
-	dir := nodestate.Dir(in.Cfg.StateDir).Journal()
-	pending, err := journal.Pending(dir)
+	j := nodestate.Dir(in.Cfg.StateDir).Journal()
+	pending, err := j.Pending()
 	if err != nil || len(pending) == 0 {
 		return
 	}
@@ -164,7 +163,7 @@ func (in *Installer) replayJournal(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	n, err := journal.Replay(ctx, dir, api, len(pending))
+	n, err := replay.Journal(ctx, j, api, len(pending))
 	in.Log.Info("replayed pending annotation clears", "done", n, "pending", len(pending), "err", err)
 }
 

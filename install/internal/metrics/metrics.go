@@ -1,6 +1,6 @@
 // Package metrics is install-cni's Prometheus endpoint. The plugins cannot
 // serve metrics (each invocation lives for milliseconds), so they append a
-// record per invocation to the node-local store (internal/oprecord); the
+// record per invocation to the node-local store (nodestate.Records); the
 // sidecar drains it every second into counters and histograms here, and
 // reads the node's state (journal, leases, token) when scraped.
 package metrics
@@ -17,8 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
-	"github.com/kdd-cni/kdd-cni/internal/journal"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // Usage is one address family's use of the IP pool.
@@ -29,8 +28,9 @@ type Usage struct {
 
 // Sources are what the gauges read when scraped.
 type Sources struct {
-	RecordsDir string // the plugins' records: <state_dir>/metrics
-	JournalDir string // pending annotation clears: <state_dir>/journal
+	// State holds the plugins' records and the journal's pending
+	// annotation clears.
+	State nodestate.Dir
 	// IPAM is the pool's use by family (nil: not reported).
 	IPAM func() []Usage
 	// TokenExpiry is the CNI kubeconfig's token's expiry (zero: unknown).
@@ -86,7 +86,7 @@ func New(src Sources) *Metrics {
 
 // Drain turns the records the plugins appended into observations.
 func (m *Metrics) Drain() error {
-	recs, skipped, err := oprecord.Drain(m.src.RecordsDir)
+	recs, skipped, err := m.src.State.Records().Drain()
 	m.skipped.Add(float64(skipped))
 	for _, r := range recs {
 		m.ops.WithLabelValues(r.Plugin, r.Command, r.Result).Observe(r.Seconds)
@@ -157,7 +157,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	src := c.m.src
-	if pending, err := journal.Pending(src.JournalDir); err == nil {
+	if pending, err := src.State.Journal().Pending(); err == nil {
 		ch <- prometheus.MustNewConstMetric(journalDesc, prometheus.GaugeValue, float64(len(pending)))
 	}
 	if src.IPAM != nil {

@@ -11,8 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/kdd-cni/kdd-cni/internal/journal"
-	"github.com/kdd-cni/kdd-cni/internal/oprecord"
+	"github.com/kdd-cni/kdd-cni/internal/nodestate"
 )
 
 // Scrape parses the text exposition, as Prometheus would.
@@ -29,21 +28,21 @@ func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
 }
 
 func TestDrainAndScrape(t *testing.T) {
-	dir := t.TempDir()
-	records, jdir := filepath.Join(dir, "metrics"), filepath.Join(dir, "journal")
+	st := nodestate.Dir(t.TempDir())
+	records := st.Records()
 	exp := time.Unix(1900000000, 0)
-	m := New(Sources{RecordsDir: records, JournalDir: jdir,
+	m := New(Sources{State: st,
 		IPAM:        func() []Usage { return []Usage{{Family: "IPv4", InUse: 3, Capacity: 253}} },
 		TokenExpiry: func() time.Time { return exp }})
 	for range 3 {
-		oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "ADD", Result: "success", Seconds: 0.02,
+		records.Append(nodestate.OpRecord{Plugin: "calico", Command: "ADD", Result: "success", Seconds: 0.02,
 			Steps: map[string]float64{"ipam": 0.005}, API: map[string]int{"GET": 1, "PATCH": 1}})
 	}
-	oprecord.Append(records, oprecord.Record{Plugin: "calico", Command: "DEL", Result: "11", Seconds: 3, API: map[string]int{"PATCH": 1}})
-	f, _ := os.OpenFile(filepath.Join(records, "records"), os.O_WRONLY|os.O_APPEND, 0)
+	records.Append(nodestate.OpRecord{Plugin: "calico", Command: "DEL", Result: "11", Seconds: 3, API: map[string]int{"PATCH": 1}})
+	f, _ := os.OpenFile(filepath.Join(string(records), "records"), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString("not json\n")
 	f.Close()
-	_ = journal.Record(jdir, journal.Entry{Namespace: "ns", Pod: "p", ContainerID: "c"})
+	_ = st.Journal().Write(nodestate.Entry{Namespace: "ns", Pod: "p", ContainerID: "c"})
 	for range 2 { // two phases
 		if err := m.Drain(); err != nil {
 			t.Fatal(err)

@@ -1,23 +1,25 @@
-// Package addmark marks, on the node, the sandboxes whose ADD is running. A
-// mark that outlives its ADD means the ADD was killed, possibly with its
-// annotation PATCH still in flight: the DEL of that sandbox then journals a
-// deferred clear, and a newer ADD of the same pod journals a reassert, so a
-// PATCH that lands late is still undone.
-package addmark
+package nodestate
+
+// ADD marks: the sandboxes whose ADD is running. A mark that outlives its
+// ADD means the ADD was killed, possibly with its annotation PATCH still in
+// flight: the DEL of that sandbox then journals a deferred clear, and a
+// newer ADD of the same pod journals a reassert, so a PATCH that lands late
+// is still undone.
 
 import (
 	"os"
 	"path/filepath"
 )
 
-// Marks are the marks kept in one directory (state_dir/adding).
-type Marks struct{ Dir string }
+// Marks are the marks of running ADDs, one file per sandbox in one
+// directory (Dir.Adding).
+type Marks string
 
-func (m Marks) path(containerID string) string { return filepath.Join(m.Dir, containerID) }
+func (m Marks) path(containerID string) string { return filepath.Join(string(m), containerID) }
 
 // Mark records that an ADD of containerID (of namespace/pod) is running.
 func (m Marks) Mark(namespace, pod, containerID string) error {
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+	if err := os.MkdirAll(string(m), 0o700); err != nil {
 		return err
 	}
 	return os.WriteFile(m.path(containerID), []byte(namespace+"/"+pod), 0o600)
@@ -39,13 +41,13 @@ func (m Marks) WasInterrupted(containerID string) bool {
 
 // Others lists the marked sandboxes of namespace/pod other than self.
 func (m Marks) Others(namespace, pod, self string) []string {
-	des, _ := os.ReadDir(m.Dir)
+	des, _ := os.ReadDir(string(m))
 	var out []string
 	for _, d := range des {
 		if d.Name() == self {
 			continue
 		}
-		if b, err := os.ReadFile(filepath.Join(m.Dir, d.Name())); err == nil && string(b) == namespace+"/"+pod {
+		if b, err := os.ReadFile(m.path(d.Name())); err == nil && string(b) == namespace+"/"+pod {
 			out = append(out, d.Name())
 		}
 	}
@@ -54,10 +56,10 @@ func (m Marks) Others(namespace, pod, self string) []string {
 
 // ForgetExcept removes the marks of sandboxes keep rejects (GC).
 func (m Marks) ForgetExcept(keep func(containerID string) bool) {
-	des, _ := os.ReadDir(m.Dir)
+	des, _ := os.ReadDir(string(m))
 	for _, d := range des {
 		if !keep(d.Name()) {
-			os.Remove(filepath.Join(m.Dir, d.Name()))
+			os.Remove(m.path(d.Name()))
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package oprecord
+package nodestate
 
 import (
 	"fmt"
@@ -11,37 +11,37 @@ import (
 func TestAppendDrainTwoPhase(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "metrics")
 	for i := range 3 {
-		if !Append(dir, Record{Command: "ADD", Result: "success", Seconds: float64(i)}) {
+		if !Records(dir).Append(OpRecord{Command: "ADD", Result: "success", Seconds: float64(i)}) {
 			t.Fatal("append refused")
 		}
 	}
-	recs, skipped, err := Drain(dir) // sets the 3 aside
+	recs, skipped, err := Records(dir).Drain() // sets the 3 aside
 	if err != nil || len(recs) != 0 || skipped != 0 {
 		t.Fatalf("first drain: %v %d %v", recs, skipped, err)
 	}
-	Append(dir, Record{Command: "DEL", Result: "11"}) // into a new live file
-	recs, _, err = Drain(dir)
+	Records(dir).Append(OpRecord{Command: "DEL", Result: "11"}) // into a new live file
+	recs, _, err = Records(dir).Drain()
 	if err != nil || len(recs) != 3 || recs[2].Seconds != 2 {
 		t.Fatalf("second drain: %+v %v", recs, err)
 	}
-	recs, _, _ = Drain(dir)
+	recs, _, _ = Records(dir).Drain()
 	if len(recs) != 1 || recs[0].Command != "DEL" || recs[0].Result != "11" {
 		t.Fatalf("third drain: %+v", recs)
 	}
-	if recs, _, err = Drain(dir); err != nil || len(recs) != 0 {
+	if recs, _, err = Records(dir).Drain(); err != nil || len(recs) != 0 {
 		t.Fatalf("empty store: %v %v", recs, err)
 	}
 }
 
 func TestCorruptLinesSkipped(t *testing.T) {
 	dir := t.TempDir()
-	Append(dir, Record{Command: "ADD", Result: "success"})
+	Records(dir).Append(OpRecord{Command: "ADD", Result: "success"})
 	f, _ := os.OpenFile(filepath.Join(dir, liveName), os.O_WRONLY|os.O_APPEND, 0)
 	fmt.Fprint(f, "{\"cmd\":\"ADD\",\"res\n\x00garbage\n{}\n")
 	f.Close()
-	Append(dir, Record{Command: "DEL", Result: "success"})
-	Drain(dir)
-	recs, skipped, err := Drain(dir)
+	Records(dir).Append(OpRecord{Command: "DEL", Result: "success"})
+	Records(dir).Drain()
+	recs, skipped, err := Records(dir).Drain()
 	if err != nil || len(recs) != 2 || skipped != 3 {
 		t.Fatalf("recs %+v skipped %d err %v", recs, skipped, err)
 	}
@@ -51,7 +51,7 @@ func TestBoundedWithoutDrain(t *testing.T) {
 	dir := t.TempDir()
 	stored := 0
 	for range 20000 {
-		if Append(dir, Record{Command: "ADD", Result: "success", Steps: map[string]float64{"ipam": 0.01}}) {
+		if Records(dir).Append(OpRecord{Command: "ADD", Result: "success", Steps: map[string]float64{"ipam": 0.01}}) {
 			stored++
 		}
 	}
@@ -70,13 +70,13 @@ func TestConcurrentAppendsAllDecode(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 200 {
-				Append(dir, Record{Command: "ADD", Result: "success", Plugin: fmt.Sprint(w, "-", i)})
+				Records(dir).Append(OpRecord{Command: "ADD", Result: "success", Plugin: fmt.Sprint(w, "-", i)})
 			}
 		})
 	}
 	wg.Wait()
-	Drain(dir)
-	recs, skipped, _ := Drain(dir)
+	Records(dir).Drain()
+	recs, skipped, _ := Records(dir).Drain()
 	if len(recs) != 1600 || skipped != 0 {
 		t.Fatalf("got %d records, %d skipped", len(recs), skipped)
 	}

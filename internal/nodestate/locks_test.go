@@ -1,4 +1,4 @@
-package podlock
+package nodestate
 
 import (
 	"context"
@@ -19,7 +19,7 @@ func TestMutualExclusion(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 20 {
-				l, err := Acquire(context.Background(), dir, "cali123")
+				l, err := Locks(dir).Acquire(context.Background(), "cali123")
 				if err != nil {
 					t.Error(err)
 					return
@@ -45,14 +45,14 @@ func TestMutualExclusion(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o700 {
 		t.Errorf("lock directory mode %v (%v), want 0700", st.Mode().Perm(), err)
 	}
-	held, err := Acquire(context.Background(), dir, "busy")
+	held, err := Locks(dir).Acquire(context.Background(), "busy")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := Acquire(ctx, dir, "busy"); err == nil {
+	if _, err := Locks(dir).Acquire(ctx, "busy"); err == nil {
 		t.Error("acquired a held lock")
 	}
 }
@@ -62,7 +62,7 @@ func TestTightensDirectory(t *testing.T) {
 	if err := os.Mkdir(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Acquire(context.Background(), dir, "x")
+	l, err := Locks(dir).Acquire(context.Background(), "x")
 	if err != nil {
 		t.Fatal(err)
 	}

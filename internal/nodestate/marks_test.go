@@ -1,4 +1,4 @@
-package addmark
+package nodestate
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestMarks(t *testing.T) {
-	m := Marks{Dir: t.TempDir() + "/adding"}
+	m := Marks(t.TempDir() + "/adding")
 	for _, id := range []string{"a", "b"} {
 		if err := m.Mark("ns", "web", id); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,6 @@
-// Package podlock serializes plugin invocations for one pod on one node. The
+package nodestate
+
+// Pod locks serialize plugin invocations for one pod on one node. The
 // kubelet does this per pod already; the lock makes it hold for any caller,
 // so concurrent sandboxes of a pod never interleave their steps.
 //
@@ -8,7 +10,6 @@
 // the holder exits, even on SIGKILL. The holder removes the file when it
 // releases the lock, so none accumulate; a waiter that locked a file removed
 // meanwhile notices (the path no longer names its file) and tries again.
-package podlock
 
 import (
 	"context"
@@ -22,15 +23,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Locks is the directory of the per-pod locks (Dir.Locks).
+type Locks string
+
 // Lock is a held lock.
 type Lock struct {
 	f    *os.File
 	path string
 }
 
-// Acquire takes the lock called name (a file name) in dir, waiting until ctx
-// is done. dir is created 0700 (and tightened to 0700 if it exists).
-func Acquire(ctx context.Context, dir, name string) (*Lock, error) {
+// Acquire takes the lock called name (a file name), waiting until ctx is
+// done. The directory is created 0700 (and tightened to 0700 if it exists).
+func (ls Locks) Acquire(ctx context.Context, name string) (*Lock, error) {
+	dir := string(ls)
 	if err := secureDir(dir); err != nil {
 		return nil, err
 	}

@@ -1,5 +1,7 @@
-// Package oprecord is the node-local store of per-invocation records that
-// install-cni's sidecar turns into Prometheus metrics. A plugin process is
+package nodestate
+
+// Per-invocation records: what install-cni's sidecar turns into Prometheus
+// metrics. A plugin process is
 // short-lived, so it cannot serve metrics itself: each invocation appends
 // one line of JSON to a file under the state dir and goes on. Appending
 // never blocks or fails the command: errors are ignored, and a full store
@@ -9,7 +11,6 @@
 // tick it reads and deletes the file it set aside on the tick before, then
 // sets the live file aside. An append that opened the live file just before
 // it was set aside lands in the set-aside file, read one tick later.
-package oprecord
 
 import (
 	"bufio"
@@ -21,8 +22,8 @@ import (
 	"time"
 )
 
-// Record is one plugin invocation.
-type Record struct {
+// OpRecord is one plugin invocation.
+type OpRecord struct {
 	Time    time.Time `json:"t"`
 	Plugin  string    `json:"plugin"`
 	Command string    `json:"cmd"`
@@ -35,6 +36,9 @@ type Record struct {
 	API map[string]int `json:"api,omitempty"`
 }
 
+// Records is the store of per-invocation records (Dir.Records).
+type Records string
+
 // MaxBytes bounds the live file: past it, records are dropped until the
 // sidecar drains it. At about 200 bytes a record, that is 5,000 records
 // between two drains.
@@ -46,9 +50,10 @@ const (
 	maxLine   = 64 << 10
 )
 
-// Append adds r to the store in dir. It reports whether r was stored; it
+// Append adds r to the store. It reports whether r was stored; it
 // never returns an error, since metrics must not fail a command.
-func Append(dir string, r Record) bool {
+func (rs Records) Append(r OpRecord) bool {
+	dir := string(rs)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return false
@@ -77,7 +82,8 @@ func Append(dir string, r Record) bool {
 // Drain returns the records set aside by the previous Drain, deletes them,
 // and sets the live file aside for the next. Lines that do not decode are
 // skipped and counted.
-func Drain(dir string) (recs []Record, skipped int, err error) {
+func (rs Records) Drain() (recs []OpRecord, skipped int, err error) {
+	dir := string(rs)
 	aside := filepath.Join(dir, asideName)
 	recs, skipped, err = read(aside)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -96,22 +102,22 @@ func Drain(dir string) (recs []Record, skipped int, err error) {
 
 // Peek returns the records in the live file without setting them aside:
 // a reader beside the drainer (tests, where no sidecar drains).
-func Peek(dir string) (recs []Record, skipped int, err error) {
-	return read(filepath.Join(dir, liveName))
+func (rs Records) Peek() (recs []OpRecord, skipped int, err error) {
+	return read(filepath.Join(string(rs), liveName))
 }
 
-func read(path string) ([]Record, int, error) {
+func read(path string) ([]OpRecord, int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer f.Close()
-	var recs []Record
+	var recs []OpRecord
 	skipped := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 4096), maxLine)
 	for sc.Scan() {
-		var r Record
+		var r OpRecord
 		if json.Unmarshal(sc.Bytes(), &r) != nil || r.Command == "" {
 			skipped++
 			continue
