@@ -126,15 +126,6 @@ func (f *Frame) IPAMConf() (*podcidr.Conf, error) {
 	return f.ipam, nil
 }
 
-// Families are the podCIDR families the configuration names (none when the
-// ipam section cannot be decoded).
-func (f *Frame) Families() podcidr.Families {
-	if f.ipam == nil {
-		return podcidr.Families{}
-	}
-	return f.ipam.Families()
-}
-
 // ReleaseConf is the IPAM configuration for an existing lease (DEL, CHECK,
 // GC, rollback): the podCIDR symbols become placeholders, since host-local
 // finds leases by container ID and interface. As given when there are none
@@ -225,9 +216,6 @@ func Unready(plugin string, findings []health.Finding) error {
 
 // UnreadyDetails are STATUS's error details.
 const UnreadyDetails = "kddctl status on the node reports every check"
-
-// APITimeout bounds one API request.
-func (f *Frame) APITimeout() time.Duration { return f.timeout }
 
 // Step logs how long a named step took (debug level), keeps it for the
 // invocation's record, and restarts the clock.

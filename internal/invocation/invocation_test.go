@@ -57,8 +57,8 @@ func TestOpenResolvesOnce(t *testing.T) {
 	if f.HostAlias != "kdd-cni/k8s-pod-network/c1/eth0" {
 		t.Errorf("alias %q", f.HostAlias)
 	}
-	if fams := f.Families(); !fams.V4 || fams.V6 {
-		t.Errorf("families %+v", fams)
+	if conf, err := f.IPAMConf(); err != nil || !conf.Families().V4 || conf.Families().V6 {
+		t.Errorf("families of %v: %v", conf, err)
 	}
 	if node, err := f.PodCIDRNode(); err != nil || node != "node-a" {
 		t.Errorf("node %q %v", node, err)

@@ -205,15 +205,6 @@ type Families struct {
 // Any is true when Rewrite needs the node's podCIDRs.
 func (f Families) Any() bool { return f.V4 || f.V6 }
 
-// Symbols reports which symbols the configuration uses.
-func Symbols(netconf []byte) (Families, error) {
-	c, err := Parse(netconf)
-	if err != nil {
-		return Families{}, err
-	}
-	return c.Families(), nil
-}
-
 // Families reports which symbols the configuration uses.
 func (c *Conf) Families() Families {
 	var f Families
@@ -237,15 +228,6 @@ func (f Families) Check(nodeName string, cidrs CIDRs) error {
 		return fmt.Errorf("node %q has no IPv6 podCIDR (the configuration uses usePodCidrIPv6)", nodeName)
 	}
 	return nil
-}
-
-// Rewrite replaces the symbols with the node's podCIDRs for ADD (and CHECK).
-func Rewrite(netconf []byte, cidrs CIDRs) ([]byte, error) {
-	c, err := Parse(netconf)
-	if err != nil {
-		return nil, err
-	}
-	return c.Rewrite(cidrs)
 }
 
 // Rewrite is the configuration with the symbols replaced by cidrs.
@@ -282,18 +264,9 @@ var releaseCandidates = map[string][]string{
 	UsePodCidrIPv6: {"2001:db8::/64", "2001:db8:1::/64", "3fff::/64", "3fff:1::/64"},
 }
 
-// RewriteForRelease replaces the symbols with non-overlapping placeholder
-// subnets for DEL, GC and CHECK, which host-local resolves by container ID.
-func RewriteForRelease(netconf []byte) ([]byte, error) {
-	c, err := Parse(netconf)
-	if err != nil {
-		return nil, err
-	}
-	return c.ForRelease()
-}
-
-// ForRelease is the configuration with the symbols replaced by placeholders
-// (see RewriteForRelease); unchanged bytes-wise apart from that.
+// ForRelease is the configuration with the symbols replaced by
+// non-overlapping placeholder subnets, for DEL, GC and CHECK, which
+// host-local resolves by container ID; unchanged bytes-wise apart from that.
 func (c *Conf) ForRelease() ([]byte, error) {
 	return c.output(func(_ map[string]any, refs []subnetRef) error { return forRelease(refs) })
 }
@@ -351,16 +324,6 @@ func overlapsAny(n *net.IPNet, taken []*net.IPNet) bool {
 		}
 	}
 	return false
-}
-
-// WithIPAMType sets ipam.type, e.g. to hand a podcidr configuration to
-// host-local. Everything else passes through.
-func WithIPAMType(netconf []byte, typ string) ([]byte, error) {
-	c, err := Parse(netconf)
-	if err != nil {
-		return nil, err
-	}
-	return c.WithIPAMType(typ).output(func(map[string]any, []subnetRef) error { return nil })
 }
 
 // Unchanged is the configuration as given (with WithIPAMType's type).

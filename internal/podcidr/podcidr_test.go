@@ -138,3 +138,37 @@ func TestUsable(t *testing.T) {
 		t.Error("bogus CIDR accepted")
 	}
 }
+
+// The byte-level forms the fuzzer and the table tests drive.
+
+func Symbols(netconf []byte) (Families, error) {
+	c, err := Parse(netconf)
+	if err != nil {
+		return Families{}, err
+	}
+	return c.Families(), nil
+}
+
+func Rewrite(netconf []byte, cidrs CIDRs) ([]byte, error) {
+	c, err := Parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	return c.Rewrite(cidrs)
+}
+
+func RewriteForRelease(netconf []byte) ([]byte, error) {
+	c, err := Parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	return c.ForRelease()
+}
+
+func WithIPAMType(netconf []byte, typ string) ([]byte, error) {
+	c, err := Parse(netconf)
+	if err != nil {
+		return nil, err
+	}
+	return c.WithIPAMType(typ).Unchanged()
+}

@@ -22,7 +22,7 @@ const serverPort = 8080
 func (w *world) serve(p *pod) {
 	w.t.Helper()
 	var ln net.Listener
-	if err := p.netns.Do(func() (err error) {
+	if err := p.Netns.Do(func() (err error) {
 		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", serverPort))
 		return err
 	}); err != nil {
@@ -42,18 +42,18 @@ func (w *world) serve(p *pod) {
 
 // reach tells whether from gets to every IP of to, by ping and by TCP.
 func (w *world) reach(from, to *pod) error {
-	for _, ip := range to.ips() {
-		if err := from.netns.Ping(ip, 700*time.Millisecond); err != nil {
-			return fmt.Errorf("ping %s → %s (%s): %w", from.name, to.name, ip, err)
+	for _, ip := range to.IPs() {
+		if err := from.Netns.Ping(ip, 700*time.Millisecond); err != nil {
+			return fmt.Errorf("ping %s → %s (%s): %w", from.Name, to.Name, ip, err)
 		}
-		if err := from.netns.Do(func() error {
+		if err := from.Netns.Do(func() error {
 			c, err := net.DialTimeout("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(serverPort)), 700*time.Millisecond)
 			if err == nil {
 				c.Close()
 			}
 			return err
 		}); err != nil {
-			return fmt.Errorf("tcp %s → %s (%s): %w", from.name, to.name, ip, err)
+			return fmt.Errorf("tcp %s → %s (%s): %w", from.Name, to.Name, ip, err)
 		}
 	}
 	return nil
@@ -62,15 +62,15 @@ func (w *world) reach(from, to *pod) error {
 // blocked tells whether from is cut off from every IP of to, both ways of
 // probing.
 func (w *world) blocked(from, to *pod) error {
-	for _, ip := range to.ips() {
-		if from.netns.Ping(ip, 400*time.Millisecond) == nil {
-			return fmt.Errorf("ping %s → %s (%s) passed", from.name, to.name, ip)
+	for _, ip := range to.IPs() {
+		if from.Netns.Ping(ip, 400*time.Millisecond) == nil {
+			return fmt.Errorf("ping %s → %s (%s) passed", from.Name, to.Name, ip)
 		}
-		if err := from.netns.Do(func() error {
+		if err := from.Netns.Do(func() error {
 			c, err := net.DialTimeout("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(serverPort)), 400*time.Millisecond)
 			if err == nil {
 				c.Close()
-				return fmt.Errorf("tcp %s → %s (%s) connected", from.name, to.name, ip)
+				return fmt.Errorf("tcp %s → %s (%s) connected", from.Name, to.Name, ip)
 			}
 			return nil
 		}); err != nil {
@@ -141,14 +141,14 @@ func TestFelixEnforcesNetworkPolicy(t *testing.T) {
 			for _, p := range []*pod{a, b, c} {
 				st := w.waitEndpointUp(p)
 				var want []string
-				for _, ip := range p.ips() {
+				for _, ip := range p.IPs() {
 					want = append(want, (&net.IPNet{IP: ip, Mask: net.CIDRMask(len(ip)*8, len(ip)*8)}).String())
 				}
 				got := append(append([]string{}, st.IPv4Nets...), st.IPv6Nets...)
 				slices.Sort(got)
 				slices.Sort(want)
-				if st.IfaceName != p.veth || !slices.Equal(got, want) {
-					t.Errorf("Felix reports %s as %+v, want interface %s and %v", p.name, st, p.veth, want)
+				if st.IfaceName != p.HostVeth || !slices.Equal(got, want) {
+					t.Errorf("Felix reports %s as %+v, want interface %s and %v", p.Name, st, p.HostVeth, want)
 				}
 			}
 			w.expect("no policy", map[*pod][]*pod{b: {a}, c: {a}}, nil)
@@ -165,7 +165,7 @@ func TestFelixEnforcesNetworkPolicy(t *testing.T) {
 			// CHECK passes while Felix owns the routes.
 			for _, p := range []*pod{a, b, c} {
 				if err := w.check(ours, p); err != nil {
-					t.Errorf("CHECK %s with Felix running: %v", p.name, err)
+					t.Errorf("CHECK %s with Felix running: %v", p.Name, err)
 				}
 			}
 
@@ -174,14 +174,14 @@ func TestFelixEnforcesNetworkPolicy(t *testing.T) {
 			w.expect("policies deleted", map[*pod][]*pod{b: {a}, c: {a}}, nil)
 
 			// A terminating pod keeps its endpoint (and policy) until DEL.
-			w.deletePod(c.name, 300)
+			w.deletePod(c.Name, 300)
 			time.Sleep(2 * time.Second)
 			w.waitEndpointUp(c)
 			w.expect("c terminating", map[*pod][]*pod{c: {a}}, nil)
 			w.del(ours, c)
 			w.waitEndpointGone(c)
-			if r := w.rules(); strings.Contains(r, c.veth) {
-				t.Errorf("rules for %s left after DEL:\n%s", c.veth, grep(r, c.veth))
+			if r := w.rules(); strings.Contains(r, c.HostVeth) {
+				t.Errorf("rules for %s left after DEL:\n%s", c.HostVeth, grep(r, c.HostVeth))
 			}
 			for _, p := range []*pod{a, b} {
 				w.del(ours, p)
@@ -236,7 +236,7 @@ func TestWaitForPolicyWithFelix(t *testing.T) {
 		}
 		// The first packet is already subject to the egress deny.
 		if err := w.blocked(p, server); err != nil {
-			t.Errorf("first packet of %s: %v", p.name, err)
+			t.Errorf("first packet of %s: %v", p.Name, err)
 		}
 		q := w.newPodNamed(fmt.Sprintf("n-%d", i), "n")
 		start = time.Now()

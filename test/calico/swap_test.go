@@ -21,25 +21,25 @@ const (
 // its container ID, podIP/podIPs cleared (containerID kept, as Calico does).
 func (w *world) assertTornDown(p *pod) {
 	w.t.Helper()
-	if err := w.cp.DoInNode(func() error { return linkGone(p.veth) }); err != nil {
-		w.t.Errorf("%s: %v", p.name, err)
+	if err := w.cp.DoInNode(func() error { return linkGone(p.HostVeth) }); err != nil {
+		w.t.Errorf("%s: %v", p.Name, err)
 	}
 	for ip, owner := range harness.HostLocalLeases(w.dataDir, network) {
-		if owner == p.id {
-			w.t.Errorf("%s: lease %s still held", p.name, ip)
+		if owner == p.ContainerID {
+			w.t.Errorf("%s: lease %s still held", p.Name, ip)
 		}
 	}
-	a := w.podObject(p.name).Annotations
-	if a[annotPodIP] != "" || a[annotPodIPs] != "" || a[annotContainerID] != p.id {
-		w.t.Errorf("%s: annotations after DEL: %v", p.name, a)
+	a := w.podObject(p.Name).Annotations
+	if a[annotPodIP] != "" || a[annotPodIPs] != "" || a[annotContainerID] != p.ContainerID {
+		w.t.Errorf("%s: annotations after DEL: %v", p.Name, a)
 	}
 }
 
 func (w *world) assertAnnotated(p *pod) {
 	w.t.Helper()
-	a := w.podObject(p.name).Annotations
-	if a[annotPodIP] == "" || a[annotContainerID] != p.id {
-		w.t.Errorf("%s: annotations after ADD: %v", p.name, a)
+	a := w.podObject(p.Name).Annotations
+	if a[annotPodIP] == "" || a[annotContainerID] != p.ContainerID {
+		w.t.Errorf("%s: annotations after ADD: %v", p.Name, a)
 	}
 }
 
@@ -60,7 +60,7 @@ func TestSwapCalicoToKddCni(t *testing.T) {
 	// Now kdd-cni is the node's plugin.
 	for _, p := range []*pod{x, y} {
 		if err := w.check(ours, p); err != nil {
-			t.Errorf("our CHECK of %s networked by Calico: %v", p.name, err)
+			t.Errorf("our CHECK of %s networked by Calico: %v", p.Name, err)
 		}
 	}
 	z := w.newPod("z")
@@ -84,9 +84,9 @@ func TestSwapCalicoToKddCni(t *testing.T) {
 
 func mustPing(t *testing.T, from, to *pod) {
 	t.Helper()
-	for _, ip := range to.ips() {
-		if err := from.netns.Ping(ip, 3*time.Second); err != nil {
-			t.Errorf("%s → %s (%s): %v", from.name, to.name, ip, err)
+	for _, ip := range to.IPs() {
+		if err := from.Netns.Ping(ip, 3*time.Second); err != nil {
+			t.Errorf("%s → %s (%s): %v", from.Name, to.Name, ip, err)
 		}
 	}
 }
@@ -101,11 +101,11 @@ func TestFelixRulesIdenticalToCalico(t *testing.T) {
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: selectApp("a"),
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "b"}}}}}}}})
 	a, b := w.newPod("a"), w.newPod("b")
-	dump := func(pl plugin) string {
+	dump := func(plugin func() harness.Plugin) string {
 		w.dataDir = t.TempDir()
-		pl.conf["ipam"] = w.ipam()
+		pl := plugin()
 		for _, p := range []*pod{a, b} {
-			p.id += "-" + pl.name
+			p.ContainerID += "-" + pl.Name
 			w.add(pl, p)
 			w.waitEndpointUp(p)
 		}
@@ -117,15 +117,15 @@ func TestFelixRulesIdenticalToCalico(t *testing.T) {
 		}
 		return r
 	}
-	ours := dump(w.ours(nil))
-	theirs := dump(w.theirs())
+	ours := dump(func() harness.Plugin { return w.ours(nil) })
+	theirs := dump(w.theirs)
 	mac := regexp.MustCompile(`([0-9a-f]{2}:){5}[0-9a-f]{2}`)
 	ours, theirs = mac.ReplaceAllString(ours, "MAC"), mac.ReplaceAllString(theirs, "MAC")
 	if ours != theirs {
 		t.Errorf("Felix's rules differ:\n--- kdd-cni\n%s\n--- calico\n%s", diffLines(ours, theirs), diffLines(theirs, ours))
 	}
-	if !regexpMatch(ours, `cali-tw-`+a.veth) {
-		t.Errorf("no per-endpoint chain for %s in:\n%s", a.veth, ours)
+	if !regexpMatch(ours, `cali-tw-`+a.HostVeth) {
+		t.Errorf("no per-endpoint chain for %s in:\n%s", a.HostVeth, ours)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -103,52 +101,42 @@ func (w *world) startFelix() {
 	})
 }
 
-// pod is one sandbox networked by a plugin.
-type pod struct {
-	name, id string
-	netns    *harness.NetNS
-	veth     string
-	raw      []byte
-	result   *types100.Result
-}
+// pod is one sandbox networked by a plugin (the harness's fixture, shared
+// with the integration and faults suites).
+type pod = harness.Sandbox
 
 func (w *world) newPod(name string) *pod {
 	w.t.Helper()
 	if _, err := w.cp.CreatePod(context.Background(), podNS, name, w.node); err != nil {
 		w.t.Fatal(err)
 	}
-	return &pod{name: name, id: fmt.Sprintf("%s-%d", name, seq.Add(1)), netns: harness.NewNetNST(w.t, "pod"),
-		veth: naming.HostVeth("cali", podNS, name)}
-}
-
-// plugin is a CNI binary with its configuration.
-type plugin struct {
-	name    string // "kdd-cni" or "calico"
-	binary  string
-	version string
-	conf    map[string]any
+	return &pod{Namespace: podNS, Name: name, ContainerID: fmt.Sprintf("%s-%d", name, seq.Add(1)),
+		Netns: harness.NewNetNST(w.t, "pod"), HostVeth: naming.HostVeth("cali", podNS, name)}
 }
 
 // ours is kdd-cni's calico binary as the shipped conflist configures it.
-func (w *world) ours(extra map[string]any) plugin {
+func (w *world) ours(extra map[string]any) harness.Plugin {
 	c := harness.NetConf{Version: "1.0.0", Name: network, Node: w.node, Kubeconfig: w.cniKubecfg,
 		StateDir: filepath.Join(w.dataDir, "state"), LogFile: filepath.Join(w.dataDir, "kdd-cni.log"),
-		IPAM: w.ipam(), Extra: extra}.Map()
-	return plugin{name: "kdd-cni", binary: filepath.Join(w.binDir, "calico"), version: "1.0.0", conf: c}
+		IPAM: w.ipam(), Extra: extra}.JSON()
+	return harness.Plugin{Name: "kdd-cni", Binary: filepath.Join(w.binDir, "calico"), Path: w.binDir, Conf: c}
 }
 
 // theirs is Calico's own calico binary, configured as Calico's policy-only
 // manifest does (plus nodename_file_optional, as calico-node is absent), as
 // an identity with the wider rights it needs (ClusterInformation).
-func (w *world) theirs() plugin {
-	c := map[string]any{
+func (w *world) theirs() harness.Plugin {
+	c, err := json.Marshal(map[string]any{
 		"cniVersion": "1.0.0", "name": network, "type": "calico", "log_level": "debug",
 		"log_file_path": filepath.Join(w.dataDir, "calico.log"), "datastore_type": "kubernetes",
 		"nodename": w.node, "nodename_file_optional": true, "mtu": 1500,
 		"ipam": w.ipam(), "policy": map[string]any{"type": "k8s"},
 		"kubernetes": map[string]any{"kubeconfig": w.cp.AdminKubeconfig},
+	})
+	if err != nil {
+		w.t.Fatal(err)
 	}
-	return plugin{name: "calico", binary: filepath.Join(w.calico, "calico"), version: "1.0.0", conf: c}
+	return harness.Plugin{Name: "calico", Binary: filepath.Join(w.calico, "calico"), Path: w.binDir, Conf: c}
 }
 
 func (w *world) ipam() map[string]any {
@@ -159,58 +147,22 @@ func (w *world) ipam() map[string]any {
 	return map[string]any{"type": "host-local", "ranges": ranges, "dataDir": w.dataDir}
 }
 
-func (w *world) run(pl plugin, cmd string, p *pod, conf map[string]any) harness.CNIResult {
-	b, err := json.Marshal(conf)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return w.cp.RunCNI(context.Background(), harness.CNICall{
-		Binary: pl.binary, Command: cmd, ContainerID: p.id, Netns: p.netns.Path, IfName: "eth0",
-		Path: w.binDir, Config: b,
-		Args: fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=u", podNS, p.name, p.id),
-	})
-}
-
-func (w *world) add(pl plugin, p *pod) {
+func (w *world) add(pl harness.Plugin, p *pod) {
 	w.t.Helper()
-	r := w.run(pl, "ADD", p, pl.conf)
-	if r.Err != nil {
-		w.t.Fatalf("%s ADD %s: %v", pl.name, p.name, r.Err)
-	}
-	p.raw = r.Stdout
-	res, err := types100.NewResult(r.Stdout)
-	if err != nil {
-		w.t.Fatalf("parse %s result %s: %v", pl.name, r.Stdout, err)
-	}
-	if p.result, err = types100.NewResultFromResult(res); err != nil {
+	if err := w.cp.Add(context.Background(), pl, p); err != nil {
 		w.t.Fatal(err)
 	}
 }
 
-func (w *world) check(pl plugin, p *pod) error {
-	conf := map[string]any{}
-	for k, v := range pl.conf {
-		conf[k] = v
-	}
-	var prev map[string]any
-	_ = json.Unmarshal(p.raw, &prev)
-	conf["prevResult"] = prev
-	return w.run(pl, "CHECK", p, conf).Err
+func (w *world) check(pl harness.Plugin, p *pod) error {
+	return w.cp.Check(context.Background(), pl, p).Err
 }
 
-func (w *world) del(pl plugin, p *pod) {
+func (w *world) del(pl harness.Plugin, p *pod) {
 	w.t.Helper()
-	if r := w.run(pl, "DEL", p, pl.conf); r.Err != nil {
-		w.t.Fatalf("%s DEL %s: %v", pl.name, p.name, r.Err)
+	if err := w.cp.Del(context.Background(), pl, p); err != nil {
+		w.t.Fatal(err)
 	}
-}
-
-func (p *pod) ips() []net.IP {
-	var out []net.IP
-	for _, c := range p.result.IPs {
-		out = append(out, c.Address.IP)
-	}
-	return out
 }
 
 // endpointStatus is what Felix writes for an endpoint that is up.
@@ -221,7 +173,7 @@ type endpointStatus struct {
 	IPv6Nets  []string `json:"ipv6Nets"`
 }
 
-func statusFile(p *pod) string { return harness.FelixStatusFile(podNS, p.name) }
+func statusFile(p *pod) string { return harness.FelixStatusFile(podNS, p.Name) }
 
 // waitEndpointUp waits for Felix's status file of p and returns it.
 func (w *world) waitEndpointUp(p *pod) endpointStatus {
@@ -235,7 +187,7 @@ func (w *world) waitEndpointUp(p *pod) endpointStatus {
 		}
 		return json.Unmarshal(b, &st)
 	}); err != nil {
-		w.t.Fatalf("Felix never reported %s up: %v", p.name, err)
+		w.t.Fatalf("Felix never reported %s up: %v", p.Name, err)
 	}
 	return st
 }
@@ -250,7 +202,7 @@ func (w *world) waitEndpointGone(p *pod) {
 		}
 		return nil
 	}); err != nil {
-		w.t.Fatalf("Felix kept endpoint %s: %v", p.name, err)
+		w.t.Fatalf("Felix kept endpoint %s: %v", p.Name, err)
 	}
 }
 

@@ -25,76 +25,47 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		if harness.InCI() {
-			fmt.Fprintln(os.Stderr, "e2e tests need root and CI=true: refusing to skip them")
-			os.Exit(1)
-		}
-		fmt.Println("e2e tests skipped: they need root")
-		os.Exit(m.Run())
-	}
-	os.Exit(run(m))
+	os.Exit(harness.RunSuite(m, harness.Options{Cluster: true, ClusterCIDR: "10.244.0.0/16"}, setup))
 }
 
-func run(m *testing.M) int {
+// setup: the node's runtime and kubelet binaries, the image tree, the agent
+// image, the tests' namespace.
+func setup(s *harness.Suite) error {
+	cp = s.CP
 	for _, b := range []string{"containerd", "runc", "ctr"} {
 		if _, err := exec.LookPath(b); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e needs %s (apt-get install containerd runc; make e2e installs them)\n", b)
-			return 1
+			return fmt.Errorf("e2e needs %s (apt-get install containerd runc; make e2e installs them)", b)
 		}
 	}
 	tools, err := harness.ToolsDir()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	if kubeletBin = filepath.Join(tools, "kubelet"); !exists(kubeletBin) {
 		out, err := exec.Command(filepath.Join(harness.RepoRoot(), "test/tools/build.sh"), "kubelet").Output()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "build kubelet:", err)
-			return 1
+			return fmt.Errorf("failed to build the kubelet: %w", err)
 		}
 		kubeletBin = filepath.Join(strings.TrimSpace(string(out)), "kubelet")
 	}
 	if rootfs, err = harness.RootFS(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	// Named like the harness's own temp dirs (prefix and PID), so a killed
 	// run's is swept by the next one.
 	work, err := os.MkdirTemp("", fmt.Sprintf("kddcni-%d-e2e-image-", os.Getpid()))
 	if err != nil {
-		return 1
+		return err
 	}
-	defer os.RemoveAll(work)
+	s.Cleanup(func() { os.RemoveAll(work) })
 	if image, err = buildImage(work); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	ctx := context.Background()
-	cp, err = harness.Start(ctx, harness.Options{Cluster: true, ClusterCIDR: "10.244.0.0/16"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer cp.Stop()
-	if err := cp.AddUplink(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if err := cp.CreateNamespace(ctx, namespace); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	if err := cp.WaitServiceAccount(ctx, namespace, "default"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, cp.Logs(3000))
-	}
-	return code
+	return cp.WaitServiceAccount(ctx, namespace, "default")
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -29,12 +29,19 @@ const (
 	networkName = "k8s-pod-network"
 )
 
-// sandbox is one pod sandbox as the runtime sees it.
-type sandbox struct {
-	pod   string
-	id    string
-	netns *harness.NetNS
-	ips   []string // CIDR form, from the ADD result
+// sandbox is one pod sandbox as the runtime sees it (the harness's
+// fixture, shared with the integration and calico suites).
+type sandbox = harness.Sandbox
+
+// addrs are the sandbox's addresses in CIDR form, from its ADD result.
+func addrs(sb *sandbox) []string {
+	var out []string
+	if sb.Result != nil {
+		for _, ip := range sb.Result.IPs {
+			out = append(out, ip.Address.String())
+		}
+	}
+	return out
 }
 
 // world is the runtime model: which sandbox of each pod is live.
@@ -67,7 +74,7 @@ func (w *world) timedAdd(sb *sandbox, r result) {
 	w.maxAdd = max(w.maxAdd, r.elapsed)
 	if r.elapsed > addBound && !r.killed {
 		w.slowAdds++
-		w.t.Errorf("ADD of %s took %s, beyond its bound", sb.id, r.elapsed)
+		w.t.Errorf("ADD of %s took %s, beyond its bound", sb.ContainerID, r.elapsed)
 	}
 }
 
@@ -78,6 +85,10 @@ func (w *world) stat(op string) *opStats {
 		w.stats[op] = &opStats{}
 	}
 	return w.stats[op]
+}
+
+func (w *world) plugin() harness.Plugin {
+	return harness.Plugin{Name: "kdd-cni", Binary: filepath.Join(suite.BinDir, "calico"), Path: suite.BinDir, Conf: w.conf()}
 }
 
 func (w *world) conf() []byte {
@@ -95,9 +106,9 @@ type result struct {
 
 // exec runs one plugin command; killAfter > 0 sends SIGKILL after that long.
 func (w *world) exec(cmd string, sb *sandbox, netnsPath string, killAfter time.Duration, conf []byte) result {
-	c := harness.CNICall{Binary: filepath.Join(suite.BinDir, "calico"), Command: cmd, ContainerID: sb.id,
-		Netns: netnsPath, IfName: "eth0", Path: suite.BinDir, Config: conf,
-		Args: fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=x", namespace, sb.pod)}.Cmd()
+	call := sb.Call(w.plugin(), cmd, conf)
+	call.Netns = netnsPath
+	c := call.Cmd()
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	start := time.Now()
@@ -110,7 +121,7 @@ func (w *world) exec(cmd string, sb *sandbox, netnsPath string, killAfter time.D
 	}
 	err := c.Wait()
 	r := result{err: err, stdout: out.Bytes(), elapsed: time.Since(start)}
-	w.record(sb.id, cmd, killAfter, r, &out)
+	w.record(sb.ContainerID, cmd, killAfter, r, &out)
 	if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 		r.killed = true
 	}
@@ -144,14 +155,14 @@ func (w *world) newSandbox(pod string) *sandbox {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return &sandbox{pod: pod, id: fmt.Sprintf("sb%05d%x", w.seq, w.rng.Uint32()), netns: ns}
+	return &sandbox{Namespace: namespace, Name: pod, ContainerID: fmt.Sprintf("sb%05d%x", w.seq, w.rng.Uint32()), Netns: ns}
 }
 
 func (w *world) netnsPath(sb *sandbox) string {
-	if sb.netns == nil {
-		return "/run/netns/gone-" + sb.id
+	if sb.Netns == nil {
+		return "/run/netns/gone-" + sb.ContainerID
 	}
-	return sb.netns.Path
+	return sb.Netns.Path
 }
 
 // add runs ADD as a runtime does: on failure (or kill) it DELs the sandbox.
@@ -170,16 +181,8 @@ func (w *world) add(sb *sandbox, kill bool) bool {
 		w.checkNothingOf(sb)
 	default:
 		w.stat("ADD").ok++
-		var res struct {
-			IPs []struct {
-				Address string `json:"address"`
-			} `json:"ips"`
-		}
-		if err := json.Unmarshal(r.stdout, &res); err != nil {
-			w.t.Fatalf("ADD result: %v %s", err, r.stdout)
-		}
-		for _, ip := range res.IPs {
-			sb.ips = append(sb.ips, ip.Address)
+		if err := sb.SetResult(w.conf(), r.stdout); err != nil {
+			w.t.Fatal(err)
 		}
 		return true
 	}
@@ -190,15 +193,15 @@ func (w *world) add(sb *sandbox, kill bool) bool {
 // checkNothingOf: a failed (not killed) ADD leaves no lease and no link.
 func (w *world) checkNothingOf(sb *sandbox) {
 	for _, owner := range w.leases() {
-		if owner == sb.id {
+		if owner == sb.ContainerID {
 			w.addLeaks++
-			w.t.Errorf("failed ADD of %s left a lease", sb.id)
+			w.t.Errorf("failed ADD of %s left a lease", sb.ContainerID)
 		}
 	}
 	for _, l := range w.caliLinks() {
-		if _, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias); id == sb.id {
+		if _, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias); id == sb.ContainerID {
 			w.addLeaks++
-			w.t.Errorf("failed ADD of %s left link %s", sb.id, l.Attrs().Name)
+			w.t.Errorf("failed ADD of %s left link %s", sb.ContainerID, l.Attrs().Name)
 		}
 	}
 }
@@ -217,7 +220,7 @@ func (w *world) del(sb *sandbox, kill bool) (ok bool) {
 	case r.err != nil:
 		w.stat("DEL").failed++
 		w.delFailed++
-		w.t.Errorf("DEL of %s failed: %v %s", sb.id, r.err, r.stdout)
+		w.t.Errorf("DEL of %s failed: %v %s", sb.ContainerID, r.err, r.stdout)
 		return false
 	}
 	w.stat("DEL").ok++
@@ -229,12 +232,12 @@ func (w *world) del(sb *sandbox, kill bool) (ok bool) {
 func (w *world) delUntilDone(sb *sandbox, kill bool) {
 	for i := 0; !w.del(sb, kill && i == 0); i++ {
 		if i > 5 {
-			w.t.Fatalf("DEL of %s never succeeded", sb.id)
+			w.t.Fatalf("DEL of %s never succeeded", sb.ContainerID)
 		}
 	}
-	if sb.netns != nil {
-		_ = sb.netns.Close()
-		sb.netns = nil
+	if sb.Netns != nil {
+		_ = sb.Netns.Close()
+		sb.Netns = nil
 	}
 }
 
@@ -262,20 +265,20 @@ func (w *world) cycle() {
 		w.delUntilDone(cur, false)
 		delete(w.live, pod)
 	case r < 0.65: // netns deleted before DEL
-		_ = cur.netns.Close()
-		cur.netns = nil
+		_ = cur.Netns.Close()
+		cur.Netns = nil
 		w.delUntilDone(cur, false)
 		delete(w.live, pod)
 	case r < 0.75: // DEL killed, then retried
 		w.delUntilDone(cur, true)
 		delete(w.live, pod)
 	case r < 0.85: // duplicate DEL of a dead sandbox (stale)
-		w.del(&sandbox{pod: pod, id: fmt.Sprintf("dead%05d", w.rng.IntN(w.seq+1))}, false)
+		w.del(&sandbox{Namespace: namespace, Name: pod, ContainerID: fmt.Sprintf("dead%05d", w.rng.IntN(w.seq+1))}, false)
 	default: // CHECK with the datastore in whatever state: it reads none
 		if r := w.exec("CHECK", cur, w.netnsPath(cur), 0, w.withPrev(cur)); r.err != nil {
 			w.stat("CHECK").failed++
 			w.badChecks++
-			w.t.Errorf("CHECK of live sandbox %s failed: %v %s", cur.id, r.err, r.stdout)
+			w.t.Errorf("CHECK of live sandbox %s failed: %v %s", cur.ContainerID, r.err, r.stdout)
 		} else {
 			w.stat("CHECK").ok++
 		}
@@ -283,15 +286,10 @@ func (w *world) cycle() {
 }
 
 func (w *world) withPrev(sb *sandbox) []byte {
-	var c map[string]any
-	_ = json.Unmarshal(w.conf(), &c)
-	var ips []map[string]any
-	for _, ip := range sb.ips {
-		ips = append(ips, map[string]any{"address": ip, "interface": 1})
+	b, err := harness.WithPrevResult(w.conf(), sb.Raw)
+	if err != nil {
+		w.t.Fatal(err)
 	}
-	c["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": ips,
-		"interfaces": []any{map[string]any{"name": naming.HostVeth("cali", namespace, sb.pod)}, map[string]any{"name": "eth0", "sandbox": w.netnsPath(sb)}}}
-	b, _ := json.Marshal(c)
 	return b
 }
 
@@ -312,14 +310,8 @@ func (w *world) concurrentAdds(pod string) {
 			defer mu.Unlock()
 			w.timedAdd(sb, r)
 			if r.err == nil {
-				var res struct {
-					IPs []struct {
-						Address string `json:"address"`
-					} `json:"ips"`
-				}
-				_ = json.Unmarshal(r.stdout, &res)
-				for _, ip := range res.IPs {
-					sb.ips = append(sb.ips, ip.Address)
+				if err := sb.SetResult(w.conf(), r.stdout); err != nil {
+					w.t.Error(err)
 				}
 				order = append(order, sb)
 				if sb == a {
@@ -342,9 +334,9 @@ func (w *world) concurrentAdds(pod string) {
 	// ran last under the pod lock owns the host veth (its alias). The one
 	// whose process exited last may be the other, on a busy machine.
 	winner := order[len(order)-1]
-	if owner := w.vethOwner(pod); owner == a.id && okA {
+	if owner := w.vethOwner(pod); owner == a.ContainerID && okA {
 		winner = a
-	} else if owner == b.id && okB {
+	} else if owner == b.ContainerID && okB {
 		winner = b
 	}
 	for _, sb := range []*sandbox{a, b} {
@@ -396,7 +388,7 @@ func (w *world) check() figures {
 	var f figures
 	liveIDs := map[string]*sandbox{}
 	for _, sb := range w.live {
-		liveIDs[sb.id] = sb
+		liveIDs[sb.ContainerID] = sb
 	}
 	leases := w.leases()
 	held := map[string]int{}
@@ -408,16 +400,16 @@ func (w *world) check() figures {
 		held[id]++
 	}
 	for id, sb := range liveIDs {
-		if held[id] != len(sb.ips) {
+		if held[id] != len(addrs(sb)) {
 			f.MissingLeases++
-			w.t.Errorf("live sandbox %s holds %d leases for %v", id, held[id], sb.ips)
+			w.t.Errorf("live sandbox %s holds %d leases for %v", id, held[id], addrs(sb))
 		}
 	}
 	seen := map[string]bool{}
 	for _, l := range w.caliLinks() {
 		_, id, _, _ := naming.ParseHostVethAlias(l.Attrs().Alias)
 		sb := liveIDs[id]
-		if sb == nil || naming.HostVeth("cali", namespace, sb.pod) != l.Attrs().Name {
+		if sb == nil || naming.HostVeth("cali", namespace, sb.Name) != l.Attrs().Name {
 			f.StrayLinks++
 			w.t.Errorf("stray link %s (alias %q)", l.Attrs().Name, l.Attrs().Alias)
 			continue
@@ -432,7 +424,7 @@ func (w *world) check() figures {
 	}
 	liveIPs := map[string]bool{}
 	for _, sb := range liveIDs {
-		for _, ip := range sb.ips {
+		for _, ip := range addrs(sb) {
 			liveIPs[ip] = true
 		}
 	}
@@ -454,9 +446,9 @@ func (w *world) check() figures {
 		}
 		a := p.Annotations
 		if sb := w.live[pod]; sb != nil {
-			if a["cni.projectcalico.org/containerID"] != sb.id || a["cni.projectcalico.org/podIPs"] != strings.Join(sb.ips, ",") {
+			if a["cni.projectcalico.org/containerID"] != sb.ContainerID || a["cni.projectcalico.org/podIPs"] != strings.Join(addrs(sb), ",") {
 				f.BadAnnotations++
-				w.t.Errorf("pod %s annotations %v, live sandbox %s %v", pod, a, sb.id, sb.ips)
+				w.t.Errorf("pod %s annotations %v, live sandbox %s %v", pod, a, sb.ContainerID, addrs(sb))
 			}
 		} else if a["cni.projectcalico.org/podIP"] != "" {
 			f.BadAnnotations++
@@ -484,7 +476,7 @@ func (w *world) settle(proxy *harness.FaultProxy) figures {
 	leases, links := len(w.leases()), len(w.caliLinks())
 	var valid []map[string]string
 	for _, sb := range w.live {
-		valid = append(valid, map[string]string{"containerID": sb.id, "ifname": "eth0"})
+		valid = append(valid, map[string]string{"containerID": sb.ContainerID, "ifname": "eth0"})
 	}
 	var c map[string]any
 	_ = json.Unmarshal(w.conf(), &c)

@@ -11,12 +11,18 @@ import (
 )
 
 // Suite is what a test package shares: a control plane whose node namespace
-// has an uplink, the CNI identity's kubeconfig, and the binaries.
+// has an uplink, the CNI identity's kubeconfig (none for a Cluster: its
+// tests install the manifest, which brings the identity), and the binaries.
 type Suite struct {
 	CP         *ControlPlane
 	Kubeconfig string
 	BinDir     string
+	cleanups   []func()
 }
+
+// Cleanup registers fn to run when the Suite stops (last registered first),
+// before the control plane stops.
+func (s *Suite) Cleanup(fn func()) { s.cleanups = append(s.cleanups, fn) }
 
 // StartSuite starts a Suite; call Stop when the package's tests are done.
 func StartSuite(ctx context.Context, opts Options) (s *Suite, err error) {
@@ -32,15 +38,22 @@ func StartSuite(ctx context.Context, opts Options) (s *Suite, err error) {
 			_ = s.CP.Stop()
 		}
 	}()
-	s.Kubeconfig = filepath.Join(s.CP.Dir, "cni.kubeconfig")
-	if err = s.CP.CNIKubeconfig(ctx, s.Kubeconfig, 3600); err != nil {
-		return nil, err
+	if !opts.Cluster { // a cluster's tests install the manifest, which brings the identity
+		s.Kubeconfig = filepath.Join(s.CP.Dir, "cni.kubeconfig")
+		if err = s.CP.CNIKubeconfig(ctx, s.Kubeconfig, 3600); err != nil {
+			return nil, err
+		}
 	}
 	return s, s.CP.AddUplink()
 }
 
-// Stop stops the control plane.
-func (s *Suite) Stop() error { return s.CP.Stop() }
+// Stop runs the registered cleanups and stops the control plane.
+func (s *Suite) Stop() error {
+	for i := len(s.cleanups) - 1; i >= 0; i-- {
+		s.cleanups[i]()
+	}
+	return s.CP.Stop()
+}
 
 // RunSuite is a test package's TestMain body: without root it runs the tests
 // (which skip); with root it starts a Suite, runs setup, runs the tests,

@@ -47,14 +47,14 @@ func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
 		t.Errorf("ADD with a live watched copy made %s, want only PATCH pods/status", got)
 	}
 	e.assertInPodCIDRs(p, node)
-	ips := p.ips()
+	ips := p.IPs()
 	e.del(p)
 	e.assertGone(p, ips)
 
 	// IPAM fails after the PATCH was opened (at once: there is no GET to
 	// share a connection with): the PATCH is aborted, nothing is written.
 	f := e.newPod("refused", false)
-	f.extraArgs = "IP=10.99.0.5"
+	f.ExtraArgs = "IP=10.99.0.5"
 	if r := e.call("ADD", f, e.conf()); r.Err == nil {
 		t.Fatal("ADD of an address outside the podCIDRs succeeded")
 	}
@@ -75,7 +75,7 @@ func TestAPIRequestsWithWatchedPodCIDRs(t *testing.T) {
 		t.Errorf("ADD with a dead watch's copy made %s, want GET nodes + PATCH pods/status", got)
 	}
 	e.assertInPodCIDRs(q, node) // not the dead watch's copy
-	ips = q.ips()
+	ips = q.IPs()
 	e.del(q)
 	e.assertGone(q, ips)
 }

@@ -38,7 +38,7 @@ func TestFailedIPAMAddLeavesNoLease(t *testing.T) {
 			e := newEnv(t, podCIDRs("v4")...)
 			e.ipam["type"] = "hostlocal-then"
 			p := e.newPod("victim", false)
-			c := cniCall(e, p, "ADD", e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.name)
+			c := cniCall(e, p, "ADD", e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.Name)
 			c.Path = ipamThatFailsAfter(t, then) + ":" + binDir
 			start := time.Now()
 			r := cluster.RunCNI(context.Background(), c)

@@ -41,7 +41,7 @@ func TestChainedPortmap(t *testing.T) {
 	p := e.newPod("web", false)
 	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
 	rt := &libcni.RuntimeConf{
-		ContainerID: p.containerID, NetNS: p.netns.Path, IfName: "eth0",
+		ContainerID: p.ContainerID, NetNS: p.Netns.Path, IfName: "eth0",
 		Args: [][2]string{{"K8S_POD_NAMESPACE", e.ns}, {"K8S_POD_NAME", "web"}},
 		CapabilityArgs: map[string]any{"portMappings": []map[string]any{
 			{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"},
@@ -51,14 +51,14 @@ func TestChainedPortmap(t *testing.T) {
 	inNode(t, func() error {
 		res, err := cni.AddNetworkList(ctx, conf, rt)
 		if err == nil {
-			p.result, err = types100.NewResultFromResult(res)
+			p.Result, err = types100.NewResultFromResult(res)
 		}
 		return err
 	})
 
 	// A server in the pod, a client on the node dialing the host port.
 	var ln net.Listener
-	if err := p.netns.Do(func() (err error) { ln, err = net.Listen("tcp", ":8080"); return }); err != nil {
+	if err := p.Netns.Do(func() (err error) { ln, err = net.Listen("tcp", ":8080"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
@@ -91,7 +91,7 @@ func TestChainedPortmap(t *testing.T) {
 	inNode(t, func() error { return cni.CheckNetworkList(ctx, conf, rt) })
 	inNode(t, func() error { return cni.DelNetworkList(ctx, conf, rt) })
 	inNode(t, func() error { return cni.DelNetworkList(ctx, conf, rt) }) // again: idempotent
-	e.assertGone(p, p.ips())
+	e.assertGone(p, p.IPs())
 	if l := e.leases(); len(l) != 0 {
 		t.Errorf("leases left: %v", l)
 	}

@@ -96,9 +96,9 @@ func (e *env) publishPodCIDRs() (*nodestate.Publisher, *corev1.Node, podcidr.CID
 // assertInPodCIDRs: every address of p is in the Node's podCIDRs.
 func (e *env) assertInPodCIDRs(p *pod, node *corev1.Node) {
 	e.t.Helper()
-	for _, ip := range p.ips() {
+	for _, ip := range p.IPs() {
 		if !inAny(ip, node.Spec.PodCIDRs) {
-			e.t.Errorf("%s got %s, outside %v", p.name, ip, node.Spec.PodCIDRs)
+			e.t.Errorf("%s got %s, outside %v", p.Name, ip, node.Spec.PodCIDRs)
 		}
 	}
 }
@@ -133,21 +133,21 @@ func TestNodeRecreatedBetweenADDs(t *testing.T) {
 				if i%2 == 1 { // request an address in the new range
 					_, n, _ := net.ParseCIDR(cidrs[0])
 					ip := n.IP.To4()
-					p.extraArgs = fmt.Sprintf("IP=%d.%d.%d.%d", ip[0], ip[1], ip[2], 42)
+					p.ExtraArgs = fmt.Sprintf("IP=%d.%d.%d.%d", ip[0], ip[1], ip[2], 42)
 				}
 				if got := requestsOf(t, func() { e.add(p) }); got != "GET nodes, PATCH pods/status" {
 					t.Errorf("ADD %d after re-creation made %s, want GET nodes + PATCH pods/status", i, got)
 				}
-				for _, ip := range p.ips() {
+				for _, ip := range p.IPs() {
 					if !inAny(ip, cidrs) {
 						t.Errorf("ADD %d got %s, outside the Node's current podCIDRs %v", i, ip, cidrs)
 					}
 				}
-				if p.extraArgs != "" && p.ips()[0].String() != strings.TrimPrefix(p.extraArgs, "IP=") {
-					t.Errorf("ADD %d got %s, asked %s", i, p.ips()[0], p.extraArgs)
+				if p.ExtraArgs != "" && p.IPs()[0].String() != strings.TrimPrefix(p.ExtraArgs, "IP=") {
+					t.Errorf("ADD %d got %s, asked %s", i, p.IPs()[0], p.ExtraArgs)
 				}
 				for ip, owner := range e.leases() {
-					if owner == p.containerID && !inAny(net.ParseIP(ip), cidrs) {
+					if owner == p.ContainerID && !inAny(net.ParseIP(ip), cidrs) {
 						t.Errorf("ADD %d left lease %s outside %v", i, ip, cidrs)
 					}
 				}
@@ -157,7 +157,7 @@ func TestNodeRecreatedBetweenADDs(t *testing.T) {
 				pods = append(pods, p)
 			}
 			for _, p := range append(pods, warm) {
-				ips := p.ips()
+				ips := p.IPs()
 				e.del(p)
 				e.assertGone(p, ips)
 			}
@@ -182,13 +182,13 @@ func TestPodAnnotations(t *testing.T) {
 			if source == "runtime" {
 				e.runtimeAnnotations(a)
 			} else {
-				e.annotate(p.name, a)
+				e.annotate(p.Name, a)
 			}
 			e.add(p)
-			if got := p.result.Interfaces[1].Mac; got != mac {
+			if got := p.Result.Interfaces[1].Mac; got != mac {
 				t.Errorf("result reports MAC %s, want %s", got, mac)
 			}
-			if err := p.netns.Do(func() error {
+			if err := p.Netns.Do(func() error {
 				l, err := netlink.LinkByName("eth0")
 				if err == nil && l.Attrs().HardwareAddr.String() != mac {
 					err = fmt.Errorf("eth0 has MAC %s, want %s", l.Attrs().HardwareAddr, mac)
@@ -201,7 +201,7 @@ func TestPodAnnotations(t *testing.T) {
 				t.Errorf("CHECK: %v", r.Err)
 			}
 			// CHECK notices a MAC changed behind our back.
-			if err := p.netns.Do(func() error {
+			if err := p.Netns.Do(func() error {
 				l, err := netlink.LinkByName("eth0")
 				if err != nil {
 					return err
@@ -213,7 +213,7 @@ func TestPodAnnotations(t *testing.T) {
 			if r := e.check(p); r.Err == nil || !strings.Contains(string(r.Stdout), "MAC") {
 				t.Errorf("CHECK after a MAC change: %v %s", r.Err, r.Stdout)
 			}
-			ips := p.ips()
+			ips := p.IPs()
 			e.del(p)
 			e.assertGone(p, ips)
 		})
@@ -239,7 +239,7 @@ func TestPodAnnotations(t *testing.T) {
 				e.extra[k] = v
 			}
 			p := e.newPod("refused", false)
-			e.annotate(p.name, tc.annot)
+			e.annotate(p.Name, tc.annot)
 			r := e.call("ADD", p, e.conf())
 			if ce := cniErr(t, r); !strings.Contains(ce.Msg+ce.Details, tc.want) {
 				t.Errorf("error %q, want %q", ce.Msg, tc.want)
@@ -248,7 +248,7 @@ func TestPodAnnotations(t *testing.T) {
 			if l := e.leases(); len(l) != 0 {
 				t.Errorf("leases left: %v", l)
 			}
-			if a := e.annotations(p.name); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != "" {
+			if a := e.annotations(p.Name); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != "" {
 				t.Errorf("annotations written for a refused ADD: %v", a)
 			}
 		})
@@ -257,7 +257,7 @@ func TestPodAnnotations(t *testing.T) {
 		e := newEnv(t, podCIDRs("v4")...)
 		e.extra["feature_control"] = map[string]any{"floating_ips": true}
 		p := e.newPod("fip", false)
-		e.annotate(p.name, map[string]string{"cni.projectcalico.org/floatingIPs": `["192.0.2.10"]`})
+		e.annotate(p.Name, map[string]string{"cni.projectcalico.org/floatingIPs": `["192.0.2.10"]`})
 		e.add(p)
 		e.del(p)
 	})
@@ -290,7 +290,7 @@ func TestPolicySetupWait(t *testing.T) {
 	go func() {
 		time.Sleep(700 * time.Millisecond)
 		_ = os.MkdirAll(dir, 0o755)
-		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, late.name)), []byte(`{"status":"up"}`), 0o644)
+		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, late.Name)), []byte(`{"status":"up"}`), 0o644)
 	}()
 	start := time.Now()
 	e.add(late)
@@ -304,7 +304,7 @@ func TestPolicySetupWait(t *testing.T) {
 	if d := time.Since(start); d < 3*time.Second {
 		t.Errorf("ADD returned after %s without a status file, want the 3 s timeout", d)
 	}
-	if a := e.annotations(never.name); a["cni.projectcalico.org/podIP"] == "" {
+	if a := e.annotations(never.Name); a["cni.projectcalico.org/podIP"] == "" {
 		t.Errorf("annotations missing after a timed-out wait: %v", a)
 	}
 	// Felix names a Kubernetes pod's endpoint eth0 whatever the runtime's
@@ -312,10 +312,10 @@ func TestPolicySetupWait(t *testing.T) {
 	other := e.newPod("other-if", false)
 	go func() {
 		time.Sleep(700 * time.Millisecond)
-		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, other.name)), []byte(`{"status":"up"}`), 0o644)
+		_ = os.WriteFile(filepath.Join(dir, harness.FelixStatusFile(e.ns, other.Name)), []byte(`{"status":"up"}`), 0o644)
 	}()
 	onNet1 := func(cmd string) harness.CNIResult {
-		c := cniCall(e, other, cmd, e.conf(), e.cniArgs(other))
+		c := cniCall(e, other, cmd, e.conf(), other.Args())
 		c.IfName = "net1"
 		return cluster.RunCNI(context.Background(), c)
 	}
@@ -408,7 +408,7 @@ func TestKubeconfigContextFromEnvironment(t *testing.T) {
 	}
 	e.extra["kubernetes"] = map[string]any{"kubeconfig": path}
 	call := func(p *pod, env ...string) harness.CNIResult {
-		c := cniCall(e, p, "ADD", e.conf(), e.cniArgs(p))
+		c := cniCall(e, p, "ADD", e.conf(), p.Args())
 		c.Env = env
 		return cluster.RunCNI(context.Background(), c)
 	}
@@ -424,7 +424,7 @@ func TestKubeconfigContextFromEnvironment(t *testing.T) {
 			t.Errorf("ADD with %s=%s: %v", name, good, r.Err)
 			continue
 		}
-		if ann := e.annotations(p.name); ann["cni.projectcalico.org/containerID"] != p.containerID {
+		if ann := e.annotations(p.Name); ann["cni.projectcalico.org/containerID"] != p.ContainerID {
 			t.Errorf("ADD with %s: annotations %v", name, ann)
 		}
 		e.del(p)

@@ -60,7 +60,7 @@ func TestDelSurvivesDatastoreFailure(t *testing.T) {
 			e.add(p)
 			e.extra["kubernetes"] = map[string]any{"kubeconfig": kc}
 			e.del(p) // must succeed
-			e.assertGone(p, p.ips())
+			e.assertGone(p, p.IPs())
 			if n := len(e.journal()); n != 1 {
 				t.Fatalf("journal entries: %d", n)
 			}
@@ -74,7 +74,7 @@ func TestDelSurvivesDatastoreFailure(t *testing.T) {
 			if r := e.statusOrGC("STATUS", nil); r.Err != nil {
 				t.Fatal(r.Err)
 			}
-			if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != p.containerID {
+			if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] != "" || a["cni.projectcalico.org/containerID"] != p.ContainerID {
 				t.Errorf("replay did not clear: %v", a)
 			}
 			if n := len(e.journal()); n != 0 {
@@ -113,7 +113,7 @@ func TestJournalReplayKeepsGuard(t *testing.T) {
 		t.Fatal(r.Err)
 	}
 	a := e.annotations("web")
-	if a["cni.projectcalico.org/containerID"] != newer.containerID || a["cni.projectcalico.org/podIP"] != newer.ips()[0].String()+"/32" {
+	if a["cni.projectcalico.org/containerID"] != newer.ContainerID || a["cni.projectcalico.org/podIP"] != newer.IPs()[0].String()+"/32" {
 		t.Errorf("replay of the old sandbox's clear touched the new one: %v", a)
 	}
 	if n := len(e.journal()); n != 0 {
@@ -154,7 +154,7 @@ func TestLatePatchOfKilledSandbox(t *testing.T) {
 		t.Fatalf("B's ADD finished after A's PATCH landed (%s): no interleaving", time.Since(start))
 	}
 	deadline := start.Add(held + 5*time.Second)
-	for e.annotations("web")["cni.projectcalico.org/containerID"] != a.containerID {
+	for e.annotations("web")["cni.projectcalico.org/containerID"] != a.ContainerID {
 		if time.Now().After(deadline) {
 			t.Fatal("A's late PATCH never landed: no interleaving to test")
 		}
@@ -164,9 +164,9 @@ func TestLatePatchOfKilledSandbox(t *testing.T) {
 	if r := e.statusOrGC("STATUS", nil); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	want := b.ips()[0].String() + "/32"
-	if got := e.annotations("web"); got["cni.projectcalico.org/containerID"] != b.containerID || got["cni.projectcalico.org/podIP"] != want {
-		t.Errorf("after the replay the live sandbox's annotations are %v, want containerID %s podIP %s", got, b.containerID, want)
+	want := b.IPs()[0].String() + "/32"
+	if got := e.annotations("web"); got["cni.projectcalico.org/containerID"] != b.ContainerID || got["cni.projectcalico.org/podIP"] != want {
+		t.Errorf("after the replay the live sandbox's annotations are %v, want containerID %s podIP %s", got, b.ContainerID, want)
 	}
 	if n := len(e.journal()); n != 0 {
 		t.Errorf("journal entries left: %d", n)

@@ -16,11 +16,11 @@ func (e *env) assertNothingAllocated(p *pod, annotated bool) {
 	if l := e.leases(); len(l) != 0 {
 		e.t.Errorf("leases left after failed ADD: %v", l)
 	}
-	if linkExists(e.t, p.hostVeth) {
-		e.t.Errorf("host veth %s left after failed ADD", p.hostVeth)
+	if linkExists(e.t, p.HostVeth) {
+		e.t.Errorf("host veth %s left after failed ADD", p.HostVeth)
 	}
-	if p.netns != nil {
-		_ = p.netns.Do(func() error {
+	if p.Netns != nil {
+		_ = p.Netns.Do(func() error {
 			if l, err := netlink.LinkByName("eth0"); err == nil && l.Type() == "veth" {
 				e.t.Errorf("container veth eth0 left after failed ADD")
 			}
@@ -28,7 +28,7 @@ func (e *env) assertNothingAllocated(p *pod, annotated bool) {
 		})
 	}
 	if annotated {
-		if a := e.annotations(p.name); a["cni.projectcalico.org/podIP"] != "" {
+		if a := e.annotations(p.Name); a["cni.projectcalico.org/podIP"] != "" {
 			e.t.Errorf("annotations written by a failed ADD: %v", a)
 		}
 	}
@@ -47,18 +47,18 @@ func TestAddErrorPathsLeaveNothing(t *testing.T) {
 	t.Run("netns does not exist", func(t *testing.T) {
 		e := newEnv(t, podCIDRs("v4")...)
 		p := e.newPod("a", false)
-		_ = p.netns.Close()
+		_ = p.Netns.Close()
 		r := e.call("ADD", p, e.conf())
-		if ce := cniErr(t, r); !strings.Contains(ce.Msg, "netns") && !strings.Contains(ce.Msg, p.netns.Path) {
+		if ce := cniErr(t, r); !strings.Contains(ce.Msg, "netns") && !strings.Contains(ce.Msg, p.Netns.Path) {
 			t.Errorf("error %q", ce.Msg)
 		}
-		p.netns = nil
+		p.Netns = nil
 		e.assertNothingAllocated(p, true)
 	})
 	t.Run("interface name taken in the pod", func(t *testing.T) {
 		e := newEnv(t, podCIDRs("v4")...)
 		p := e.newPod("a", false)
-		if err := p.netns.Do(func() error {
+		if err := p.Netns.Do(func() error {
 			la := netlink.NewLinkAttrs()
 			la.Name = "eth0"
 			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "mine"})
@@ -70,13 +70,13 @@ func TestAddErrorPathsLeaveNothing(t *testing.T) {
 			t.Errorf("error %q", ce.Msg)
 		}
 		// The pre-existing interface is not ours: it must survive the rollback.
-		if err := p.netns.Do(func() error { _, err := netlink.LinkByName("mine"); return err }); err != nil {
+		if err := p.Netns.Do(func() error { _, err := netlink.LinkByName("mine"); return err }); err != nil {
 			t.Errorf("rollback deleted an interface it did not create: %v", err)
 		}
 		if l := e.leases(); len(l) != 0 {
 			t.Errorf("leases left: %v", l)
 		}
-		if linkExists(t, p.hostVeth) {
+		if linkExists(t, p.HostVeth) {
 			t.Errorf("host veth left")
 		}
 	})

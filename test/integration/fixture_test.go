@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -76,17 +75,9 @@ func (e *env) conf() []byte {
 		StateDir: e.stateDir(), LogFile: e.logFile, IPAM: e.ipam, Extra: e.extra}.JSON()
 }
 
-// pod is one pod sandbox: the Pod object, its netns and container ID.
-type pod struct {
-	name        string
-	containerID string
-	netns       *harness.NetNS
-	hostVeth    string
-	result      *types100.Result
-	raw         []byte
-	// extraArgs are appended to CNI_ARGS (e.g. "IP=10.0.0.5").
-	extraArgs string
-}
+// pod is one pod sandbox (the harness's fixture, shared with the calico
+// and faults suites).
+type pod = harness.Sandbox
 
 // newPod creates the Pod object (unless noObject) and a netns for a sandbox.
 func (e *env) newPod(name string, noObject bool) *pod {
@@ -102,92 +93,50 @@ func (e *env) newPod(name string, noObject bool) *pod {
 // sandbox makes a new sandbox (netns + container ID) for a pod name.
 func (e *env) sandbox(name string) *pod {
 	return &pod{
-		name:        name,
-		containerID: fmt.Sprintf("%s-%s-%d", e.ns, name, seq.Add(1)),
-		netns:       harness.NewNetNST(e.t, "pod"),
-		hostVeth:    naming.HostVeth("cali", e.ns, name),
+		Namespace:   e.ns,
+		Name:        name,
+		ContainerID: fmt.Sprintf("%s-%s-%d", e.ns, name, seq.Add(1)),
+		Netns:       harness.NewNetNST(e.t, "pod"),
+		HostVeth:    naming.HostVeth("cali", e.ns, name),
 	}
 }
 
 type cniResult = harness.CNIResult
 
+// plugin is our calico binary with the env's configuration.
+func (e *env) plugin() harness.Plugin {
+	return harness.Plugin{Name: "kdd-cni", Binary: filepath.Join(binDir, "calico"), Path: binDir, Conf: e.conf()}
+}
+
 func (e *env) call(cmd string, p *pod, conf []byte) harness.CNIResult {
-	return cluster.RunCNI(context.Background(), cniCall(e, p, cmd, conf, e.cniArgs(p)))
+	return cluster.RunCNI(context.Background(), p.Call(e.plugin(), cmd, conf))
 }
 
-// cniArgs is the CNI_ARGS a runtime passes for p (with its extraArgs).
-func (e *env) cniArgs(p *pod) string {
-	args := fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=abc", e.ns, p.name, p.containerID)
-	if p.extraArgs != "" {
-		args += ";" + p.extraArgs
-	}
-	return args
-}
-
+// cniCall is cmd for p with conf and CNI_ARGS args instead of p's.
 func cniCall(e *env, p *pod, cmd string, conf []byte, args string) harness.CNICall {
-	c := harness.CNICall{
-		Binary: filepath.Join(binDir, "calico"), Command: cmd, ContainerID: p.containerID,
-		IfName: "eth0", Path: binDir, Config: conf, Args: args,
-	}
-	if p.netns != nil {
-		c.Netns = p.netns.Path
-	}
-	if cmd == "STATUS" || cmd == "GC" {
-		c.IfName = ""
-	}
+	c := p.Call(e.plugin(), cmd, conf)
+	c.Args = args
 	return c
 }
 
 // add runs ADD and parses the result.
 func (e *env) add(p *pod) {
 	e.t.Helper()
-	r := e.call("ADD", p, e.conf())
-	if r.Err != nil {
-		e.t.Fatalf("ADD %s: %v", p.name, r.Err)
-	}
-	p.raw = r.Stdout
-	if err := p.parse(e.version); err != nil {
+	if err := cluster.Add(context.Background(), e.plugin(), p); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
-// parse reads the ADD result in p.raw.
-func (p *pod) parse(version string) error {
-	res, err := resultForVersion(version, p.raw)
-	if err != nil {
-		return fmt.Errorf("parse ADD result %s: %w", p.raw, err)
-	}
-	if p.result, err = types100.NewResultFromResult(res); err != nil {
-		return fmt.Errorf("convert ADD result %s: %w", p.raw, err)
-	}
-	return nil
-}
-
 // check runs CHECK with the ADD result as prevResult.
 func (e *env) check(p *pod) harness.CNIResult {
-	var c map[string]any
-	_ = json.Unmarshal(e.conf(), &c)
-	var prev map[string]any
-	_ = json.Unmarshal(p.raw, &prev)
-	c["prevResult"] = prev
-	b, _ := json.Marshal(c)
-	return e.call("CHECK", p, b)
+	return cluster.Check(context.Background(), e.plugin(), p)
 }
 
 func (e *env) del(p *pod) {
 	e.t.Helper()
-	if r := e.call("DEL", p, e.conf()); r.Err != nil {
-		e.t.Fatalf("DEL %s: %v", p.name, r.Err)
+	if err := cluster.Del(context.Background(), e.plugin(), p); err != nil {
+		e.t.Fatal(err)
 	}
-}
-
-// ips of the pod from the result, as strings without mask.
-func (p *pod) ips() []net.IP {
-	var ips []net.IP
-	for _, c := range p.result.IPs {
-		ips = append(ips, c.Address.IP)
-	}
-	return ips
 }
 
 // annotations of a pod from the API server (as admin).
@@ -259,8 +208,8 @@ func readSysctl(t *testing.T, n *harness.NetNS, key string) string {
 // no lease of its container ID.
 func (e *env) assertGone(p *pod, ips []net.IP) {
 	e.t.Helper()
-	if linkExists(e.t, p.hostVeth) {
-		e.t.Errorf("host veth %s still exists", p.hostVeth)
+	if linkExists(e.t, p.HostVeth) {
+		e.t.Errorf("host veth %s still exists", p.HostVeth)
 	}
 	for _, ip := range ips {
 		if r := hostRoutesTo(e.t, ip); len(r) > 0 {
@@ -268,8 +217,8 @@ func (e *env) assertGone(p *pod, ips []net.IP) {
 		}
 	}
 	for ip, owner := range e.leases() {
-		if owner == p.containerID {
-			e.t.Errorf("lease %s of %s still held", ip, p.containerID)
+		if owner == p.ContainerID {
+			e.t.Errorf("lease %s of %s still held", ip, p.ContainerID)
 		}
 	}
 }

@@ -35,7 +35,7 @@ func TestGCNeverTakesALiveSandbox(t *testing.T) {
 	e.add(anchor)
 
 	var mu sync.Mutex
-	listed := map[string]bool{anchor.containerID: true} // the runtime's sandboxes
+	listed := map[string]bool{anchor.ContainerID: true} // the runtime's sandboxes
 	var forgotten []*pod
 	snapshot := func() []string {
 		mu.Lock()
@@ -92,9 +92,9 @@ func TestGCNeverTakesALiveSandbox(t *testing.T) {
 					defer mu.Unlock()
 					switch {
 					case live:
-						listed[p.containerID] = true
+						listed[p.ContainerID] = true
 					default:
-						delete(listed, p.containerID)
+						delete(listed, p.ContainerID)
 					}
 				}, func(p *pod) {
 					mu.Lock()
@@ -129,8 +129,8 @@ func TestGCNeverTakesALiveSandbox(t *testing.T) {
 		t.Errorf("leases after the churn: %d, want only the anchor's: %v", len(owners), owners)
 	}
 	for _, p := range forgotten {
-		if linkExists(t, p.hostVeth) {
-			t.Errorf("forgotten sandbox %s kept its host veth", p.name)
+		if linkExists(t, p.HostVeth) {
+			t.Errorf("forgotten sandbox %s kept its host veth", p.Name)
 		}
 	}
 	if r := e.check(anchor); r.Err != nil {
@@ -154,15 +154,14 @@ func (e *env) churnOne(t *testing.T, ctx context.Context, anchor *pod, name stri
 		return false
 	}
 	t.Cleanup(func() { _ = ns.Close() })
-	p := &pod{name: name, containerID: fmt.Sprintf("%s-%s-%d", e.ns, name, seq.Add(1)), netns: ns, hostVeth: naming.HostVeth("cali", e.ns, name)}
+	p := &pod{Namespace: e.ns, Name: name, ContainerID: fmt.Sprintf("%s-%s-%d", e.ns, name, seq.Add(1)), Netns: ns, HostVeth: naming.HostVeth("cali", e.ns, name)}
 	r := e.call("ADD", p, e.conf())
 	if r.Err != nil {
 		t.Errorf("ADD %s: %v", name, r.Err)
 		return false
 	}
 	listed(p, true)
-	p.raw = r.Stdout
-	if err := p.parse(e.version); err != nil {
+	if err := p.SetResult(e.conf(), r.Stdout); err != nil {
 		t.Errorf("ADD %s result: %v", name, err)
 		return false
 	}
@@ -170,10 +169,10 @@ func (e *env) churnOne(t *testing.T, ctx context.Context, anchor *pod, name stri
 		if r := e.check(p); r.Err != nil {
 			t.Errorf("live sandbox %s broken: CHECK: %v", name, r.Err)
 		}
-		if owners := e.leases(); !slices.Contains(mapValues(owners), p.containerID) {
+		if owners := e.leases(); !slices.Contains(mapValues(owners), p.ContainerID) {
 			t.Errorf("live sandbox %s lost its lease", name)
 		}
-		if err := anchor.netns.Ping(p.ips()[0], 2*time.Second); err != nil {
+		if err := anchor.Netns.Ping(p.IPs()[0], 2*time.Second); err != nil {
 			t.Errorf("live sandbox %s unreachable: %v", name, err)
 		}
 	}

@@ -46,29 +46,29 @@ func TestGCReclaimerKeys(t *testing.T) {
 	// The pod "busy" has an invocation in flight (its lock is held): its
 	// host veth stays, its lease goes; "live" is a runtime sandbox with an
 	// interface the list does not name.
-	lock, err := nodestate.Dir(filepath.Join(e.dataDir, "state")).Locks().Acquire(context.Background(), pods["busy"].hostVeth)
+	lock, err := nodestate.Dir(filepath.Join(e.dataDir, "state")).Locks().Acquire(context.Background(), pods["busy"].HostVeth)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond) // a pass a grace period after the marks
 	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 1,
-		"kdd-cni.dev/valid-sandboxes": []string{pods["live"].containerID}})
+		"kdd-cni.dev/valid-sandboxes": []string{pods["live"].ContainerID}})
 	owners := map[string]bool{}
 	for _, o := range e.leases() {
 		owners[o] = true
 	}
-	if !owners[pods["live"].containerID] || len(owners) != 1 {
+	if !owners[pods["live"].ContainerID] || len(owners) != 1 {
 		t.Errorf("leases after GC: %v, want only live's", owners)
 	}
-	if !linkExists(t, pods["live"].hostVeth) || !linkExists(t, pods["busy"].hostVeth) {
+	if !linkExists(t, pods["live"].HostVeth) || !linkExists(t, pods["busy"].HostVeth) {
 		t.Error("GC removed the live sandbox's host veth or one under its pod's lock")
 	}
-	if linkExists(t, pods["gone"].hostVeth) {
+	if linkExists(t, pods["gone"].HostVeth) {
 		t.Error("GC left the forgotten sandbox's host veth")
 	}
 	lock.Release()
-	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/valid-sandboxes": []string{pods["live"].containerID}})
-	if linkExists(t, pods["busy"].hostVeth) {
+	gc(map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/valid-sandboxes": []string{pods["live"].ContainerID}})
+	if linkExists(t, pods["busy"].HostVeth) {
 		t.Error("GC left the host veth once its lock was free")
 	}
 	e.del(pods["live"])

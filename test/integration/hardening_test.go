@@ -57,9 +57,9 @@ func TestLockCannotBeSquatted(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "squatter")
 	copyFile(t, os.Args[0], bin)
-	lockFile := filepath.Join(e.dataDir, "state", "locks", p.hostVeth)
+	lockFile := filepath.Join(e.dataDir, "state", "locks", p.HostVeth)
 	cmd := exec.Command(bin)
-	cmd.Env = []string{squatterEnv + "=" + p.hostVeth + "," + lockFile}
+	cmd.Env = []string{squatterEnv + "=" + p.HostVeth + "," + lockFile}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -98,7 +98,7 @@ func TestOwnNetnsRefused(t *testing.T) {
 	e := newEnv(t, podCIDRs("v4")...)
 	for _, netns := range []string{"/proc/self/ns/net", cluster.Node.Path} {
 		for _, cmd := range []string{"ADD", "DEL", "CHECK"} {
-			c := cniCall(e, &pod{name: "p", containerID: "c1"}, cmd, e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=p")
+			c := cniCall(e, &pod{Namespace: e.ns, Name: "p", ContainerID: "c1"}, cmd, e.conf(), "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME=p")
 			c.Netns, c.IfName = netns, "uplink0"
 			r := cluster.RunCNI(context.Background(), c)
 			ce := cniErr(t, r)
@@ -130,7 +130,7 @@ func TestNamesCannotEscape(t *testing.T) {
 	} {
 		for _, cmd := range []string{"ADD", "DEL"} {
 			p := e.sandbox("p")
-			p.containerID = tc.containerID
+			p.ContainerID = tc.containerID
 			c := cniCall(e, p, cmd, e.conf(), tc.args)
 			c.IfName = tc.ifName
 			if r := cluster.RunCNI(context.Background(), c); r.Err == nil {
@@ -179,7 +179,7 @@ func TestStateDirMustBeRoots(t *testing.T) {
 					t.Errorf("%s with a %s state_dir: code %d %q, want 7 naming the state_dir", cmd, name, ce.Code, ce.Msg)
 				}
 			}
-			if linkExists(t, p.hostVeth) || len(e.leases()) != 0 {
+			if linkExists(t, p.HostVeth) || len(e.leases()) != 0 {
 				t.Errorf("a refused ADD left a link or leases: %v", e.leases())
 			}
 		})
@@ -227,13 +227,13 @@ func TestLogFileNeverFailsACommand(t *testing.T) {
 					t.Errorf("%s: stderr does not say the log file could not be opened: %q", cmd, r.Stderr)
 				}
 				if cmd == "ADD" {
-					p.raw = r.Stdout
-					if !linkExists(t, p.hostVeth) || len(e.leases()) != 1 {
-						t.Errorf("ADD did not network the pod: link %v, leases %v", linkExists(t, p.hostVeth), e.leases())
+					p.Raw = r.Stdout
+					if !linkExists(t, p.HostVeth) || len(e.leases()) != 1 {
+						t.Errorf("ADD did not network the pod: link %v, leases %v", linkExists(t, p.HostVeth), e.leases())
 					}
 				}
 			}
-			if linkExists(t, p.hostVeth) || len(e.leases()) != 0 {
+			if linkExists(t, p.HostVeth) || len(e.leases()) != 0 {
 				t.Errorf("DEL left a link or leases: %v", e.leases())
 			}
 		})

@@ -52,7 +52,7 @@ func TestKddctl(t *testing.T) {
 	}
 	out, _ = kddctl(t, "get", "workloadendpoints", "-n", e.ns, "-o", "wide", "--kubeconfig", admin)
 	wepName := strings.ReplaceAll(e.node, "-", "--") + "-k8s-nginx--abc-eth0"
-	for _, w := range []string{wepName, p.ips()[0].String() + "/32", p.ips()[1].String() + "/128", p.hostVeth} {
+	for _, w := range []string{wepName, p.IPs()[0].String() + "/32", p.IPs()[1].String() + "/128", p.HostVeth} {
 		if !strings.Contains(out, w) {
 			t.Errorf("get wep -o wide lacks %s:\n%s", w, out)
 		}
@@ -71,7 +71,7 @@ func TestKddctl(t *testing.T) {
 	}
 	found := false
 	for _, it := range list.Items {
-		found = found || (it.Metadata.Name == wepName && it.Spec.ContainerID == p.containerID)
+		found = found || (it.Metadata.Name == wepName && it.Spec.ContainerID == p.ContainerID)
 	}
 	if !found {
 		t.Errorf("-A -o json lacks %s:\n%s", wepName, out)

@@ -56,8 +56,8 @@ func TestLifecyclePerSpecVersion(t *testing.T) {
 			e.add(b)
 			assertPodNetwork(t, e, a, cidrs, 1500)
 			assertResult(t, e, a, ver)
-			for _, ip := range b.ips() {
-				if err := a.netns.Ping(ip, 5*time.Second); err != nil {
+			for _, ip := range b.IPs() {
+				if err := a.Netns.Ping(ip, 5*time.Second); err != nil {
 					t.Errorf("ping %s from pod-a: %v", ip, err)
 				}
 			}
@@ -66,18 +66,18 @@ func TestLifecyclePerSpecVersion(t *testing.T) {
 					t.Errorf("CHECK: %v, stdout %q (must be empty)", r.Err, r.Stdout)
 				}
 			}
-			ipsA := a.ips()
+			ipsA := a.IPs()
 			e.del(b)
 			// The ping check can fail: pod-b is gone now.
-			if err := a.netns.Ping(b.ips()[0], 500*time.Millisecond); err == nil {
-				t.Errorf("ping %s succeeded after pod-b's DEL", b.ips()[0])
+			if err := a.Netns.Ping(b.IPs()[0], 500*time.Millisecond); err == nil {
+				t.Errorf("ping %s succeeded after pod-b's DEL", b.IPs()[0])
 			}
 			e.del(a)
 			e.assertGone(a, ipsA)
-			e.assertGone(b, b.ips())
+			e.assertGone(b, b.IPs())
 			ann := e.annotations("pod-a")
 			if ann["cni.projectcalico.org/podIP"] != "" || ann["cni.projectcalico.org/podIPs"] != "" ||
-				ann["cni.projectcalico.org/containerID"] != a.containerID {
+				ann["cni.projectcalico.org/containerID"] != a.ContainerID {
 				t.Errorf("annotations after DEL: %v", ann)
 			}
 			if l := e.leases(); len(l) != 0 {
@@ -90,7 +90,7 @@ func TestLifecyclePerSpecVersion(t *testing.T) {
 // assertPodNetwork checks what the kernel and the API server hold for a pod.
 func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 	t.Helper()
-	ips := p.ips()
+	ips := p.IPs()
 	if len(ips) != len(cidrs) {
 		t.Fatalf("got IPs %v for podCIDRs %v", ips, cidrs)
 	}
@@ -107,23 +107,23 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 		want = append(want, fmt.Sprintf("%s/%d", ip, bits))
 	}
 	// API server: the WorkloadEndpoint annotations.
-	ann := e.annotations(p.name)
+	ann := e.annotations(p.Name)
 	if got := ann["cni.projectcalico.org/podIPs"]; got != strings.Join(want, ",") {
 		t.Errorf("podIPs annotation %q, want %q", got, strings.Join(want, ","))
 	}
 	if got := ann["cni.projectcalico.org/podIP"]; got != want[0] {
 		t.Errorf("podIP annotation %q, want %q", got, want[0])
 	}
-	if got := ann["cni.projectcalico.org/containerID"]; got != p.containerID {
-		t.Errorf("containerID annotation %q, want %q", got, p.containerID)
+	if got := ann["cni.projectcalico.org/containerID"]; got != p.ContainerID {
+		t.Errorf("containerID annotation %q, want %q", got, p.ContainerID)
 	}
 	// Host side.
 	var hostIndex int
 	var hostLL []string // the host veth's link-local addresses: the pod's IPv6 next hop
 	inNode(t, func() error {
-		l, err := netlink.LinkByName(p.hostVeth)
+		l, err := netlink.LinkByName(p.HostVeth)
 		if err != nil {
-			return fmt.Errorf("host veth %s: %w", p.hostVeth, err)
+			return fmt.Errorf("host veth %s: %w", p.HostVeth, err)
 		}
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
 		if err != nil {
@@ -137,29 +137,29 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 		a := l.Attrs()
 		hostIndex = a.Index
 		if l.Type() != "veth" || a.HardwareAddr.String() != "ee:ee:ee:ee:ee:ee" || a.Flags&net.FlagUp == 0 || a.MTU != mtu {
-			return fmt.Errorf("host veth %s: type %s mac %s flags %v mtu %d", p.hostVeth, l.Type(), a.HardwareAddr, a.Flags, a.MTU)
+			return fmt.Errorf("host veth %s: type %s mac %s flags %v mtu %d", p.HostVeth, l.Type(), a.HardwareAddr, a.Flags, a.MTU)
 		}
 		return nil
 	})
 	for i, ip := range ips {
 		routes := hostRoutesTo(t, ip)
 		if len(routes) != 1 || routes[0].LinkIndex != hostIndex || routes[0].Dst.String() != want[i] {
-			t.Errorf("host routes to %s: %v, want one %s dev %s", ip, routes, want[i], p.hostVeth)
+			t.Errorf("host routes to %s: %v, want one %s dev %s", ip, routes, want[i], p.HostVeth)
 		} else if ip.To4() != nil && routes[0].Scope != netlink.SCOPE_LINK {
 			t.Errorf("host route to %s has scope %v, want link", ip, routes[0].Scope)
 		}
 	}
 	hasV4, hasV6 := ips[0].To4() != nil, ips[len(ips)-1].To4() == nil
-	sysctls := map[string]string{"net/ipv6/conf/" + p.hostVeth + "/accept_ra": "0"}
+	sysctls := map[string]string{"net/ipv6/conf/" + p.HostVeth + "/accept_ra": "0"}
 	if hasV4 {
 		for k, v := range map[string]string{"proxy_arp": "1", "forwarding": "1", "route_localnet": "1"} {
-			sysctls["net/ipv4/conf/"+p.hostVeth+"/"+k] = v
+			sysctls["net/ipv4/conf/"+p.HostVeth+"/"+k] = v
 		}
-		sysctls["net/ipv4/neigh/"+p.hostVeth+"/proxy_delay"] = "0"
+		sysctls["net/ipv4/neigh/"+p.HostVeth+"/proxy_delay"] = "0"
 	}
 	if hasV6 {
 		for k, v := range map[string]string{"proxy_ndp": "1", "forwarding": "1", "accept_dad": "0", "disable_ipv6": "0"} {
-			sysctls["net/ipv6/conf/"+p.hostVeth+"/"+k] = v
+			sysctls["net/ipv6/conf/"+p.HostVeth+"/"+k] = v
 		}
 	}
 	for k, v := range sysctls {
@@ -170,14 +170,14 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 	// The result's container interface carries the MTU (a field of results
 	// from spec 1.0.0's types on; older versions have none).
 	if !strings.HasPrefix(e.version, "0.") {
-		for _, i := range p.result.Interfaces {
+		for _, i := range p.Result.Interfaces {
 			if i.Name == "eth0" && i.Mtu != mtu {
 				t.Errorf("result's eth0 reports mtu %d, want %d", i.Mtu, mtu)
 			}
 		}
 	}
 	// Container side.
-	if err := p.netns.Do(func() error {
+	if err := p.Netns.Do(func() error {
 		l, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -225,7 +225,7 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 		}
 		if hasV6 {
 			if len(hostLL) != 1 {
-				return fmt.Errorf("host veth %s has link-local addresses %v, want one", p.hostVeth, hostLL)
+				return fmt.Errorf("host veth %s has link-local addresses %v, want one", p.HostVeth, hostLL)
 			}
 			wantRoutes = append(wantRoutes, "default via "+hostLL[0])
 		}
@@ -242,14 +242,14 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 		t.Errorf("container side: %v", err)
 	}
 	if hasV4 {
-		if v := readSysctl(t, p.netns, "net/ipv4/ip_forward"); v != "0" {
+		if v := readSysctl(t, p.Netns, "net/ipv4/ip_forward"); v != "0" {
 			t.Errorf("container ip_forward = %s, want 0", v)
 		}
 	}
 	// Leases: one per IP, owned by this container and interface.
 	l := e.leases()
 	for _, ip := range ips {
-		if l[ip.String()] != p.containerID {
+		if l[ip.String()] != p.ContainerID {
 			t.Errorf("lease for %s: %q", ip, l[ip.String()])
 		}
 	}
@@ -258,7 +258,7 @@ func assertPodNetwork(t *testing.T, e *env, p *pod, cidrs []string, mtu int) {
 func assertResult(t *testing.T, e *env, p *pod, ver string) {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := json.Compact(&buf, p.raw); err != nil {
+	if err := json.Compact(&buf, p.Raw); err != nil {
 		t.Fatal(err)
 	}
 	s := buf.String()
@@ -268,9 +268,9 @@ func assertResult(t *testing.T, e *env, p *pod, ver string) {
 	if strings.Contains(s, "gateway") {
 		t.Errorf("result has a gateway: %s", s)
 	}
-	r := p.result
-	if len(r.Interfaces) != 2 || r.Interfaces[0].Name != p.hostVeth || r.Interfaces[1].Name != "eth0" ||
-		r.Interfaces[1].Sandbox != p.netns.Path || r.Interfaces[1].Mac == "" {
+	r := p.Result
+	if len(r.Interfaces) != 2 || r.Interfaces[0].Name != p.HostVeth || r.Interfaces[1].Name != "eth0" ||
+		r.Interfaces[1].Sandbox != p.Netns.Path || r.Interfaces[1].Mac == "" {
 		t.Errorf("result interfaces: %s", s)
 	}
 	for _, ipc := range r.IPs {
@@ -279,7 +279,7 @@ func assertResult(t *testing.T, e *env, p *pod, ver string) {
 		}
 	}
 	var mac string
-	_ = p.netns.Do(func() error {
+	_ = p.Netns.Do(func() error {
 		l, err := netlink.LinkByName("eth0")
 		if err == nil {
 			mac = l.Attrs().HardwareAddr.String()
@@ -319,8 +319,8 @@ func TestIPv6GatewayUnderAddrGenMode(t *testing.T) {
 			e.add(a)
 			e.add(b)
 			assertPodNetwork(t, e, a, cidrs, 1500)
-			if err := a.netns.Ping(b.ips()[1], 5*time.Second); err != nil {
-				t.Errorf("ping %s from pod-a: %v", b.ips()[1], err)
+			if err := a.Netns.Ping(b.IPs()[1], 5*time.Second); err != nil {
+				t.Errorf("ping %s from pod-a: %v", b.IPs()[1], err)
 			}
 			if r := e.check(a); r.Err != nil {
 				t.Errorf("CHECK: %v: %s", r.Err, r.Stdout)

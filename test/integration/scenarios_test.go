@@ -33,8 +33,8 @@ func TestFamilies(t *testing.T) {
 			e.add(a)
 			e.add(b)
 			assertPodNetwork(t, e, a, cidrs, 1500)
-			for _, ip := range b.ips() {
-				if err := a.netns.Ping(ip, 5*time.Second); err != nil {
+			for _, ip := range b.IPs() {
+				if err := a.Netns.Ping(ip, 5*time.Second); err != nil {
 					t.Errorf("ping %s: %v", ip, err)
 				}
 			}
@@ -43,7 +43,7 @@ func TestFamilies(t *testing.T) {
 			}
 			e.del(a)
 			e.del(b)
-			e.assertGone(a, a.ips())
+			e.assertGone(a, a.IPs())
 			if l := e.leases(); len(l) != 0 {
 				t.Errorf("leases left: %v", l)
 			}
@@ -64,8 +64,8 @@ func TestUsePodCidrWithStaticRange(t *testing.T) {
 	}
 	a := e.newPod("a", false)
 	e.add(a)
-	if len(a.ips()) != 2 || !strings.HasPrefix(a.ips()[1].String(), "192.168.77.") {
-		t.Fatalf("IPs %v", a.ips())
+	if len(a.IPs()) != 2 || !strings.HasPrefix(a.IPs()[1].String(), "192.168.77.") {
+		t.Fatalf("IPs %v", a.IPs())
 	}
 	if len(e.leases()) != 2 {
 		t.Fatalf("leases %v", e.leases())
@@ -75,8 +75,8 @@ func TestUsePodCidrWithStaticRange(t *testing.T) {
 	calicoDel := e.conf()
 	calicoDel = []byte(strings.Replace(string(calicoDel), `"subnet":"usePodCidr"`, `"subnet":"0.0.0.0/0"`, 1))
 	r := cluster.RunCNI(context.Background(), harness.CNICall{
-		Binary: filepath.Join(binDir, "host-local"), Command: "DEL", ContainerID: a.containerID,
-		Netns: a.netns.Path, IfName: "eth0", Path: binDir, Config: calicoDel,
+		Binary: filepath.Join(binDir, "host-local"), Command: "DEL", ContainerID: a.ContainerID,
+		Netns: a.Netns.Path, IfName: "eth0", Path: binDir, Config: calicoDel,
 	})
 	if r.Err == nil || !strings.Contains(string(r.Stdout), "overlaps") {
 		t.Errorf("host-local accepted Calico's placeholder: %v %s", r.Err, r.Stdout)
@@ -89,7 +89,7 @@ func TestUsePodCidrWithStaticRange(t *testing.T) {
 	if l := e.leases(); len(l) != 0 {
 		t.Errorf("DEL leaked leases: %v", l)
 	}
-	e.assertGone(a, a.ips())
+	e.assertGone(a, a.IPs())
 }
 
 // ipam.routes replace the default routes; include_default_routes adds them back.
@@ -107,7 +107,7 @@ func TestCustomRoutes(t *testing.T) {
 			if withDefaults {
 				want["0.0.0.0/0"] = true
 			}
-			if err := a.netns.Do(func() error {
+			if err := a.Netns.Do(func() error {
 				routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
 				if err != nil {
 					return err
@@ -150,7 +150,7 @@ func TestMTU(t *testing.T) {
 		e.add(a)
 		assertPodNetwork(t, e, a, cidrs, 1400)
 		inNode(t, func() error {
-			l, err := netlink.LinkByName(a.hostVeth)
+			l, err := netlink.LinkByName(a.HostVeth)
 			if err == nil && (l.Attrs().NumTxQueues != 2 || l.Attrs().NumRxQueues != 2) {
 				t.Errorf("host veth queues tx %d rx %d, want 2", l.Attrs().NumTxQueues, l.Attrs().NumRxQueues)
 			}
@@ -202,7 +202,7 @@ func TestStaleHostVeth(t *testing.T) {
 	a := e.newPod("a", false)
 	inNode(t, func() error {
 		la := netlink.NewLinkAttrs()
-		la.Name = a.hostVeth
+		la.Name = a.HostVeth
 		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "stalepeer0"})
 	})
 	e.add(a)
@@ -213,7 +213,7 @@ func TestStaleHostVeth(t *testing.T) {
 		t.Errorf("CHECK: %v", r.Err)
 	}
 	e.del(a)
-	e.assertGone(a, a.ips())
+	e.assertGone(a, a.IPs())
 }
 
 // A second sandbox of the same pod takes over; the first one's (stale) DEL
@@ -226,21 +226,21 @@ func TestNewSandboxThenStaleDel(t *testing.T) {
 	e.add(first)
 	second := e.sandbox("web")
 	e.add(second)
-	if first.ips()[0].Equal(second.ips()[0]) {
-		t.Fatalf("second sandbox reused %s", first.ips()[0])
+	if first.IPs()[0].Equal(second.IPs()[0]) {
+		t.Fatalf("second sandbox reused %s", first.IPs()[0])
 	}
 	ann := e.annotations("web")
-	if ann["cni.projectcalico.org/containerID"] != second.containerID {
+	if ann["cni.projectcalico.org/containerID"] != second.ContainerID {
 		t.Fatalf("annotations not taken over: %v", ann)
 	}
 	e.del(first) // stale
 	ann = e.annotations("web")
-	want := second.ips()[0].String() + "/32"
-	if ann["cni.projectcalico.org/containerID"] != second.containerID || ann["cni.projectcalico.org/podIP"] != want {
+	want := second.IPs()[0].String() + "/32"
+	if ann["cni.projectcalico.org/containerID"] != second.ContainerID || ann["cni.projectcalico.org/podIP"] != want {
 		t.Errorf("stale DEL changed the live sandbox's annotations: %v", ann)
 	}
 	for ip, owner := range e.leases() {
-		if owner == first.containerID {
+		if owner == first.ContainerID {
 			t.Errorf("stale sandbox's lease %s kept", ip)
 		}
 	}
@@ -251,7 +251,7 @@ func TestNewSandboxThenStaleDel(t *testing.T) {
 	if a := e.annotations("web"); a["cni.projectcalico.org/podIP"] != "" {
 		t.Errorf("annotations after the live sandbox's DEL: %v", a)
 	}
-	e.assertGone(second, second.ips())
+	e.assertGone(second, second.IPs())
 }
 
 // Addresses whose annotations name no sandbox (an older plugin wrote them
@@ -277,7 +277,7 @@ func TestDelClearsUnownedAnnotations(t *testing.T) {
 	if id, ok := ann["cni.projectcalico.org/containerID"]; ok {
 		t.Errorf("DEL wrote containerID %q", id)
 	}
-	e.assertGone(a, a.ips())
+	e.assertGone(a, a.IPs())
 
 	fresh := e.newPod("never-added", false)
 	before, err := cluster.Admin.CoreV1().Pods(e.ns).Get(context.Background(), "never-added", metav1.GetOptions{})
@@ -302,30 +302,30 @@ func TestDelIdempotent(t *testing.T) {
 		e.add(a)
 		e.del(a)
 		e.del(a)
-		e.assertGone(a, a.ips())
+		e.assertGone(a, a.IPs())
 	})
 	t.Run("netns gone", func(t *testing.T) {
 		a := e.newPod("nsgone", false)
 		e.add(a)
-		if err := a.netns.Close(); err != nil {
+		if err := a.Netns.Close(); err != nil {
 			t.Fatal(err)
 		}
 		e.del(a)
-		e.assertGone(a, a.ips())
+		e.assertGone(a, a.IPs())
 	})
 	// The runtime unmounted the namespace but left its (now regular) file.
 	t.Run("netns path not a netns", func(t *testing.T) {
 		a := e.newPod("nsfile", false)
 		e.add(a)
-		if err := a.netns.Close(); err != nil {
+		if err := a.Netns.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(a.netns.Path, nil, 0o600); err != nil {
+		if err := os.WriteFile(a.Netns.Path, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = os.Remove(a.netns.Path) })
+		t.Cleanup(func() { _ = os.Remove(a.Netns.Path) })
 		e.del(a)
-		e.assertGone(a, a.ips())
+		e.assertGone(a, a.IPs())
 	})
 	t.Run("pod gone", func(t *testing.T) {
 		a := e.newPod("podgone", false)
@@ -334,7 +334,7 @@ func TestDelIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.del(a)
-		e.assertGone(a, a.ips())
+		e.assertGone(a, a.IPs())
 	})
 	t.Run("never added", func(t *testing.T) {
 		e.del(e.newPod("never", false))
@@ -343,14 +343,11 @@ func TestDelIdempotent(t *testing.T) {
 	t.Run("no pod args", func(t *testing.T) {
 		a := e.newPod("noargs", false)
 		e.add(a)
-		r := cluster.RunCNI(context.Background(), harness.CNICall{
-			Binary: filepath.Join(binDir, "calico"), Command: "DEL", ContainerID: a.containerID,
-			Netns: a.netns.Path, IfName: "eth0", Path: binDir, Config: e.conf(),
-		})
+		r := cluster.RunCNI(context.Background(), cniCall(e, a, "DEL", e.conf(), ""))
 		if r.Err != nil {
 			t.Fatalf("DEL without pod args: %v", r.Err)
 		}
-		e.assertGone(a, a.ips())
+		e.assertGone(a, a.IPs())
 	})
 	if l := e.leases(); len(l) != 0 {
 		t.Errorf("leases left: %v", l)

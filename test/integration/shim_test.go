@@ -33,7 +33,7 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 		return b
 	}
 	run := func(cmd string, p *pod, c []byte) cniResult {
-		call := cniCall(e, p, cmd, c, "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.name)
+		call := cniCall(e, p, cmd, c, "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.Name)
 		call.Binary = filepath.Join(binDir, "ptp")
 		return cluster.RunCNI(context.Background(), call)
 	}
@@ -43,22 +43,19 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 		if r.Err != nil {
 			t.Fatalf("ptp ADD: %v", r.Err)
 		}
-		res, err := version.NewResult("1.1.0", r.Stdout)
-		if err != nil {
+		if err := p.SetResult(conf(), r.Stdout); err != nil {
 			t.Fatal(err)
 		}
-		p.raw = r.Stdout
-		p.result, _ = types100.NewResultFromResult(res)
-		if len(p.result.IPs) != 2 {
-			t.Fatalf("IPs %v", p.result.IPs)
+		if len(p.Result.IPs) != 2 {
+			t.Fatalf("IPs %v", p.Result.IPs)
 		}
-		for i, ipc := range p.result.IPs {
+		for i, ipc := range p.Result.IPs {
 			_, n, _ := net.ParseCIDR(cidrs[i])
 			if !n.Contains(ipc.Address.IP) {
 				t.Errorf("%s not in podCIDR %s", ipc.Address.IP, n)
 			}
 		}
-		if err := p.netns.Do(func() error {
+		if err := p.Netns.Do(func() error {
 			l, err := netlink.LinkByName("eth0")
 			if err != nil {
 				return err
@@ -66,29 +63,29 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 			addrs, _ := netlink.AddrList(l, netlink.FAMILY_ALL)
 			found := 0
 			for _, a := range addrs {
-				for _, ipc := range p.result.IPs {
+				for _, ipc := range p.Result.IPs {
 					if a.IP.Equal(ipc.Address.IP) {
 						found++
 					}
 				}
 			}
 			if found != 2 {
-				t.Errorf("pod addresses %v, result %v", addrs, p.result.IPs)
+				t.Errorf("pod addresses %v, result %v", addrs, p.Result.IPs)
 			}
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, ip := range pods[1].ips() {
-		if err := pods[0].netns.Ping(ip, 5*time.Second); err != nil {
+	for _, ip := range pods[1].IPs() {
+		if err := pods[0].Netns.Ping(ip, 5*time.Second); err != nil {
 			t.Errorf("ptp pods: ping %s: %v", ip, err)
 		}
 	}
 	var c map[string]any
 	_ = json.Unmarshal(conf(), &c)
 	var prev map[string]any
-	_ = json.Unmarshal(pods[0].raw, &prev)
+	_ = json.Unmarshal(pods[0].Raw, &prev)
 	c["prevResult"] = prev
 	withPrev, _ := json.Marshal(c)
 	if r := run("CHECK", pods[0], withPrev); r.Err != nil {
@@ -116,17 +113,17 @@ func TestPodCIDRShimUnderPTP(t *testing.T) {
 		t.Errorf("podcidr GC with a grace period: %v", r.Err)
 	}
 	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": none, "kdd-cni.dev/gc-grace-seconds": 600,
-		"kdd-cni.dev/valid-sandboxes": []string{pods[0].containerID, pods[1].containerID}}); r.Err != nil {
+		"kdd-cni.dev/valid-sandboxes": []string{pods[0].ContainerID, pods[1].ContainerID}}); r.Err != nil {
 		t.Errorf("podcidr GC with valid sandboxes: %v", r.Err)
 	}
 	if n := len(e.leases()); n != 4 {
 		t.Fatalf("podcidr GC released leases within the grace period or of valid sandboxes: %d of 4 left", n)
 	}
-	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": pods[0].containerID, "ifname": "eth0"}}}); r.Err != nil {
+	if r := shim("GC", map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": pods[0].ContainerID, "ifname": "eth0"}}}); r.Err != nil {
 		t.Errorf("podcidr GC: %v", r.Err)
 	}
 	for _, owner := range e.leases() {
-		if owner != pods[0].containerID {
+		if owner != pods[0].ContainerID {
 			t.Errorf("lease of %q survived GC", owner)
 		}
 	}
@@ -156,7 +153,7 @@ func TestPodCIDRShimWithWatchedPodCIDRs(t *testing.T) {
 	})
 	p := e.newPod("a", false)
 	run := func(cmd string) cniResult {
-		call := cniCall(e, p, cmd, conf, "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.name)
+		call := cniCall(e, p, cmd, conf, "K8S_POD_NAMESPACE="+e.ns+";K8S_POD_NAME="+p.Name)
 		call.Binary = filepath.Join(binDir, "ptp")
 		return cluster.RunCNI(ctx, call)
 	}

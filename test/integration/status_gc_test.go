@@ -21,7 +21,7 @@ func (e *env) statusOrGC(cmd string, body map[string]any) cniResult {
 		c[k] = v
 	}
 	b, _ := json.Marshal(c)
-	return cluster.RunCNI(t0ctx(), cniCall(e, &pod{netns: nil}, cmd, b, ""))
+	return cluster.RunCNI(t0ctx(), cniCall(e, &pod{}, cmd, b, ""))
 }
 
 func TestStatus(t *testing.T) {
@@ -92,8 +92,8 @@ func TestGCReclaimsLeaks(t *testing.T) {
 	}
 
 	valid := []types.GCAttachment{
-		{ContainerID: pods["keep1"].containerID, IfName: "eth0"},
-		{ContainerID: pods["keep2"].containerID, IfName: "eth0"},
+		{ContainerID: pods["keep1"].ContainerID, IfName: "eth0"},
+		{ContainerID: pods["keep2"].ContainerID, IfName: "eth0"},
 		{ContainerID: "some-other-container", IfName: "eth0"},
 	}
 	if r := e.statusOrGC("GC", map[string]any{"cni.dev/valid-attachments": valid}); r.Err != nil {
@@ -105,10 +105,10 @@ func TestGCReclaimsLeaks(t *testing.T) {
 	}
 	for _, n := range []string{"keep1", "keep2"} {
 		p := pods[n]
-		if owners[p.containerID] != 2 {
+		if owners[p.ContainerID] != 2 {
 			t.Errorf("valid attachment %s lost leases: %v", n, owners)
 		}
-		if !linkExists(t, p.hostVeth) {
+		if !linkExists(t, p.HostVeth) {
 			t.Errorf("valid attachment %s lost its host veth", n)
 		}
 		if r := e.check(p); r.Err != nil {
@@ -116,7 +116,7 @@ func TestGCReclaimsLeaks(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"leak1", "leak2"} {
-		e.assertGone(pods[n], pods[n].ips())
+		e.assertGone(pods[n], pods[n].IPs())
 	}
 	if len(owners) != 2 {
 		t.Errorf("leases after GC: %v", owners)
@@ -140,8 +140,8 @@ func TestGCOnlyItsOwnNetwork(t *testing.T) {
 	if r := a.statusOrGC("GC", map[string]any{"cni.dev/valid-attachments": []types.GCAttachment{}}); r.Err != nil {
 		t.Fatalf("GC: %v", r.Err)
 	}
-	a.assertGone(pa, pa.ips())
-	if !linkExists(t, pb.hostVeth) {
+	a.assertGone(pa, pa.IPs())
+	if !linkExists(t, pb.HostVeth) {
 		t.Fatal("GC of one network removed another network's host veth")
 	}
 	if l := harness.HostLocalLeases(b.dataDir, "other-net"); len(l) != 1 {
@@ -151,7 +151,7 @@ func TestGCOnlyItsOwnNetwork(t *testing.T) {
 		t.Errorf("other network's pod broken by GC: %v", r.Err)
 	}
 	b.del(pb)
-	b.assertGone(pb, pb.ips())
+	b.assertGone(pb, pb.IPs())
 }
 
 // TestTornLeaseRemoved: a host-local killed between creating a lease file
@@ -169,7 +169,7 @@ func TestTornLeaseRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The mark a killed ADD leaves (nodestate.Marks).
-	if err := os.WriteFile(filepath.Join(e.dataDir, "state", "adding", gone.containerID), []byte(e.ns+"/gone"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(e.dataDir, "state", "adding", gone.ContainerID), []byte(e.ns+"/gone"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.del(gone)
@@ -177,7 +177,7 @@ func TestTornLeaseRemoved(t *testing.T) {
 		t.Errorf("torn lease file still there after DEL: %v", err)
 	}
 	owners := e.leases()
-	if len(owners) != 1 || owners[live.ips()[0].String()] != live.containerID {
+	if len(owners) != 1 || owners[live.IPs()[0].String()] != live.ContainerID {
 		t.Errorf("leases after DEL: %v", owners)
 	}
 	e.del(live)
