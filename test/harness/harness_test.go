@@ -143,15 +143,11 @@ func TestNothingLeftBehind(t *testing.T) {
 			}
 			var st childState
 			if mode == "sigkill" {
-				deadline := time.Now().Add(2 * time.Minute)
-				for readState(state, &st) != nil {
-					if time.Now().After(deadline) {
-						_ = cmd.Process.Kill()
-						t.Fatalf("child never reported its state:\n%s", out)
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
+				err := Poll(2*time.Minute, 50*time.Millisecond, func() error { return readState(state, &st) })
 				_ = cmd.Process.Kill()
+				if err != nil {
+					t.Fatalf("child never reported its state: %v\n%s", err, out)
+				}
 			}
 			err := cmd.Wait()
 			if mode == "pass" && err != nil {
@@ -167,15 +163,14 @@ func TestNothingLeftBehind(t *testing.T) {
 				t.Fatalf("child reported no processes: %+v", st)
 			}
 			// Processes die with their parent even without cleanup (Pdeathsig).
-			deadline := time.Now().Add(20 * time.Second)
-			for name, pid := range st.PIDs {
-				for syscall.Kill(pid, 0) == nil {
-					if time.Now().After(deadline) {
-						t.Fatalf("%s (pid %d) still running after the child exited", name, pid)
+			Eventually(t, 20*time.Second, 50*time.Millisecond, "the child's processes gone", func() error {
+				for name, pid := range st.PIDs {
+					if syscall.Kill(pid, 0) == nil {
+						return fmt.Errorf("%s (pid %d) still running after the child exited", name, pid)
 					}
-					time.Sleep(50 * time.Millisecond)
 				}
-			}
+				return nil
+			})
 			if mode == "sigkill" {
 				// Nothing could clean up: the next harness start sweeps it.
 				sweepStale()
