@@ -1,10 +1,11 @@
 // Package ipamexec runs other plugins the way a runtime would: the
-// delegated IPAM plugin (host-local), and the calico plugin's GC for
-// install-cni's leak reclaimer. Each is found in CNI_PATH and gets the
-// network configuration on stdin, the CNI_* environment of this
-// invocation, and IgnoreUnknown=1 in CNI_ARGS so Kubernetes' extra keys
-// (K8S_POD_UID, ...) do not make it fail. It is the only place kdd-cni
-// execs another plugin.
+// delegated IPAM plugin, and the calico plugin's GC for install-cni's leak
+// reclaimer. Each is found in CNI_PATH and gets the network configuration
+// on stdin, the CNI_* environment of this invocation, and IgnoreUnknown=1
+// in CNI_ARGS so Kubernetes' extra keys (K8S_POD_UID, ...) do not make it
+// fail. host-local's ADD, DEL and CHECK run in-process instead, with its
+// own packages (hostlocal.go). It is the only place kdd-cni execs another
+// plugin, and the one reader of host-local's lease store.
 package ipamexec
 
 import (
@@ -27,6 +28,9 @@ type Call struct {
 }
 
 func (c Call) run(ctx context.Context, command string, withResult bool) (*types100.Result, error) {
+	if conf, ok := c.inProcess(); ok && command != "GC" {
+		return hostLocal(ctx, conf, command, c.Args.ContainerID, c.Args.IfName)
+	}
 	path, err := invoke.FindInPath(c.Plugin, filepath.SplitList(c.Args.Path))
 	if err != nil {
 		return nil, fmt.Errorf("failed to find IPAM plugin %q in CNI_PATH %q: %w", c.Plugin, c.Args.Path, err)
