@@ -28,7 +28,7 @@ var profileRows = []struct{ key, what string }{
 	{"connect", "TCP connect to the apiserver (beside host-local)"},
 	{"tls-handshake", "TLS handshake (beside host-local)"},
 	{"get-node", "GET node, only without the sidecar's podCIDRs (beside host-local)"},
-	{"host-local", "host-local exec (allocation)"},
+	{"host-local", "host-local allocation (in-process: its allocator and lease store)"},
 	{"ipam", "critical path to here: start → allocation confirmed"},
 	{"ipam-wait", "of which not host-local: lock, marks, podCIDRs, any wait for the GET"},
 	{"veth", "veth pair, addresses, routes, sysctls"},

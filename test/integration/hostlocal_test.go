@@ -10,9 +10,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/kdd-cni/kdd-cni/internal/ipamexec"
 	"github.com/kdd-cni/kdd-cni/test/harness"
@@ -202,4 +204,42 @@ func TestHostLocalNeedsNoBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.assertGone(p, p.IPs())
+}
+
+// In-process host-local is bounded by ADD's deadline like an exec'd one: a
+// store lock held past it fails the ADD with nothing left behind, and the
+// allocation that waited on the lock never lands.
+func TestHostLocalLockHeldPastDeadline(t *testing.T) {
+	e := newEnv(t, podCIDRs("v4")...)
+	store := filepath.Join(e.dataDir, networkName)
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(store, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	p := e.newPod("waits", false)
+	start := time.Now()
+	r := e.call("ADD", p, e.conf())
+	took := time.Since(start)
+	if ce := cniErr(t, r); !strings.Contains(ce.Msg, "in-process) by the command's deadline") {
+		t.Errorf("ADD with host-local's lock held: %s", ce.Msg)
+	}
+	if took > 10500*time.Millisecond {
+		t.Errorf("ADD took %s, beyond its 10 s bound", took)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a straggler would land now
+	if l := e.leases(); len(l) != 0 {
+		t.Errorf("leases after the ADD failed: %v", l)
+	}
+	e.assertGone(p, nil)
+	t.Logf("ADD failed after %s with the store locked", took.Round(time.Millisecond))
 }
