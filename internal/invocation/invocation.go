@@ -66,6 +66,7 @@ type Frame struct {
 	plugin   string
 	stepsMu  sync.Mutex
 	steps    map[string]float64 // seconds, for the invocation's record
+	at       map[string]float64 // seconds after Start, for the record's timeline
 
 	ipam    *podcidr.Conf // stdin decoded generically; nil if ipamErr
 	ipamErr error
@@ -233,6 +234,17 @@ func (f *Frame) Time(name string, took time.Duration) {
 	f.steps[name] += took.Seconds()
 }
 
+// Mark keeps when a named event of the invocation's timeline happened.
+func (f *Frame) Mark(event string) {
+	at := time.Since(f.Start)
+	f.stepsMu.Lock()
+	defer f.stepsMu.Unlock()
+	if f.at == nil {
+		f.at = map[string]float64{}
+	}
+	f.at[event] = at.Seconds()
+}
+
 // End logs the outcome once, appends the invocation's record for the
 // metrics (never failing the command), and closes the log.
 func (f *Frame) End(err error) {
@@ -244,11 +256,17 @@ func (f *Frame) End(err error) {
 	}
 	f.stepsMu.Lock()
 	rec := nodestate.OpRecord{Time: f.Start, Plugin: f.plugin, Command: f.Command, Result: Result(err),
-		Seconds: took.Seconds(), Steps: f.steps}
+		Seconds: took.Seconds(), Steps: f.steps, At: f.at}
 	if f.api != nil {
 		rec.API = f.api.Requests()
 		for name, d := range f.api.Timings() {
 			rec.Steps[name] = d.Seconds()
+		}
+		for event, t := range f.api.Marks() {
+			if rec.At == nil {
+				rec.At = map[string]float64{}
+			}
+			rec.At[event] = t.Sub(f.Start).Seconds()
 		}
 	}
 	f.stepsMu.Unlock()

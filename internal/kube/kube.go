@@ -65,6 +65,7 @@ type Client struct {
 	mu       sync.Mutex
 	requests map[string]int           // sent, by verb
 	timings  map[string]time.Duration // connection set-up, by phase
+	marks    map[string]time.Time     // when each traced event last happened
 }
 
 // Timings are how long the client's connection set-up took: "connect"
@@ -88,14 +89,44 @@ func (c *Client) addTiming(phase string, d time.Duration) {
 	c.timings[phase] += d
 }
 
-// trace times the connection set-up of a request.
-func (c *Client) trace(ctx context.Context) context.Context {
+// Marks are when the traced events last happened: "tls-done", and per
+// verb "<verb>-sent" (the whole request written, body included) and
+// "<verb>-answered" (the answer's first byte), e.g. "patch-sent".
+func (c *Client) Marks() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Time, len(c.marks))
+	for k, t := range c.marks {
+		out[k] = t
+	}
+	return out
+}
+
+func (c *Client) mark(event string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.marks == nil {
+		c.marks = map[string]time.Time{}
+	}
+	c.marks[event] = now
+}
+
+// trace times the connection set-up of a request and marks when it was
+// sent and answered.
+func (c *Client) trace(ctx context.Context, verb string) context.Context {
 	var connect, handshake time.Time
+	verb = strings.ToLower(verb)
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		ConnectStart:      func(string, string) { connect = time.Now() },
 		ConnectDone:       func(string, string, error) { c.addTiming("connect", time.Since(connect)) },
 		TLSHandshakeStart: func() { handshake = time.Now() },
-		TLSHandshakeDone:  func(tls.ConnectionState, error) { c.addTiming("tls-handshake", time.Since(handshake)) },
+		TLSHandshakeDone: func(tls.ConnectionState, error) {
+			c.addTiming("tls-handshake", time.Since(handshake))
+			c.mark("tls-done")
+		},
+		WroteRequest:         func(httptrace.WroteRequestInfo) { c.mark(verb + "-sent") },
+		GotFirstResponseByte: func() { c.mark(verb + "-answered") },
 	})
 }
 
@@ -270,7 +301,7 @@ func (c *Client) request(ctx context.Context, verb, path, contentType string, bo
 	u := *c.base
 	p, query, _ := strings.Cut(path, "?")
 	u.Path, u.RawQuery = strings.TrimSuffix(u.Path, "/")+p, query
-	req, err := http.NewRequestWithContext(c.trace(ctx), verb, u.String(), body)
+	req, err := http.NewRequestWithContext(c.trace(ctx, verb), verb, u.String(), body)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,9 @@ type OpRecord struct {
 	Steps map[string]float64 `json:"steps,omitempty"`
 	// API counts the requests sent to the API server by verb.
 	API map[string]int `json:"api,omitempty"`
+	// At is when named events happened, in seconds after Time: the
+	// invocation's timeline (its critical path), e.g. "patch-sent".
+	At map[string]float64 `json:"at,omitempty"`
 }
 
 // Records is the store of per-invocation records (Dir.Records).

@@ -16,6 +16,7 @@ import (
 type stepProfile struct {
 	n    int                      // kdd-cni ADDs profiled
 	ours map[string]time.Duration // step → median
+	at   map[string]time.Duration // timeline event → median time after the configuration was read
 	// ptp: its start-up, its host-local exec, and the rest (veth, routes).
 	ptp map[string]time.Duration
 }
@@ -36,6 +37,17 @@ var profileRows = []struct{ key, what string }{
 	{"dataplane+endpoint", "critical path: max(veth, PATCH) and the plan"},
 	{"total", "in-process total (configuration read → result written)"},
 	{"exit", "record written → exit seen by the caller"},
+}
+
+// The timeline's rows: when each event of a serial ADD happened, after its
+// configuration was read (kdd-cni's record, "at").
+var timelineRows = []struct{ key, what string }{
+	{"tls-done", "TLS handshake done (the connection opened beside host-local)"},
+	{"allocated", "addresses allocated (host-local); the veth set-up starts"},
+	{"patch-sent", "PATCH written, headers and body (the body waits for the handshake)"},
+	{"veth-done", "veth pair, addresses, routes and sysctls done"},
+	{"patch-answered", "PATCH answer's first byte (the apiserver and etcd done)"},
+	{"total", "result written"},
 }
 
 // profile reads kdd-cni's own records of the serial pass (its metrics
@@ -61,7 +73,7 @@ func (b *bench) profile() (stepProfile, error) {
 		return stepProfile{}, fmt.Errorf("profile: %d ADD records for %d ADDs exec'd", len(adds), len(starts))
 	}
 	lat := b.results["serial"][ours]["ADD"]
-	steps := map[string][]time.Duration{}
+	steps, at := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i, r := range adds {
 		steps["start-up"] = append(steps["start-up"], r.Time.Sub(starts[i]))
 		steps["total"] = append(steps["total"], secs(r.Seconds))
@@ -71,13 +83,19 @@ func (b *bench) profile() (stepProfile, error) {
 		for k, v := range r.Steps {
 			steps[k] = append(steps[k], secs(v))
 		}
+		for k, v := range r.At {
+			at[k] = append(at[k], secs(v))
+		}
 		if ipam, ok := r.Steps["ipam"]; ok {
 			steps["ipam-wait"] = append(steps["ipam-wait"], secs(ipam-r.Steps["host-local"]))
 		}
 	}
-	p := stepProfile{n: len(adds), ours: map[string]time.Duration{}, ptp: map[string]time.Duration{}}
+	p := stepProfile{n: len(adds), ours: map[string]time.Duration{}, at: map[string]time.Duration{}, ptp: map[string]time.Duration{}}
 	for k, ds := range steps {
 		p.ours[k] = percentile(ds, 50)
+	}
+	for k, ds := range at {
+		p.at[k] = percentile(ds, 50)
 	}
 	hl, err := b.hostLocalAlone(20)
 	if err != nil {

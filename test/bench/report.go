@@ -244,6 +244,19 @@ func profileTable(w *strings.Builder, p stepProfile, startup map[string]time.Dur
 		fmt.Fprintf(w, "| %s | %s | %s |\n", r.what, ms(p.ours[r.key]), theirs)
 	}
 	fmt.Fprintf(w, "| exec → exit, p50 (the latency above) | %s | %s |\n", ms(oursP50), ms(ptpP50))
+	if len(p.at) == 0 {
+		return // a build that records no timeline (-before an older one)
+	}
+	fmt.Fprintf(w, "\n| a serial ADD's timeline (medians of each event, ms after the configuration was read; start-up %s before it) | kdd-cni |\n|---|---|\n", ms(p.ours["start-up"]))
+	for _, r := range timelineRows {
+		d, ok := p.at[r.key]
+		if r.key == "total" {
+			d, ok = p.ours["total"], true
+		}
+		if ok {
+			fmt.Fprintf(w, "| %s | %s |\n", r.what, ms(d))
+		}
+	}
 }
 
 func median64(v []int64) int64 {

@@ -32,6 +32,49 @@ func TestAPIRequestsPerCommand(t *testing.T) {
 	}
 }
 
+// An ADD's record carries its timeline: when the TLS handshake ended, the
+// addresses were allocated, the PATCH was written and answered and the
+// veth was set up, as offsets from the configuration read, in the order
+// the critical path takes them (the bench's profile reads them).
+func TestAddRecordsItsTimeline(t *testing.T) {
+	e := newEnv(t, podCIDRs("dual")...)
+	delete(e.ipam, "subnet")
+	e.ipam["ranges"] = rangesFor("dual")
+	e.runtimeAnnotations(nil)
+	e.publishPodCIDRs()
+	p := e.newPod("timed", false)
+	e.add(p)
+	defer e.del(p)
+	recs, skipped, err := nodestate.Dir(e.stateDir()).Records().Peek()
+	if err != nil || skipped != 0 {
+		t.Fatalf("read the records: %v (%d that do not parse)", err, skipped)
+	}
+	var add *nodestate.OpRecord
+	for i := range recs {
+		if recs[i].Command == "ADD" {
+			add = &recs[i]
+		}
+	}
+	if add == nil {
+		t.Fatalf("no ADD record among %d", len(recs))
+	}
+	t.Logf("ADD timeline (s): %v, total %.4f", add.At, add.Seconds)
+	order := []string{"allocated", "patch-sent", "patch-answered"}
+	for _, k := range append(order, "tls-done", "veth-done") {
+		if v, ok := add.At[k]; !ok || v <= 0 || v > add.Seconds {
+			t.Errorf("timeline event %q: %v (present %v), want within the ADD's %.4f s", k, v, ok, add.Seconds)
+		}
+	}
+	for i := 1; i < len(order); i++ {
+		if add.At[order[i-1]] > add.At[order[i]] {
+			t.Errorf("%s at %.4f s after %s at %.4f s", order[i-1], add.At[order[i-1]], order[i], add.At[order[i]])
+		}
+	}
+	if add.At["tls-done"] > add.At["patch-sent"] {
+		t.Errorf("PATCH sent at %.4f s, before the TLS handshake ended at %.4f s", add.At["patch-sent"], add.At["tls-done"])
+	}
+}
+
 // With install-cni's sidecar watching the Node (its copy of the podCIDRs
 // published under a live lock), ADD makes one request: the PATCH. The
 // addresses come from the published podCIDRs. A copy whose watch is gone

@@ -66,6 +66,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return inv.Wrap(err)
 	}
 	inv.Step("ipam", &t)
+	inv.Mark("allocated")
 	pl, err := p.planFor(inv, session, alloc)
 	if err != nil {
 		return inv.Wrap(err)
@@ -147,6 +148,7 @@ func (p *Plugin) network(ctx context.Context, inv *command, s *apiSession, pl pl
 	start := time.Now()
 	created, setupErr := dataplane.Setup(pl, inv.Args.Netns)
 	inv.Time("veth", time.Since(start))
+	inv.Mark("veth-done")
 	if setupErr == nil {
 		undo.push("remove the interfaces", func() error { return dataplane.Remove(pl, created.HostIndex) })
 	}
