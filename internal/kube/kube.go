@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -73,11 +74,7 @@ type Client struct {
 func (c *Client) Timings() map[string]time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]time.Duration, len(c.timings))
-	for k, d := range c.timings {
-		out[k] = d
-	}
-	return out
+	return maps.Clone(c.timings)
 }
 
 func (c *Client) addTiming(phase string, d time.Duration) {
@@ -95,11 +92,7 @@ func (c *Client) addTiming(phase string, d time.Duration) {
 func (c *Client) Marks() map[string]time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]time.Time, len(c.marks))
-	for k, t := range c.marks {
-		out[k] = t
-	}
-	return out
+	return maps.Clone(c.marks)
 }
 
 func (c *Client) mark(event string) {
@@ -134,11 +127,7 @@ func (c *Client) trace(ctx context.Context, verb string) context.Context {
 func (c *Client) Requests() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.requests))
-	for v, n := range c.requests {
-		out[v] = n
-	}
-	return out
+	return maps.Clone(c.requests)
 }
 
 func (c *Client) count(verb string) {

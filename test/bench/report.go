@@ -245,7 +245,7 @@ func profileTable(w *strings.Builder, p stepProfile, startup map[string]time.Dur
 	}
 	fmt.Fprintf(w, "| exec → exit, p50 (the latency above) | %s | %s |\n", ms(oursP50), ms(ptpP50))
 	if len(p.at) == 0 {
-		return // a build that records no timeline (-before an older one)
+		return // records of a build that keeps no timeline
 	}
 	fmt.Fprintf(w, "\n| a serial ADD's timeline (medians of each event, ms after the configuration was read; start-up %s before it) | kdd-cni |\n|---|---|\n", ms(p.ours["start-up"]))
 	for _, r := range timelineRows {
